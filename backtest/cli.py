@@ -1,0 +1,101 @@
+"""Command line: `python -m backtest run|refresh ...` (what the container and the DAG call).
+
+stdout carries exactly one JSON object; logs go to stderr. Bad input exits non-zero with one
+line on stderr: 2 for invalid arguments, 1 for missing or bad data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from backtest.errors import BacktestError, InputError
+from backtest.params import parse_fee_bps, parse_time_ms, parse_window, validate_symbol
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (the usage is in --help)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="backtest", description="Backtest and candle-refresh jobs for one trading pair.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="backtest one pair and print the result as JSON")
+    run.add_argument("--symbol", required=True, help="pair, e.g. BTCUSDT (^[A-Z0-9]{2,20}$)")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-url", help="candle store: s3://bucket/prefix or a local folder")
+    source.add_argument("--input", help="one Parquet or CSV candle file, local or s3://bucket/key")
+    run.add_argument("--start", help="first bar's open time, ISO 8601 (UTC if no zone); default: first candle")
+    run.add_argument("--end", help="end of the window, exclusive, ISO 8601; default: after the last candle")
+    run.add_argument("--window", default="15d", help="SMA window: bars (360) or 12h/15d/2w (default 15d)")
+    run.add_argument("--fee-bps", default="10", help="fee per side in basis points (default 10)")
+    run.add_argument("--results-url", help="also write {symbol}.json and {symbol}.equity.parquet here")
+
+    refresh = commands.add_parser("refresh", help="bring a pair's stored hourly candles up to --until")
+    refresh.add_argument("--symbol", required=True, help="pair, e.g. BTCUSDT")
+    refresh.add_argument("--data-url", required=True, help="candle store: s3://bucket/prefix or a local folder")
+    refresh.add_argument("--until", required=True, help="store closed candles with open_time < until (ISO 8601)")
+    refresh.add_argument("--since", help="where a pair with no stored candles starts (default: --history-days back)")
+    refresh.add_argument("--history-days", type=int, default=730, help="history for a new pair (default 730)")
+    refresh.add_argument("--source", choices=("binance", "synthetic"), default="binance")
+    refresh.add_argument("--api-url", help="Binance API base URL (default: $BINANCE_API_URL or the public API)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from backtest import job
+
+    spec = job.RunSpec(
+        symbol=validate_symbol(args.symbol),
+        window=args.window,
+        window_bars=parse_window(args.window),
+        fee_bps=parse_fee_bps(args.fee_bps),
+        start_ms=parse_time_ms(args.start, "--start") if args.start else None,
+        end_ms=parse_time_ms(args.end, "--end") if args.end else None,
+        data_url=args.data_url,
+        input_url=args.input,
+    )
+    result, equity = job.backtest(spec)
+    if args.results_url:
+        job.write_result(args.results_url, result, equity)
+    print(job.to_json(result))
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    from backtest import refresh
+
+    symbol = validate_symbol(args.symbol)
+    until_ms = parse_time_ms(args.until, "--until")
+    since_ms = parse_time_ms(args.since, "--since") if args.since else None
+    if args.history_days < 1:
+        raise InputError(f"invalid --history-days {args.history_days}: must be at least 1")
+    summary = refresh.refresh_pair(
+        symbol,
+        args.data_url,
+        until_ms=until_ms,
+        since_ms=since_ms,
+        history_days=args.history_days,
+        source=args.source,
+        api_url=args.api_url,
+    )
+    print(refresh.summary_json(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.verbose:
+            logging.getLogger().setLevel(logging.DEBUG)
+        return {"run": _run, "refresh": _refresh}[args.command](args)
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

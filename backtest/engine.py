@@ -1,0 +1,113 @@
+"""The trend-following engine: long while the close is above its simple moving average.
+
+Exact semantics, for in-window bars t = 0..n-1 (opens o_t, closes c_t), window w bars, fee
+f = fee_bps / 10,000 per side:
+
+- SMA_t = mean(c_{t-w+1..t}), defined for t >= w-1 (candles before the window's start count
+  as warm-up). signal_t = 1 if c_t > SMA_t, else 0 (0 while the SMA is undefined).
+- A change of signal at bar t fills at the next bar's open o_{t+1}: the position over bar t is
+  p_t = signal_{t-1}, and p_0 = 0 (every backtest starts flat). Long/flat only.
+- Equity is marked at each close, E_0 = 1, and for t >= 1:
+    held  (p_{t-1}=1, p_t=1): E_t = E_{t-1} * c_t / c_{t-1}
+    entry (0 -> 1):          E_t = E_{t-1} * (1-f) * c_t / o_t
+    exit  (1 -> 0):          E_t = E_{t-1} * (o_t / c_{t-1}) * (1-f)
+    flat  (0 -> 0):          E_t = E_{t-1}
+
+`c_t > SMA_t` is decided exactly on the float64 inputs: a fast rolling sum from one cumulative
+sum, and for the rare bars where its rounding error could flip the answer (flat prices, exact
+ties) an exact `math.fsum`. So the signal never depends on summation order.
+
+Many windows for one pair share the cumulative sum and run as one 2-D pass (`run_windows`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+_UNIT_ROUNDOFF = 2.0**-53
+
+
+def cumulative_sum(close: np.ndarray) -> np.ndarray:
+    """[0, c_0, c_0+c_1, ...]: the prefix sums every window's rolling sum comes from."""
+    out = np.empty(len(close) + 1, dtype=np.float64)
+    out[0] = 0.0
+    np.cumsum(close, out=out[1:])
+    return out
+
+
+def above_sma(close: np.ndarray, window: int, prefix: np.ndarray | None = None) -> np.ndarray:
+    """signal_t = c_t > mean(c_{t-w+1..t}) for every bar, exactly; False before bar w-1."""
+    n = len(close)
+    signal = np.zeros(n, dtype=bool)
+    if n < window:
+        return signal
+    cs = cumulative_sum(close) if prefix is None else prefix
+    sums = cs[window:] - cs[:-window]
+    scaled = window * close[window - 1 :]
+    diff = scaled - sums  # > 0 exactly when c_t > SMA_t, up to rounding
+    # Forward error bound of the prefix sums (recursive summation, positive terms), the
+    # subtraction, the product and the final difference, doubled for slack.
+    steps = np.arange(n + 1, dtype=np.float64)
+    err_cs = _UNIT_ROUNDOFF * steps * cs
+    tol = 2.0 * (err_cs[window:] + err_cs[:-window] + _UNIT_ROUNDOFF * (np.abs(sums) + scaled + np.abs(diff)))
+    decided = diff > 0
+    for i in np.nonzero(np.abs(diff) <= tol)[0]:
+        t = i + window - 1
+        exact = math.fsum([close[t]] * window + [-x for x in close[t - window + 1 : t + 1]])
+        decided[i] = exact > 0
+    signal[window - 1 :] = decided
+    return signal
+
+
+def positions_from_signal(signal: np.ndarray, first_bar: int, bars: int) -> np.ndarray:
+    """p over the in-window bars [first_bar, first_bar+bars): p_0 = 0, p_t = signal_{t-1}."""
+    p = np.zeros(bars, dtype=bool)
+    if bars > 1:
+        p[1:] = signal[first_bar : first_bar + bars - 1]
+    return p
+
+
+def equity_curves(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, fee: float) -> np.ndarray:
+    """E per bar for each row of `positions` (shape (k, n) or (n,)), by the rules above."""
+    positions = np.atleast_2d(positions)
+    k, n = positions.shape
+    equity = np.ones((k, n), dtype=np.float64)
+    if n < 2:
+        return equity
+    keep = 1.0 - fee
+    held = close[1:] / close[:-1]
+    entry = keep * close[1:] / open_[1:]
+    exit_ = (open_[1:] / close[:-1]) * keep
+    prev, cur = positions[:, :-1], positions[:, 1:]
+    factor = np.select([prev & cur, cur, prev], [held, entry, exit_], 1.0)
+    np.cumprod(factor, axis=1, out=equity[:, 1:])
+    return equity
+
+
+@dataclass(frozen=True)
+class WindowRun:
+    """One window's backtest over the in-window bars."""
+
+    window_bars: int
+    position: np.ndarray  # bool per bar
+    equity: np.ndarray  # float64 per bar, E_0 = 1
+
+
+def run_windows(
+    open_: np.ndarray, close: np.ndarray, first_bar: int, windows: Sequence[int], fee: float
+) -> list[WindowRun]:
+    """Backtest every window over bars [first_bar, end); bars before first_bar are warm-up only.
+
+    The prefix sums and the per-bar price ratios are computed once for all windows.
+    """
+    bars = len(close) - first_bar
+    prefix = cumulative_sum(close)
+    positions = np.stack(
+        [positions_from_signal(above_sma(close, w, prefix), first_bar, bars) for w in windows]
+    )
+    equity = equity_curves(open_[first_bar:], close[first_bar:], positions, fee)
+    return [WindowRun(w, positions[i], equity[i]) for i, w in enumerate(windows)]

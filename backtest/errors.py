@@ -1,0 +1,19 @@
+"""Errors the CLI reports as one line on stderr with a non-zero exit (never a traceback)."""
+
+
+class BacktestError(Exception):
+    """Base class: a problem the user can fix, reported as one line."""
+
+    exit_code = 1
+
+
+class InputError(BacktestError):
+    """Bad arguments: an invalid symbol, window, fee or time."""
+
+    exit_code = 2
+
+
+class DataError(BacktestError):
+    """Missing, malformed or insufficient candles or storage locations."""
+
+    exit_code = 1

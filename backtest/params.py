@@ -1,0 +1,72 @@
+"""Parsing and validation of user input: symbols, windows, fees and times.
+
+Everything that ends up on a command line or in a storage key passes through here first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+
+from backtest.errors import InputError
+
+SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
+_WINDOW_RE = re.compile(r"^([0-9]+)([hdw]?)$")
+_HOURS_PER_UNIT = {"": 1, "h": 1, "d": 24, "w": 168}
+
+HOUR_MS = 3_600_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_WINDOW_BARS = 2
+MAX_WINDOW_BARS = 100_000
+MAX_FEE_BPS = 1_000.0
+
+
+def validate_symbol(symbol: str) -> str:
+    """Return the symbol if it matches `^[A-Z0-9]{2,20}$`, else raise InputError."""
+    if not isinstance(symbol, str) or not _SYMBOL_RE.fullmatch(symbol):
+        raise InputError(f"invalid symbol {symbol!r}: must match {SYMBOL_PATTERN} (e.g. BTCUSDT)")
+    return symbol
+
+
+def parse_window(text: str | int) -> int:
+    """Window length in hourly bars: `360` (bars), `12h`, `15d` or `2w`."""
+    match = _WINDOW_RE.fullmatch(str(text).strip().lower())
+    if not match:
+        raise InputError(f"invalid window {text!r}: use bars (360) or a duration (12h, 15d, 2w)")
+    bars = int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)]
+    if not MIN_WINDOW_BARS <= bars <= MAX_WINDOW_BARS:
+        raise InputError(f"invalid window {text!r}: must be {MIN_WINDOW_BARS} to {MAX_WINDOW_BARS} hourly bars")
+    return bars
+
+
+def parse_fee_bps(value: str | float) -> float:
+    """Fee per side in basis points: a finite number from 0 to 1,000."""
+    try:
+        fee = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"invalid fee {value!r}: must be a number of basis points (e.g. 10)") from None
+    if not math.isfinite(fee) or not 0 <= fee <= MAX_FEE_BPS:
+        raise InputError(f"invalid fee {value!r}: must be from 0 to {MAX_FEE_BPS:g} basis points")
+    return fee
+
+
+def parse_time_ms(text: str, what: str = "time") -> int:
+    """ISO-8601 date or date-time to epoch milliseconds; a time without zone is UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except (AttributeError, ValueError):
+        raise InputError(f"invalid {what} {text!r}: use ISO 8601, e.g. 2024-01-31 or 2024-01-31T00:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def format_time_ms(ms: int) -> str:
+    """Epoch milliseconds to `YYYY-MM-DDTHH:MM:SSZ`."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def floor_hour_ms(ms: int) -> int:
+    return ms - ms % HOUR_MS

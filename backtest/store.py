@@ -1,0 +1,210 @@
+"""The candle store: hive-partitioned Parquet, one file per pair per month.
+
+Layout (readable as one dataset by pyarrow, DuckDB and Athena):
+
+    {data_url}/candles/interval=1h/symbol=BTCUSDT/month=2023-12/part-0.parquet
+
+Each file holds `open_time, open, high, low, close, volume` sorted by `open_time` with no
+duplicates; `symbol` and `month` live in the path only. The file's Parquet metadata records
+where the candles came from (`backtest.source`: `binance`, `synthetic`, ...), so that results
+derived from synthetic data can say so.
+
+Writes merge new candles into the month files (existing candles win on a conflict: history
+is not rewritten), skip files whose content would not change, and replace changed files
+atomically. Writing the same candles twice therefore leaves the same bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from backtest.candles import SCHEMA, Candles, Gap, find_gaps, validate
+from backtest.errors import DataError
+from backtest.params import HOUR_MS, validate_symbol
+from backtest.storage import Location, exclusive_lock, list_dir, read_bytes, resolve, write_bytes_atomic
+
+INTERVAL = "1h"
+PART_FILE = "part-0.parquet"
+SOURCE_KEY = b"backtest.source"
+_MONTH_DIR = re.compile(r"month=[0-9]{4}-[0-9]{2}")
+
+
+def month_of(open_time_ms: np.ndarray) -> np.ndarray:
+    """Month labels (`YYYY-MM`) of epoch-ms open times."""
+    return np.datetime_as_string(open_time_ms.astype("datetime64[ms]").astype("datetime64[M]"), unit="M")
+
+
+def month_start_ms(month: str) -> int:
+    return int(np.datetime64(month, "M").astype("datetime64[ms]").astype(np.int64))
+
+
+def next_month_start_ms(month: str) -> int:
+    return int((np.datetime64(month, "M") + 1).astype("datetime64[ms]").astype(np.int64))
+
+
+@dataclass(frozen=True)
+class StoredSeries:
+    """Candles read from the store, with where they came from and what was touched."""
+
+    candles: Candles
+    sources: frozenset[str]
+    months_read: tuple[str, ...]
+    gaps: list[Gap] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    new_candles: int
+    months_written: tuple[str, ...]
+    conflicts: int
+
+
+class CandleStore:
+    """Reads and writes one data URL's candles (`s3://bucket/prefix` or a local folder)."""
+
+    def __init__(self, data_url: str):
+        self.root = resolve(data_url)
+
+    def symbol_dir(self, symbol: str) -> Location:
+        validate_symbol(symbol)
+        return self.root.join("candles", f"interval={INTERVAL}", f"symbol={symbol}")
+
+    def month_file(self, symbol: str, month: str) -> Location:
+        return self.symbol_dir(symbol).join(f"month={month}", PART_FILE)
+
+    def months(self, symbol: str) -> list[str]:
+        """Months stored for a pair, oldest first (one listing call)."""
+        names = list_dir(self.symbol_dir(symbol))
+        return [name.removeprefix("month=") for name in names if _MONTH_DIR.fullmatch(name)]
+
+    def lock(self, symbol: str):
+        """Exclusive lock on a pair's candles, so overlapping refreshes cannot lose candles."""
+        validate_symbol(symbol)
+        return exclusive_lock(self.root.join("locks", f"candles-{INTERVAL}-{symbol}.lock"))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read_month(self, symbol: str, month: str) -> tuple[Candles, str | None]:
+        loc = self.month_file(symbol, month)
+        data = read_bytes(loc)
+        if data is None:
+            return Candles.empty(), None
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{loc.url}: unreadable Parquet ({str(exc).splitlines()[0]})") from None
+        candles = Candles.from_table(table, loc.url)
+        validate(candles, loc.url)
+        if len(candles) and (month_of(candles.open_time[[0, -1]]) != month).any():
+            raise DataError(f"{loc.url}: holds candles outside month {month}")
+        metadata = table.schema.metadata or {}
+        source = metadata.get(SOURCE_KEY)
+        return candles, source.decode() if source else None
+
+    def read(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, warmup_bars: int = 0) -> StoredSeries:
+        """Candles with `start <= open_time < end`, plus up to `warmup_bars` candles before start.
+
+        Only the months overlapping the range are read, and earlier months only while the
+        warm-up is still short of `warmup_bars`.
+        """
+        stored = self.months(symbol)
+        if not stored:
+            raise DataError(f"no candles stored for {symbol} under {self.root.url}")
+        lo = -(2**62) if start_ms is None else start_ms
+        hi = 2**62 if end_ms is None else end_ms
+        in_range = [m for m in stored if next_month_start_ms(m) > lo and month_start_ms(m) < hi]
+        earlier = [m for m in stored if next_month_start_ms(m) <= lo]
+
+        sources: set[str] = set()
+        months_read: list[str] = []
+
+        def read_month(month: str) -> Candles:
+            candles, source = self._read_month(symbol, month)
+            months_read.append(month)
+            if source:
+                sources.add(source)
+            return candles
+
+        parts = [read_month(m) for m in in_range]
+        loaded = Candles.concat(parts)
+        before = loaded.take(loaded.open_time < lo)
+        window = loaded.take((loaded.open_time >= lo) & (loaded.open_time < hi))
+        while len(before) < warmup_bars and earlier:
+            before = Candles.concat([read_month(earlier.pop()), before])
+        before = before.slice(max(0, len(before) - warmup_bars), len(before))
+        series = Candles.concat([before, window])
+        validate(series, f"{symbol} in {self.root.url}")
+        return StoredSeries(series, frozenset(sources), tuple(sorted(months_read)), find_gaps(window.open_time))
+
+    def last_open_time(self, symbol: str) -> int | None:
+        """Open time of the newest stored candle, or None when the pair has none."""
+        for month in reversed(self.months(symbol)):
+            candles, _ = self._read_month(symbol, month)
+            if len(candles):
+                return int(candles.open_time[-1])
+        return None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, symbol: str, candles: Candles, source: str) -> WriteSummary:
+        """Merge candles into the pair's month files; a no-op when nothing would change."""
+        validate_symbol(symbol)
+        validate(candles, f"new candles for {symbol}")
+        if len(candles) == 0:
+            return WriteSummary(0, (), 0)
+        labels = month_of(candles.open_time)
+        new_total = 0
+        conflicts = 0
+        written: list[str] = []
+        for month in np.unique(labels):
+            incoming = candles.take(labels == month)
+            existing, existing_source = self._read_month(symbol, str(month))
+            if existing_source and existing_source != source:
+                raise DataError(
+                    f"{symbol} month {month} holds {existing_source} candles; refusing to mix in {source} candles "
+                    "(use another data URL)"
+                )
+            merged, added, clashes = _merge(existing, incoming)
+            conflicts += clashes
+            if added == 0:
+                continue
+            self._write_month(symbol, str(month), merged, source)
+            new_total += added
+            written.append(str(month))
+        return WriteSummary(new_total, tuple(written), conflicts)
+
+    def _write_month(self, symbol: str, month: str, candles: Candles, source: str) -> None:
+        table = candles.to_table().replace_schema_metadata({SOURCE_KEY: source.encode()})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="snappy", write_statistics=True)
+        write_bytes_atomic(self.month_file(symbol, month), sink.getvalue().to_pybytes())
+
+
+def _merge(existing: Candles, incoming: Candles) -> tuple[Candles, int, int]:
+    """Union by open time, existing rows first; returns (merged, rows added, conflicting rows)."""
+    if len(existing) == 0:
+        return incoming, len(incoming), 0
+    is_new = ~np.isin(incoming.open_time, existing.open_time)
+    overlap = incoming.take(~is_new)
+    conflicts = 0
+    if len(overlap):
+        idx = np.searchsorted(existing.open_time, overlap.open_time)
+        same = existing.take(idx)
+        differs = np.zeros(len(overlap), dtype=bool)
+        for name in ("open", "high", "low", "close", "volume"):
+            differs |= getattr(same, name) != getattr(overlap, name)
+        conflicts = int(differs.sum())
+    added = incoming.take(is_new)
+    if len(added) == 0:
+        return existing, 0, conflicts
+    merged = Candles.concat([existing, added])
+    order = np.argsort(merged.open_time, kind="stable")
+    return merged.take(order), len(added), conflicts
+
+
+__all__ = ["CandleStore", "StoredSeries", "WriteSummary", "HOUR_MS", "SCHEMA", "month_of"]
