@@ -19,9 +19,7 @@ from backtest.storage import Location, read_bytes
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
-SCHEMA = pa.schema(
-    [("open_time", pa.timestamp("ms", tz="UTC"))] + [(name, pa.float64()) for name in VALUE_COLUMNS]
-)
+SCHEMA = pa.schema([("open_time", pa.timestamp("ms", tz="UTC"))] + [(name, pa.float64()) for name in VALUE_COLUMNS])
 
 
 @dataclass(frozen=True)

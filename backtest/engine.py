@@ -106,8 +106,6 @@ def run_windows(
     """
     bars = len(close) - first_bar
     prefix = cumulative_sum(close)
-    positions = np.stack(
-        [positions_from_signal(above_sma(close, w, prefix), first_bar, bars) for w in windows]
-    )
+    positions = np.stack([positions_from_signal(above_sma(close, w, prefix), first_bar, bars) for w in windows])
     equity = equity_curves(open_[first_bar:], close[first_bar:], positions, fee)
     return [WindowRun(w, positions[i], equity[i]) for i, w in enumerate(windows)]

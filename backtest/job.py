@@ -72,7 +72,9 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
     """Run one pair's backtest; returns the result object and its equity table."""
     validate_symbol(spec.symbol)
     if spec.start_ms is not None and spec.end_ms is not None and spec.start_ms >= spec.end_ms:
-        raise InputError(f"empty window: start {format_time_ms(spec.start_ms)} is not before end {format_time_ms(spec.end_ms)}")
+        raise InputError(
+            f"empty window: start {format_time_ms(spec.start_ms)} is not before end {format_time_ms(spec.end_ms)}"
+        )
     loaded = load_candles(spec)
     candles, first = loaded.candles, loaded.first_bar
     bars = len(candles) - first

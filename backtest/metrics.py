@@ -108,7 +108,7 @@ def compute_metrics(
         "sortino": sortino,
         "max_drawdown": _finite(max_drawdown),
         "calmar": calmar,
-        "trades": int(len(entries)),
+        "trades": len(entries),
         "win_rate": win_rate,
         "exposure": float(np.mean(position)),
         "bars": int(bars),

@@ -44,7 +44,9 @@ class RefreshSummary:
     conflicts: int
 
 
-def fetch(source: str, symbol: str, start_ms: int, until_ms: int, api_url: str | None, now_ms: int) -> tuple[Candles, int]:
+def fetch(
+    source: str, symbol: str, start_ms: int, until_ms: int, api_url: str | None, now_ms: int
+) -> tuple[Candles, int]:
     """Closed candles with start <= open_time < until from a source; (candles, requests made)."""
     if source == synthetic.SOURCE_NAME:
         return synthetic.synthetic_candles(symbol, start_ms, until_ms), 0
@@ -79,12 +81,17 @@ def refresh_pair(
             start = since_ms
         else:
             start = until - history_days * DAY_MS
-        fetched, requests = (Candles.empty(), 0) if start >= until else fetch(source, symbol, start, until, api_url, now_ms)
+        fetched, requests = (
+            (Candles.empty(), 0) if start >= until else fetch(source, symbol, start, until, api_url, now_ms)
+        )
         fetched = fetched.take((fetched.open_time >= start) & (fetched.open_time < until))
         validate(fetched, f"{source} candles for {symbol}")
         written = store.write(symbol, fetched, source)
     edges = fetched.open_time if last is None else [last, *fetched.open_time]
-    gaps = [{"after": format_time_ms(g.after_ms), "missing_hours": g.hours} for g in find_gaps(np.asarray(edges, dtype=np.int64))]
+    gaps = [
+        {"after": format_time_ms(g.after_ms), "missing_hours": g.hours}
+        for g in find_gaps(np.asarray(edges, dtype=np.int64))
+    ]
     newest = int(fetched.open_time[-1]) if len(fetched) else last
     log.info("%s: fetched %d candles in %d request(s), wrote %d", symbol, len(fetched), requests, written.new_candles)
     return RefreshSummary(

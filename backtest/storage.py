@@ -108,10 +108,8 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
             out.write(data)
         loc.fs.move(tmp, loc.path)  # rename(2): atomic on POSIX
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             loc.fs.delete_file(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -149,7 +147,9 @@ def _s3_lock(loc: Location, wait_seconds: float, lease_seconds: float) -> Iterat
     from botocore.exceptions import ClientError
 
     bucket, _, key = loc.path.partition("/")
-    client = boto3.client("s3", region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    client = boto3.client(
+        "s3", region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    )
     body = json.dumps({"owner": f"{os.uname().nodename}:{os.getpid()}", "acquired": time.time()}).encode()
     deadline = time.monotonic() + wait_seconds
     delay = 0.05

@@ -106,7 +106,9 @@ class CandleStore:
         source = metadata.get(SOURCE_KEY)
         return candles, source.decode() if source else None
 
-    def read(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, warmup_bars: int = 0) -> StoredSeries:
+    def read(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, warmup_bars: int = 0
+    ) -> StoredSeries:
         """Candles with `start <= open_time < end`, plus up to `warmup_bars` candles before start.
 
         Only the months overlapping the range are read, and earlier months only while the
@@ -207,4 +209,4 @@ def _merge(existing: Candles, incoming: Candles) -> tuple[Candles, int, int]:
     return merged.take(order), len(added), conflicts
 
 
-__all__ = ["CandleStore", "StoredSeries", "WriteSummary", "HOUR_MS", "SCHEMA", "month_of"]
+__all__ = ["HOUR_MS", "SCHEMA", "CandleStore", "StoredSeries", "WriteSummary", "month_of"]
