@@ -1,7 +1,8 @@
 """Command line: `python -m backtest run|refresh ...` (what the container and the DAG call).
 
 stdout carries exactly one JSON object; logs go to stderr. Bad input exits non-zero with one
-line on stderr: 2 for invalid arguments, 1 for missing or bad data.
+line on stderr: 2 for invalid arguments, 3 for missing or bad data, 4 for a storage or network
+I/O error (the one worth retrying); see backtest/errors.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 
 from backtest.errors import BacktestError, InputError
 from backtest.params import parse_fee_bps, parse_time_ms, parse_window, validate_symbol
+
+IO_ERROR_EXIT_CODE = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,3 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        print(f"error: storage or network I/O failed: {exc}", file=sys.stderr)
+        return IO_ERROR_EXIT_CODE

@@ -31,28 +31,35 @@ import numpy as np
 _UNIT_ROUNDOFF = 2.0**-53
 
 
-def cumulative_sum(close: np.ndarray) -> np.ndarray:
-    """[0, c_0, c_0+c_1, ...]: the prefix sums every window's rolling sum comes from."""
-    out = np.empty(len(close) + 1, dtype=np.float64)
-    out[0] = 0.0
-    np.cumsum(close, out=out[1:])
-    return out
+@dataclass(frozen=True)
+class PrefixSums:
+    """[0, c_0, c_0+c_1, ...] and a bound on each one's rounding error, shared by all windows."""
+
+    sums: np.ndarray
+    error_bound: np.ndarray
+
+    @classmethod
+    def of(cls, close: np.ndarray) -> PrefixSums:
+        sums = np.empty(len(close) + 1, dtype=np.float64)
+        sums[0] = 0.0
+        np.cumsum(close, out=sums[1:])
+        # Recursive summation of positive terms: |error of sums[k]| <= k * u * sums[k].
+        return cls(sums, _UNIT_ROUNDOFF * np.arange(len(sums), dtype=np.float64) * sums)
 
 
-def above_sma(close: np.ndarray, window: int, prefix: np.ndarray | None = None) -> np.ndarray:
+def above_sma(close: np.ndarray, window: int, prefix: PrefixSums | None = None) -> np.ndarray:
     """signal_t = c_t > mean(c_{t-w+1..t}) for every bar, exactly; False before bar w-1."""
     n = len(close)
     signal = np.zeros(n, dtype=bool)
     if n < window:
         return signal
-    cs = cumulative_sum(close) if prefix is None else prefix
+    prefix = PrefixSums.of(close) if prefix is None else prefix
+    cs, err_cs = prefix.sums, prefix.error_bound
     sums = cs[window:] - cs[:-window]
     scaled = window * close[window - 1 :]
     diff = scaled - sums  # > 0 exactly when c_t > SMA_t, up to rounding
-    # Forward error bound of the prefix sums (recursive summation, positive terms), the
-    # subtraction, the product and the final difference, doubled for slack.
-    steps = np.arange(n + 1, dtype=np.float64)
-    err_cs = _UNIT_ROUNDOFF * steps * cs
+    # Error bound of the two prefix sums, the subtraction, the product and the final
+    # difference, doubled for slack.
     tol = 2.0 * (err_cs[window:] + err_cs[:-window] + _UNIT_ROUNDOFF * (np.abs(sums) + scaled + np.abs(diff)))
     decided = diff > 0
     for i in np.nonzero(np.abs(diff) <= tol)[0]:
@@ -105,7 +112,7 @@ def run_windows(
     The prefix sums and the per-bar price ratios are computed once for all windows.
     """
     bars = len(close) - first_bar
-    prefix = cumulative_sum(close)
+    prefix = PrefixSums.of(close)
     positions = np.stack([positions_from_signal(above_sma(close, w, prefix), first_bar, bars) for w in windows])
     equity = equity_curves(open_[first_bar:], close[first_bar:], positions, fee)
     return [WindowRun(w, positions[i], equity[i]) for i, w in enumerate(windows)]

@@ -1,4 +1,8 @@
-"""Errors the CLI reports as one line on stderr with a non-zero exit (never a traceback)."""
+"""Errors the CLI reports as one line on stderr with a non-zero exit (never a traceback).
+
+Exit codes: 2 invalid arguments, 3 missing or bad data (neither is worth a retry),
+4 a storage or network I/O error (worth a retry), 1 an unexpected error (a bug: traceback).
+"""
 
 
 class BacktestError(Exception):
@@ -16,4 +20,4 @@ class InputError(BacktestError):
 class DataError(BacktestError):
     """Missing, malformed or insufficient candles or storage locations."""
 
-    exit_code = 1
+    exit_code = 3

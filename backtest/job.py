@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backtest.candles import Candles, find_gaps, read_candle_file
+from backtest.candles import Candles, find_gaps, read_candle_file, to_arrow
 from backtest.engine import run_windows
 from backtest.errors import DataError, InputError
 from backtest.metrics import compute_metrics
@@ -110,9 +110,9 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
     }
     equity = pa.table(
         {
-            "open_time": pa.array(in_window.open_time, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-            "equity": pa.array(run.equity),
-            "position": pa.array(run.position.astype(np.int8)),
+            "open_time": to_arrow(in_window.open_time, pa.timestamp("ms", tz="UTC")),
+            "equity": to_arrow(run.equity, pa.float64()),
+            "position": to_arrow(run.position, pa.int8()),
         }
     )
     return result, equity

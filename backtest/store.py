@@ -95,7 +95,7 @@ class CandleStore:
         if data is None:
             return Candles.empty(), None
         try:
-            table = pq.read_table(pa.BufferReader(data))
+            table = pq.ParquetFile(pa.BufferReader(data)).read()
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{loc.url}: unreadable Parquet ({str(exc).splitlines()[0]})") from None
         candles = Candles.from_table(table, loc.url)

@@ -122,15 +122,15 @@ def test_s3_store_and_results(capsys, s3_bucket):
     "args, code, message",
     [
         (["--symbol", "btc-usdt"], 2, "invalid symbol"),
-        (["--symbol", "DOGEUSDT"], 1, "no candles stored for DOGEUSDT"),
+        (["--symbol", "DOGEUSDT"], 3, "no candles stored for DOGEUSDT"),
         (["--symbol", "BTCUSDT", "--window", "abc"], 2, "invalid window"),
         (["--symbol", "BTCUSDT", "--window", "1"], 2, "invalid window"),
         (["--symbol", "BTCUSDT", "--fee-bps", "-5"], 2, "invalid fee"),
         (["--symbol", "BTCUSDT", "--fee-bps", "nan"], 2, "invalid fee"),
         (["--symbol", "BTCUSDT", "--start", "2024-13-01"], 2, "invalid --start"),
         (["--symbol", "BTCUSDT", "--start", "2024-04-01", "--end", "2024-03-01"], 2, "empty window"),
-        (["--symbol", "BTCUSDT", "--start", "2025-01-01", "--end", "2025-02-01"], 1, "no candles for BTCUSDT"),
-        (["--symbol", "BTCUSDT", "--end", "2024-01-05", "--window", "15d"], 1, "needs 360 candles"),
+        (["--symbol", "BTCUSDT", "--start", "2025-01-01", "--end", "2025-02-01"], 3, "no candles for BTCUSDT"),
+        (["--symbol", "BTCUSDT", "--end", "2024-01-05", "--window", "15d"], 3, "needs 360 candles"),
         (["--symbol", "BTCUSDT", "--bogus"], 2, "unrecognized arguments"),
     ],
 )
@@ -156,12 +156,12 @@ def test_malformed_input_files(capsys, tmp_path, content, message):
     path = tmp_path / ("bad.csv" if content.startswith((b"not", b"open")) else "bad.parquet")
     path.write_bytes(content)
     rc, out, err = run_cli(capsys, "--symbol", "BTCUSDT", "--input", str(path), "--window", "2")
-    assert rc == 1 and out == "" and message in err
+    assert rc == 3 and out == "" and message in err
 
 
 def test_missing_input_file(capsys, tmp_path):
     rc, _, err = run_cli(capsys, "--symbol", "BTCUSDT", "--input", str(tmp_path / "nope.parquet"))
-    assert rc == 1 and "input file not found" in err
+    assert rc == 3 and "input file not found" in err
 
 
 def test_subprocess_entrypoint(store):
