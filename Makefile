@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo airflow test lint format bench clean
 
 $(STAMP): requirements.txt constraints.txt docker/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -12,13 +12,23 @@ $(STAMP): requirements.txt constraints.txt docker/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 
-# Embedded default: synthetic candles (labelled as such) in a local store, no AWS, no internet.
-DEMO_STORE := .demo/store
-DEMO_UNTIL := 2026-11-01
+# Airflow on this machine: its own AIRFLOW_HOME, the project's dags/ and plugins/, local store.
+AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	PYTHONPATH=$(CURDIR):$(CURDIR)/plugins \
+	BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(CURDIR)/.demo/store} \
+	BACKTEST_SOURCE=$${BACKTEST_SOURCE:-synthetic} \
+	BACKTEST_EXECUTOR=$${BACKTEST_EXECUTOR:-local}
+
+# Embedded default: the whole daily DAG once, synthetic candles, local runner, no AWS, no internet.
 demo: $(STAMP)
-	$(PY) -m backtest refresh --source synthetic --symbol DEMOUSDT --data-url $(DEMO_STORE) --until $(DEMO_UNTIL) --history-days 730
-	$(PY) -m backtest run --symbol DEMOUSDT --data-url $(DEMO_STORE) --start 2025-11-01 --end $(DEMO_UNTIL) --window 15d --fee-bps 10 --results-url .demo/results
-	@echo "result files: $$(ls -d $(CURDIR)/.demo/results/DEMOUSDT.*)"
+	@$(AIRFLOW_ENV) $(PY) -m backtest_airflow.demo $(DEMO_ARGS)
+
+# The Airflow UI on http://localhost:8080 with the project's DAG (trigger it with the form).
+airflow: $(STAMP)
+	$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(VENV)/bin/airflow standalone
 
 test: $(STAMP) lint
 	$(PY) -m pytest
@@ -35,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache
+	rm -rf $(VENV) .venv-* .demo .airflow .pytest_cache

@@ -1,0 +1,177 @@
+"""
+# Daily crypto backtest
+
+Backtests a trend-following strategy (long while the hourly close is above its moving average,
+flat otherwise) on every configured pair, every day, and ranks the pairs.
+
+1. **plan** validates the run's params and renders, per pair, the exact job command, with the
+   backtest window ending at this run's data-interval end (point-in-time: a run or backfill of
+   date D sees only candles closed by the end of D's interval).
+2. **refresh** (one mapped task per pair) brings the stored hourly candles up to that end,
+   incrementally and idempotently.
+3. **backtest** (one mapped task per pair) runs the job: an AWS Batch job on Fargate in `batch`
+   mode (the amazon provider's `BatchOperator`, deferrable), or the same container command in a
+   local subprocess in `local` mode.
+4. **rank** gathers the results into `leaderboard.{parquet,csv,md}` in the run's results folder
+   `{store}/results/crypto_backtest_daily/date=<D>/run=<run_id>/`, then fails the run if any pair
+   failed (unless `allow_failed_pairs`).
+
+Trigger it with the form to override the pairs, window, fee, lookback or ranking metric.
+Configuration (store URL, executor mode, Batch queue and job definition, AWS connection, pair
+list) is described in the README and in `plugins/backtest_airflow/settings.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.amazon.aws.operators.batch import BatchOperator
+from airflow.sdk import Asset, Param, Variable, dag, get_current_context, task
+
+from backtest_airflow import leaderboard, planning
+from backtest_airflow.local_batch import LocalBatchOperator
+from backtest_airflow.settings import PAIRS_VARIABLE, asset_uri, load_settings, pairs_from_file
+
+DAG_ID = "crypto_backtest_daily"
+SETTINGS = load_settings()
+CANDLES = Asset(name="crypto_backtest_candles", uri=asset_uri(SETTINGS.data_url, "candles"))
+LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.data_url, "results", DAG_ID))
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=3,
+    tags=["backtest", "crypto", "aws-batch"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "quant-research",
+        "retries": SETTINGS.task_retries,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+    params={
+        "pairs": Param(
+            pairs_from_file(),
+            type="array",
+            items={"type": "string"},
+            description="Symbols to backtest, e.g. BTCUSDT (default: the configured pair list).",
+        ),
+        "window": Param(
+            "15d", type=["string", "integer"], description="Moving-average window: bars (360) or 12h / 15d / 2w."
+        ),
+        "fee_bps": Param(10, type="number", description="Fee per side in basis points (10 = 0.1 %)."),
+        "lookback_days": Param(
+            365, type="integer", description="Length of the backtest window, ending at the data-interval end."
+        ),
+        "rank_by": Param(
+            "total_return", enum=list(planning.RANK_METRICS), description="Metric the leaderboard ranks by."
+        ),
+        "allow_failed_pairs": Param(
+            False, type="boolean", description="Succeed even when some pairs failed (they stay listed as failed)."
+        ),
+    },
+)
+def crypto_backtest_daily():
+    @task
+    def plan() -> list[dict]:
+        """Validate params, fix the window from the data interval, render every pair's job.
+
+        Returns the jobs (what `backtest` maps over); the run plan goes to XCom key `plan`.
+        """
+        context = get_current_context()
+        params = dict(context["params"])
+        if params.get("pairs") == pairs_from_file():  # the default list: a Variable may replace it
+            configured = Variable.get(PAIRS_VARIABLE, default=None)
+            if configured:
+                from backtest_airflow.settings import parse_pairs_variable
+
+                params["pairs"] = parse_pairs_variable(configured)
+        dag_run = context["dag_run"]
+        interval_start, interval_end = context["data_interval_start"], context["data_interval_end"]
+        run_plan = planning.make_plan(params, SETTINGS.data_url, DAG_ID, dag_run.run_id, interval_start, interval_end)
+        jobs = planning.job_kwargs(run_plan, SETTINGS.data_url, dag_run.run_id, interval_start)
+        context["ti"].xcom_push(key="plan", value=run_plan.__dict__)
+        return jobs
+
+    @task(outlets=[CANDLES], map_index_template="{{ symbol }}")
+    def refresh(symbol: str, run_plan: dict) -> dict:
+        """Bring one pair's stored candles up to the run's data-interval end."""
+        from dataclasses import asdict
+
+        from backtest.params import parse_time_ms
+        from backtest.refresh import refresh_pair
+
+        get_current_context()["symbol"] = symbol
+        summary = refresh_pair(
+            symbol,
+            SETTINGS.data_url,
+            until_ms=parse_time_ms(run_plan["end"]),
+            history_days=run_plan["history_days"],
+            source=SETTINGS.source,
+        )
+        return asdict(summary)
+
+    @task(trigger_rule="all_done", outlets=[LEADERBOARD])
+    def rank(run_plan: dict) -> dict:
+        """Rank the pairs' results into the leaderboard; fail afterwards if any pair failed."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        context = get_current_context()
+        failed_tasks = _failed_pairs(context, run_plan["pairs"])
+        table = leaderboard.build(
+            run_plan["pairs"], run_plan["results_url"], run_plan["rank_by"], run_plan["end"], failed_tasks
+        )
+        title = f"Leaderboard {run_plan['start']} to {run_plan['end']} (window {run_plan['window']}, by {run_plan['rank_by']})"
+        if table["synthetic"].fillna(False).astype(bool).any():
+            title += " - SYNTHETIC DATA"
+        paths = leaderboard.write(table, run_plan["results_url"], title)
+        print(leaderboard.to_markdown(table, title))
+        for name, url in paths.items():
+            print(f"{name}: {url}")
+        failed = table.loc[table["status"] != "ok", "symbol"].tolist()
+        if failed and not run_plan["allow_failed_pairs"]:
+            raise AirflowFailException(f"{len(failed)} pair(s) failed: {', '.join(failed)} (leaderboard written)")
+        return {"leaderboard": paths["leaderboard.parquet"], "failed": failed}
+
+    jobs = plan()
+    run_plan = jobs["plan"]
+    refreshed = refresh.partial(run_plan=run_plan).expand(symbol=jobs.map(planning.job_pair))
+    if SETTINGS.executor == "batch":
+        backtest = BatchOperator.partial(
+            task_id="backtest",
+            job_queue=SETTINGS.job_queue,
+            job_definition=SETTINGS.job_definition,
+            aws_conn_id=SETTINGS.aws_conn_id,
+            deferrable=True,
+            poll_interval=SETTINGS.poll_interval,
+            trigger_rule="all_done",
+            map_index_template="{{ task.tags['pair'] }}",
+        ).expand_kwargs(jobs)
+    else:
+        backtest = LocalBatchOperator.partial(
+            task_id="backtest",
+            max_active_tis_per_dagrun=SETTINGS.local_max_parallel,
+            trigger_rule="all_done",
+            map_index_template="{{ task.tags['pair'] }}",
+        ).expand_kwargs(jobs)
+    refreshed >> backtest >> rank(run_plan)
+
+
+def _failed_pairs(context, pairs: list[str]) -> dict[str, str]:
+    """Pairs whose refresh or backtest task instance failed in this run, with the step."""
+    ti = context["ti"]
+    states = ti.get_task_states(dag_id=DAG_ID, task_ids=["refresh", "backtest"], run_ids=[ti.run_id])
+    failed: dict[str, str] = {}
+    for key, state in states.get(ti.run_id, {}).items():
+        task_id, _, index = key.rpartition("_")
+        if state in ("failed", "upstream_failed") and index.isdigit() and int(index) < len(pairs):
+            failed.setdefault(pairs[int(index)], f"{task_id} {state}")
+    return failed
+
+
+crypto_backtest_daily_dag = crypto_backtest_daily()

@@ -1,0 +1,79 @@
+"""What an operator of the system configures once, read from the environment.
+
+| setting              | env var                          | default                              |
+|----------------------|----------------------------------|--------------------------------------|
+| store URL            | BACKTEST_DATA_URL                | $AIRFLOW_HOME/backtest-data (local)  |
+| candle source        | BACKTEST_SOURCE                  | synthetic (offline embedded default) |
+| executor mode        | BACKTEST_EXECUTOR                | local (`batch` for AWS Batch)        |
+| Batch job queue      | BACKTEST_BATCH_JOB_QUEUE         | crypto-backtest                      |
+| Batch job definition | BACKTEST_BATCH_JOB_DEFINITION    | crypto-backtest                      |
+| AWS connection id    | BACKTEST_AWS_CONN_ID             | aws_default                          |
+| Batch poll interval  | BACKTEST_BATCH_POLL_SECONDS      | 30                                   |
+| local parallelism    | BACKTEST_LOCAL_MAX_PARALLEL      | 2 (concurrent local jobs per run)    |
+| task retries         | BACKTEST_TASK_RETRIES            | 2 (exponential backoff from 1 min)   |
+| pair list            | Variable `backtest_pairs`        | plugins/backtest_airflow/pairs.txt   |
+
+The executor mode and store URL shape the DAG (operator class, asset URIs), so they are read
+when the DAG file is parsed: set them in the environment of every Airflow component.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PAIRS_FILE = Path(__file__).with_name("pairs.txt")
+PAIRS_VARIABLE = "backtest_pairs"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_url: str
+    source: str
+    executor: str
+    job_queue: str
+    job_definition: str
+    aws_conn_id: str
+    poll_interval: int
+    local_max_parallel: int
+    task_retries: int
+
+
+def load_settings() -> Settings:
+    airflow_home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
+    executor = os.environ.get("BACKTEST_EXECUTOR", "local")
+    if executor not in ("local", "batch"):
+        raise ValueError(f"BACKTEST_EXECUTOR must be 'local' or 'batch', not {executor!r}")
+    return Settings(
+        data_url=os.environ.get("BACKTEST_DATA_URL") or os.path.join(airflow_home, "backtest-data"),
+        source=os.environ.get("BACKTEST_SOURCE", "synthetic"),
+        executor=executor,
+        job_queue=os.environ.get("BACKTEST_BATCH_JOB_QUEUE", "crypto-backtest"),
+        job_definition=os.environ.get("BACKTEST_BATCH_JOB_DEFINITION", "crypto-backtest"),
+        aws_conn_id=os.environ.get("BACKTEST_AWS_CONN_ID", "aws_default"),
+        poll_interval=int(os.environ.get("BACKTEST_BATCH_POLL_SECONDS", "30")),
+        local_max_parallel=int(os.environ.get("BACKTEST_LOCAL_MAX_PARALLEL", "2")),
+        task_retries=int(os.environ.get("BACKTEST_TASK_RETRIES", "2")),
+    )
+
+
+def pairs_from_file(path: Path = PAIRS_FILE) -> list[str]:
+    """Symbols listed in the pairs file (comments and blank lines skipped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def parse_pairs_variable(value: str) -> list[str]:
+    """The `backtest_pairs` Variable: a JSON list or a comma/whitespace-separated string."""
+    value = value.strip()
+    if value.startswith("["):
+        return [str(item).strip() for item in json.loads(value)]
+    return [item for item in value.replace(",", " ").split() if item]
+
+
+def asset_uri(data_url: str, *parts: str) -> str:
+    """An Asset URI for a place in the store (`s3://...` or `file:///...`)."""
+    base = data_url if "://" in data_url else "file://" + os.path.abspath(data_url)
+    return "/".join([base.rstrip("/"), *parts])

@@ -1,0 +1,121 @@
+"""The daily DAG end to end in local mode (dag.test, synthetic data), and bad trigger input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from backtest.errors import InputError
+from backtest_airflow.planning import job_kwargs, make_plan, validate_params
+from tests.airflow_helpers import load_daily_dag
+from tests.conftest import REPO
+
+PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
+LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
+
+
+def run_folders(data_url) -> list:
+    return sorted((data_url / "results" / "crypto_backtest_daily").glob("date=*/run=*"))
+
+
+@pytest.mark.slow
+def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
+    data_url = tmp_path / "store"
+    dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_SOURCE="synthetic", BACKTEST_DATA_URL=str(data_url))
+    conf = {"pairs": PAIRS, "window": "2d", "lookback_days": 30, "rank_by": "sharpe", "fee_bps": 5}
+    dag_run = dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
+    assert dag_run.state == "success"
+
+    (folder,) = run_folders(data_url)
+    assert folder.parent.name == "date=2026-10-01"
+    board = pd.read_parquet(folder / "leaderboard.parquet")
+    assert sorted(board["symbol"]) == sorted(PAIRS)
+    assert (board["status"] == "ok").all() and board["synthetic"].all()
+    assert board["rank"].tolist() == [1, 2, 3, 4, 5]
+    sharpe = board["sharpe"].tolist()
+    assert sharpe == sorted(sharpe, reverse=True)
+    assert (folder / "leaderboard.csv").read_text().count("\n") == len(PAIRS) + 1
+    markdown = (folder / "leaderboard.md").read_text()
+    assert markdown.startswith("# Leaderboard") and all(f"| {pair}" in markdown for pair in PAIRS)
+
+    # Each row equals what `python -m backtest run` prints for that pair and window by itself.
+    for row in board.to_dict("records"):
+        result = json.loads((folder / f"{row['symbol']}.json").read_text())
+        cli = subprocess.run(
+            [sys.executable, "-m", "backtest", "run", "--symbol", row["symbol"], "--data-url", str(data_url)]
+            + ["--start", result["start"], "--end", result["end"], "--window", "2d", "--fee-bps", "5"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+        )
+        alone = json.loads(cli.stdout)
+        assert alone == result
+        for metric in ("total_return", "sharpe", "max_drawdown", "trades", "bars"):
+            assert row[metric] == alone[metric], (row["symbol"], metric)
+        # Point in time: the window ends at the data interval's end (a manual run's interval is its date).
+        assert alone["end"] == "2026-10-01T00:00:00Z" and alone["last_bar"] == "2026-09-30T23:00:00Z"
+        assert alone["bars"] == 30 * 24
+
+
+@pytest.mark.parametrize(
+    "conf, message",
+    [
+        ({"pairs": ["BTCUSDT", "btc-usdt"]}, "invalid symbol"),
+        ({"window": "abc"}, "invalid window"),
+        ({"fee_bps": -1}, "invalid fee"),
+    ],
+)
+def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_path, conf, message):
+    with pytest.raises(InputError, match=message):
+        validate_params({"pairs": ["BTCUSDT"], **conf})
+
+    data_url = tmp_path / "store"
+    dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_DATA_URL=str(data_url))
+    dag_run = dag.test(logical_date=LOGICAL_DATE, run_conf={"pairs": ["BTCUSDT"], **conf})
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["plan"] == "failed"
+    assert states.get("backtest") != "success"
+    assert not data_url.exists()  # no refresh, no job, no results
+
+
+def test_plan_renders_the_container_command():
+    start = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
+    end = datetime.fromisoformat("2026-10-02T00:00:00+00:00")
+    plan = make_plan(
+        {"pairs": ["BTCUSDT"], "window": "15d", "fee_bps": 10, "lookback_days": 90},
+        "s3://bucket/data",
+        "crypto_backtest_daily",
+        "scheduled__2026-10-01T00:00:00+00:00",
+        start,
+        end,
+    )
+    assert plan.results_url == (
+        "s3://bucket/data/results/crypto_backtest_daily/date=2026-10-01/run=scheduled__2026-10-01T00-00-00-00-00"
+    )
+    assert plan.history_days == 90 + 15 + 1
+    (job,) = job_kwargs(plan, "s3://bucket/data", "scheduled__2026-10-01T00:00:00+00:00", start)
+    assert job["container_overrides"]["command"] == [
+        "run",
+        "--symbol",
+        "BTCUSDT",
+        "--data-url",
+        "s3://bucket/data",
+        "--start",
+        "2026-07-04T00:00:00Z",
+        "--end",
+        "2026-10-02T00:00:00Z",
+        "--window",
+        "15d",
+        "--fee-bps",
+        "10",
+        "--results-url",
+        plan.results_url,
+    ]
+    assert job["job_name"].startswith("backtest-BTCUSDT-20261001-") and len(job["job_name"]) <= 128
