@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -10,6 +13,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "binance-spot-1h"
+
+# Airflow reads its configuration when first imported, so the test session's AIRFLOW_HOME (a
+# fresh temp folder with a SQLite DB) is set here, before any test module imports airflow.
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": str(AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    "BACKTEST_DATA_URL": str(AIRFLOW_HOME / "backtest-data"),
+    "BACKTEST_TASK_RETRIES": "0",
+    "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")]),
+}
+os.environ.update(AIRFLOW_ENV)
+for _path in (str(REPO / "plugins"), str(REPO / "dags")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """The session's Airflow metadata DB (SQLite), migrated once."""
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
+    return AIRFLOW_HOME
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +106,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real Binance data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def exchange():
+    """A Binance stand-in on loopback (tests/exchange.py) with its default data; stopped after the test."""
+    from tests.exchange import FakeExchange
+
+    with FakeExchange() as server:
+        yield server
+
+
+@pytest.fixture
+def exchange_factory():
+    """Start Binance stand-ins with custom data (now, outages, weight); all stopped after the test."""
+    from tests.exchange import FakeExchange
+
+    servers = []
+
+    def start(**kwargs) -> FakeExchange:
+        server = FakeExchange(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
