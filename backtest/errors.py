@@ -21,3 +21,9 @@ class DataError(BacktestError):
     """Missing, malformed or insufficient candles or storage locations."""
 
     exit_code = 3
+
+
+class SourceUnavailable(DataError):
+    """The data source did not answer usefully within the attempt budget: worth a later retry."""
+
+    exit_code = 4

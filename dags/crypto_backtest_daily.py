@@ -103,17 +103,26 @@ def crypto_backtest_daily():
         """Bring one pair's stored candles up to the run's data-interval end."""
         from dataclasses import asdict
 
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from backtest.errors import BacktestError
         from backtest.params import parse_time_ms
         from backtest.refresh import refresh_pair
+        from backtest_airflow.local_batch import APPLICATION_ERROR_CODES as PERMANENT_EXIT_CODES
 
         get_current_context()["symbol"] = symbol
-        summary = refresh_pair(
-            symbol,
-            SETTINGS.data_url,
-            until_ms=parse_time_ms(run_plan["end"]),
-            history_days=run_plan["history_days"],
-            source=SETTINGS.source,
-        )
+        try:
+            summary = refresh_pair(
+                symbol,
+                SETTINGS.data_url,
+                until_ms=parse_time_ms(run_plan["end"]),
+                history_days=run_plan["history_days"],
+                source=SETTINGS.source,
+            )
+        except BacktestError as exc:
+            if exc.exit_code in PERMANENT_EXIT_CODES:  # bad symbol or bad data: a retry cannot help
+                raise AirflowFailException(f"{symbol}: {exc}") from exc
+            raise
         return asdict(summary)
 
     @task(trigger_rule="all_done", outlets=[LEADERBOARD])
