@@ -8,13 +8,15 @@ I/O error (the one worth retrying); see backtest/errors.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
 from backtest.errors import BacktestError, InputError
-from backtest.params import parse_fee_bps, parse_time_ms, parse_window, validate_symbol
+from backtest.params import parse_fee_bps, parse_time_ms, parse_windows, validate_symbol
 
 IO_ERROR_EXIT_CODE = 4
+log = logging.getLogger("backtest")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,13 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="backtest one pair and print the result as JSON")
-    run.add_argument("--symbol", required=True, help="pair, e.g. BTCUSDT (^[A-Z0-9]{2,20}$)")
+    run.add_argument("--symbol", required=True, help="pair, e.g. BTCUSDT (^[A-Z0-9]{2,20}$), or several: A,B,C")
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-url", help="candle store: s3://bucket/prefix or a local folder")
     source.add_argument("--input", help="one Parquet or CSV candle file, local or s3://bucket/key")
     run.add_argument("--start", help="first bar's open time, ISO 8601 (UTC if no zone); default: first candle")
     run.add_argument("--end", help="end of the window, exclusive, ISO 8601; default: after the last candle")
-    run.add_argument("--window", default="15d", help="SMA window: bars (360) or 12h/15d/2w (default 15d)")
+    run.add_argument(
+        "--window",
+        default="15d",
+        help="SMA window: bars (360) or 12h/15d/2w (default 15d); a sweep: 5d,10d,15d or a range 1d:60d:1d",
+    )
+    run.add_argument("--holdout-days", type=int, default=0, help="keep the last N days out of sample (default 0)")
+    run.add_argument(
+        "--select-by", default="total_return", help="metric that picks a sweep's best window (default total_return)"
+    )
     run.add_argument("--fee-bps", default="10", help="fee per side in basis points (default 10)")
     run.add_argument("--results-url", help="also write {symbol}.json and {symbol}.equity.parquet here")
 
@@ -52,23 +62,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Backtest each symbol; one failing pair does not stop the others (exit: the worst code)."""
+    import os
+    import time
+
     from backtest import job
 
-    spec = job.RunSpec(
-        symbol=validate_symbol(args.symbol),
-        window=args.window,
-        window_bars=parse_window(args.window),
+    began = time.time()
+    symbols = [validate_symbol(s) for s in args.symbol.split(",")]
+    if len(set(symbols)) != len(symbols):
+        raise InputError(f"--symbol lists a pair twice: {args.symbol}")
+    if args.holdout_days < 0:
+        raise InputError(f"invalid --holdout-days {args.holdout_days}: must be 0 or more")
+    if args.input and len(symbols) > 1:
+        raise InputError("--input holds one pair's candles: give one --symbol")
+    template = job.RunSpec(
+        symbol=symbols[0],
+        window=str(args.window),
+        windows=tuple(parse_windows(args.window)),
         fee_bps=parse_fee_bps(args.fee_bps),
         start_ms=parse_time_ms(args.start, "--start") if args.start else None,
         end_ms=parse_time_ms(args.end, "--end") if args.end else None,
         data_url=args.data_url,
         input_url=args.input,
+        holdout_days=args.holdout_days,
+        select_by=args.select_by,
     )
-    result, equity = job.backtest(spec)
-    if args.results_url:
-        job.write_result(args.results_url, result, equity)
-    print(job.to_json(result))
-    return 0
+    exit_code = 0
+    failed: list[str] = []
+    for symbol in symbols:
+        spec = dataclasses.replace(template, symbol=symbol)
+        try:
+            result, equity = job.backtest(spec)
+        except BacktestError as exc:
+            if len(symbols) == 1:
+                raise
+            log.error("%s failed: %s", symbol, exc)
+            print(job.to_json({"symbol": symbol, "error": str(exc), "exit_code": exc.exit_code}), flush=True)
+            if args.results_url:
+                job.write_error(args.results_url, symbol, str(exc), exc.exit_code)
+            exit_code = max(exit_code, exc.exit_code)
+            failed.append(symbol)
+            continue
+        if args.results_url:
+            job.write_result(args.results_url, result, equity)
+        print(job.to_json(result), flush=True)
+    job_name = os.environ.get("BACKTEST_JOB_NAME")
+    if args.results_url and job_name:
+        job.write_job_record(
+            args.results_url,
+            {
+                "job_name": job_name,
+                "symbols": symbols,
+                "failed": failed,
+                "wall_seconds": round(time.time() - began, 3),
+                "vcpu": float(os.environ.get("BACKTEST_JOB_VCPU", "0") or 0),
+                "memory_mib": int(os.environ.get("BACKTEST_JOB_MEMORY_MIB", "0") or 0),
+            },
+        )
+    return exit_code
 
 
 def _refresh(args: argparse.Namespace) -> int:

@@ -41,6 +41,45 @@ def parse_window(text: str | int) -> int:
     return bars
 
 
+MAX_WINDOWS = 500
+
+
+def window_label(bars: int) -> str:
+    """The shortest spelling of a window: `15d` for 360 bars, `36h` for 36."""
+    return f"{bars // 24}d" if bars % 24 == 0 else f"{bars}h"
+
+
+def parse_windows(text: str | int) -> list[tuple[str, int]]:
+    """One window, a list (`5d,10d,15d`) or a range (`1d:60d:1d`, both ends included).
+
+    Returns (label, bars) pairs in the order given, without duplicates.
+    """
+    text = str(text).strip()
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise InputError(f"invalid window range {text!r}: use start:stop:step, e.g. 1d:60d:1d")
+        start, stop, step = (parse_window(part) if i < 2 else _parse_step(part) for i, part in enumerate(parts))
+        if stop < start:
+            raise InputError(f"invalid window range {text!r}: the stop is before the start")
+        windows = [(window_label(bars), bars) for bars in range(start, stop + 1, step)]
+    else:
+        windows = [(item.strip(), parse_window(item)) for item in text.split(",")]
+    unique: dict[int, str] = {}
+    for label, bars in windows:
+        unique.setdefault(bars, label)
+    if len(unique) > MAX_WINDOWS:
+        raise InputError(f"invalid window list {text!r}: at most {MAX_WINDOWS} windows, got {len(unique)}")
+    return [(label, bars) for bars, label in unique.items()]
+
+
+def _parse_step(text: str) -> int:
+    match = _WINDOW_RE.fullmatch(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise InputError(f"invalid window step {text!r}: use a positive number of bars or a duration (1d)")
+    return int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)]
+
+
 def parse_fee_bps(value: str | float) -> float:
     """Fee per side in basis points: a finite number from 0 to 1,000."""
     try:

@@ -4,21 +4,24 @@
 Backtests a trend-following strategy (long while the hourly close is above its moving average,
 flat otherwise) on every configured pair, every day, and ranks the pairs.
 
-1. **plan** validates the run's params and renders, per pair, the exact job command, with the
-   backtest window ending at this run's data-interval end (point-in-time: a run or backfill of
-   date D sees only candles closed by the end of D's interval).
-2. **refresh** (one mapped task per pair) brings the stored hourly candles up to that end,
+1. **plan** validates the run's params and renders the jobs: the pairs in chunks (one job per
+   chunk; `pairs_per_job`, by default enough to keep a run at 40 jobs), each with its exact
+   container command, the backtest window ending at this run's data-interval end (point-in-time:
+   a run or backfill of date D sees only candles closed by the end of D's interval).
+2. **refresh** (one mapped task per chunk) brings the stored hourly candles up to that end,
    incrementally and idempotently.
-3. **backtest** (one mapped task per pair) runs the job: an AWS Batch job on Fargate in `batch`
+3. **backtest** (one mapped task per chunk) runs the job: an AWS Batch job on Fargate in `batch`
    mode (the amazon provider's `BatchOperator`, deferrable), or the same container command in a
    local subprocess in `local` mode.
-4. **rank** gathers the results into `leaderboard.{parquet,csv,md}` in the run's results folder
-   `{store}/results/crypto_backtest_daily/date=<D>/run=<run_id>/`, then fails the run if any pair
-   failed (unless `allow_failed_pairs`).
+4. **rank** gathers the results into `leaderboard.{parquet,csv,md}` and `summary.json` (the
+   run's cost) in the run's results folder
+   `{store}/results/crypto_backtest_daily/date=<D>/run=<run_id>/`, then fails the run if any
+   pair failed (unless `allow_failed_pairs`).
 
-Trigger it with the form to override the pairs, window, fee, lookback or ranking metric.
-Configuration (store URL, executor mode, Batch queue and job definition, AWS connection, pair
-list) is described in the README and in `plugins/backtest_airflow/settings.py`.
+Trigger it with the form to override the pairs, window (or a sweep of windows, with an optional
+out-of-sample hold-out), fee, lookback or ranking metric. Configuration (store URL, executor
+mode, Batch queue and job definition, AWS connection, pair list) is described in the README and
+in `plugins/backtest_airflow/settings.py`.
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.d
             description="Symbols to backtest, e.g. BTCUSDT (default: the configured pair list).",
         ),
         "window": Param(
-            "15d", type=["string", "integer"], description="Moving-average window: bars (360) or 12h / 15d / 2w."
+            "15d",
+            type=["string", "integer"],
+            description="Moving-average window: bars (360) or 12h / 15d / 2w; a sweep: 5d,10d,15d or 1d:60d:1d.",
         ),
         "fee_bps": Param(10, type="number", description="Fee per side in basis points (10 = 0.1 %)."),
         "lookback_days": Param(
@@ -73,6 +78,21 @@ LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.d
         ),
         "allow_failed_pairs": Param(
             False, type="boolean", description="Succeed even when some pairs failed (they stay listed as failed)."
+        ),
+        "holdout_days": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description="Keep the last N days of the window out of sample: the best window is chosen before them.",
+        ),
+        "rank_on": Param(
+            "in_sample", enum=list(planning.RANK_ON), description="Rank on in-sample or out-of-sample figures."
+        ),
+        "pairs_per_job": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description=f"Pairs per Batch job (0: enough to keep a run at {planning.MAX_JOBS} jobs).",
         ),
     },
 )
@@ -94,13 +114,15 @@ def crypto_backtest_daily():
         dag_run = context["dag_run"]
         interval_start, interval_end = context["data_interval_start"], context["data_interval_end"]
         run_plan = planning.make_plan(params, SETTINGS.data_url, DAG_ID, dag_run.run_id, interval_start, interval_end)
-        jobs = planning.job_kwargs(run_plan, SETTINGS.data_url, dag_run.run_id, interval_start)
+        jobs = planning.job_kwargs(
+            run_plan, SETTINGS.data_url, dag_run.run_id, interval_start, SETTINGS.job_vcpu, SETTINGS.job_memory_mib
+        )
         context["ti"].xcom_push(key="plan", value=run_plan.__dict__)
         return jobs
 
-    @task(outlets=[CANDLES], map_index_template="{{ symbol }}")
-    def refresh(symbol: str, run_plan: dict) -> dict:
-        """Bring one pair's stored candles up to the run's data-interval end."""
+    @task(outlets=[CANDLES], map_index_template="{{ pairs_label }}")
+    def refresh(symbols: list[str], run_plan: dict) -> list[dict]:
+        """Bring one chunk's stored candles up to the run's data-interval end, pair by pair."""
         from dataclasses import asdict
 
         from airflow.sdk.exceptions import AirflowFailException
@@ -110,20 +132,27 @@ def crypto_backtest_daily():
         from backtest.refresh import refresh_pair
         from backtest_airflow.local_batch import APPLICATION_ERROR_CODES as PERMANENT_EXIT_CODES
 
-        get_current_context()["symbol"] = symbol
-        try:
-            summary = refresh_pair(
-                symbol,
-                SETTINGS.data_url,
-                until_ms=parse_time_ms(run_plan["end"]),
-                history_days=run_plan["history_days"],
-                source=SETTINGS.source,
-            )
-        except BacktestError as exc:
-            if exc.exit_code in PERMANENT_EXIT_CODES:  # bad symbol or bad data: a retry cannot help
-                raise AirflowFailException(f"{symbol}: {exc}") from exc
-            raise
-        return asdict(summary)
+        get_current_context()["pairs_label"] = symbols[0] + (f" +{len(symbols) - 1}" if len(symbols) > 1 else "")
+        summaries, errors = [], {}
+        for symbol in symbols:  # one pair's failure does not stop the others
+            try:
+                summary = refresh_pair(
+                    symbol,
+                    SETTINGS.data_url,
+                    until_ms=parse_time_ms(run_plan["end"]),
+                    history_days=run_plan["history_days"],
+                    source=SETTINGS.source,
+                )
+                summaries.append(asdict(summary))
+            except BacktestError as exc:
+                print(f"refresh of {symbol} failed: {exc}")
+                errors[symbol] = exc
+        if errors:
+            message = "; ".join(f"{symbol}: {exc}" for symbol, exc in errors.items())
+            if all(exc.exit_code in PERMANENT_EXIT_CODES for exc in errors.values()):
+                raise AirflowFailException(message)  # bad symbols or bad data: a retry cannot help
+            raise RuntimeError(message)
+        return summaries
 
     @task(trigger_rule="all_done", outlets=[LEADERBOARD])
     def rank(run_plan: dict) -> dict:
@@ -131,25 +160,24 @@ def crypto_backtest_daily():
         from airflow.sdk.exceptions import AirflowFailException
 
         context = get_current_context()
-        failed_tasks = _failed_pairs(context, run_plan["pairs"])
-        table = leaderboard.build(
-            run_plan["pairs"], run_plan["results_url"], run_plan["rank_by"], run_plan["end"], failed_tasks
-        )
+        failed_tasks = _failed_pairs(context, run_plan["chunks"])
+        table = leaderboard.build(run_plan, failed_tasks)
         title = f"Leaderboard {run_plan['start']} to {run_plan['end']} (window {run_plan['window']}, by {run_plan['rank_by']})"
         if table["synthetic"].fillna(False).astype(bool).any():
             title += " - SYNTHETIC DATA"
-        paths = leaderboard.write(table, run_plan["results_url"], title)
-        print(leaderboard.to_markdown(table, title))
+        cost = leaderboard.cost_summary(run_plan, SETTINGS.prices)
+        paths = leaderboard.write(table, run_plan["results_url"], title, cost)
+        print(leaderboard.to_markdown(table, title, cost))
         for name, url in paths.items():
             print(f"{name}: {url}")
-        failed = table.loc[table["status"] != "ok", "symbol"].tolist()
+        failed = table.loc[table["best"] & (table["status"] != "ok"), "symbol"].tolist()
         if failed and not run_plan["allow_failed_pairs"]:
             raise AirflowFailException(f"{len(failed)} pair(s) failed: {', '.join(failed)} (leaderboard written)")
-        return {"leaderboard": paths["leaderboard.parquet"], "failed": failed}
+        return {"leaderboard": paths["leaderboard.parquet"], "failed": failed, "cost": cost}
 
     jobs = plan()
     run_plan = jobs["plan"]
-    refreshed = refresh.partial(run_plan=run_plan).expand(symbol=jobs.map(planning.job_pair))
+    refreshed = refresh.partial(run_plan=run_plan).expand(symbols=jobs.map(planning.job_pairs))
     if SETTINGS.executor == "batch":
         backtest = BatchOperator.partial(
             task_id="backtest",
@@ -159,27 +187,27 @@ def crypto_backtest_daily():
             deferrable=True,
             poll_interval=SETTINGS.poll_interval,
             trigger_rule="all_done",
-            map_index_template="{{ task.tags['pair'] }}",
+            map_index_template="{{ task.tags['pairs'] }}",
         ).expand_kwargs(jobs)
     else:
         backtest = LocalBatchOperator.partial(
             task_id="backtest",
             max_active_tis_per_dagrun=SETTINGS.local_max_parallel,
             trigger_rule="all_done",
-            map_index_template="{{ task.tags['pair'] }}",
+            map_index_template="{{ task.tags['pairs'] }}",
         ).expand_kwargs(jobs)
     refreshed >> backtest >> rank(run_plan)
 
 
-def _failed_pairs(context, pairs: list[str]) -> dict[str, str]:
-    """Pairs whose refresh or backtest task instance failed in this run, with the step."""
+def _failed_pairs(context, chunks: list[list[str]]) -> dict[str, str]:
+    """Pairs whose chunk's backtest task instance failed in this run (map index = chunk)."""
     ti = context["ti"]
-    states = ti.get_task_states(dag_id=DAG_ID, task_ids=["refresh", "backtest"], run_ids=[ti.run_id])
+    states = ti.get_task_states(dag_id=DAG_ID, task_ids=["backtest"], run_ids=[ti.run_id])
     failed: dict[str, str] = {}
     for key, state in states.get(ti.run_id, {}).items():
-        task_id, _, index = key.rpartition("_")
-        if state in ("failed", "upstream_failed") and index.isdigit() and int(index) < len(pairs):
-            failed.setdefault(pairs[int(index)], f"{task_id} {state}")
+        _, _, index = key.rpartition("_")
+        if state in ("failed", "upstream_failed") and index.isdigit() and int(index) < len(chunks):
+            failed.update(dict.fromkeys(chunks[int(index)], f"backtest task {state}"))
     return failed
 
 

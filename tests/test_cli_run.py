@@ -181,7 +181,7 @@ def test_subprocess_entrypoint(store):
     proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    spec = RunSpec("BTCUSDT", "15d", 360, 10.0, start_ms=parse_time_ms("2024-04-01"), data_url=store)
+    spec = RunSpec("BTCUSDT", "15d", (("15d", 360),), 10.0, start_ms=parse_time_ms("2024-04-01"), data_url=store)
     assert result == backtest(spec)[0]
     assert "INFO backtest: read" in proc.stderr  # logs go to stderr
 

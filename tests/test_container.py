@@ -248,7 +248,7 @@ def test_entrypoint_runs_a_backtest(job_env, candle_file, tmp_path):
     assert result["data_source"] == "file"
 
     spec = job.RunSpec(
-        symbol="TESTUSDT", window="24", window_bars=parse_window("24"), fee_bps=10.0, input_url=str(candle_file)
+        symbol="TESTUSDT", window="24", windows=(("24", parse_window("24")),), fee_bps=10.0, input_url=str(candle_file)
     )
     in_process, _ = job.backtest(spec)
     assert result == json.loads(job.to_json(in_process))

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from backtest.errors import InputError
-from backtest_airflow.planning import job_kwargs, make_plan, validate_params
+from backtest_airflow.planning import job_kwargs, make_plan
 from tests.airflow_helpers import load_daily_dag
 from tests.conftest import REPO
 
@@ -73,7 +73,7 @@ def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
 )
 def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_path, conf, message):
     with pytest.raises(InputError, match=message):
-        validate_params({"pairs": ["BTCUSDT"], **conf})
+        make_plan({"pairs": ["BTCUSDT"], **conf}, "/store", "dag", "run", LOGICAL_DATE, LOGICAL_DATE)
 
     data_url = tmp_path / "store"
     dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_DATA_URL=str(data_url))

@@ -1,98 +1,188 @@
 """The `rank` step: gather a run's per-pair results into a ranked leaderboard (no Airflow import).
 
-Every planned pair gets a row. Pairs whose job produced a result are ranked by the chosen
-metric (descending, except `max_drawdown`, where smaller is better; undefined values last);
-pairs that failed (refresh or backtest task failed, or no result file) follow, unranked, with
-their status. A result whose last candle is more than `STALE_HOURS` older than the window's
-end is marked `stale`: it did not see the whole window, so it is not ranked either.
+The leaderboard has one row per (pair, window); with one window that is one row per pair.
+`best` marks each pair's best window (chosen by the job, on in-sample figures when there is a
+hold-out); hold-out figures are in the `oos_*` columns. Pairs are ranked on their best row by the
+chosen metric (descending, except `max_drawdown`, where smaller is better; undefined values
+last), on in-sample or out-of-sample figures (`rank_on`). Pairs that failed (no result: the job
+said why in `{symbol}.error.json`, or its task failed) follow, unranked, with their status. A
+result whose last candle is more than `STALE_HOURS` older than the window's end is `stale`: it
+did not see the whole window (did its refresh fail?), so it is not ranked either.
+
+The run's cost: every job records its wall time and size in `_jobs/{job}.json`; the summary
+adds them up and prices them at Fargate rates (per second, one-minute minimum per job).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 
 import pandas as pd
 
 from backtest.metrics import METRIC_NAMES
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.storage import read_bytes, resolve, write_bytes_atomic
+from backtest.storage import list_dir, read_bytes, resolve, write_bytes_atomic
 from backtest_airflow.planning import ASCENDING_METRICS
 
 STALE_HOURS = 6
-FILES = ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md")
+FARGATE_MINIMUM_SECONDS = 60
+OOS_COLUMNS = tuple(f"oos_{name}" for name in METRIC_NAMES)
 COLUMNS = (
     "rank",
     "symbol",
     "status",
+    "window",
+    "window_bars",
+    "best",
     *METRIC_NAMES,
     "excess_return",
+    *OOS_COLUMNS,
     "first_bar",
     "last_bar",
+    "split",
     "synthetic",
     "data_source",
-    "window",
     "fee_bps",
     "start",
     "end",
 )
 
 
-def pair_status(symbol: str, result: dict | None, end: str, failed_tasks: dict[str, str]) -> str:
-    if symbol in failed_tasks:
-        return f"failed: {failed_tasks[symbol]}"
+def pair_status(result: dict | None, error: dict | None, task_failure: str | None, end: str) -> str:
     if result is None:
-        return "failed: no result"
+        if error:
+            return f"failed: {error['error']}"
+        return f"failed: {task_failure}" if task_failure else "failed: no result"
     behind = (parse_time_ms(end) - HOUR_MS - parse_time_ms(result["last_bar"])) // HOUR_MS
     if behind > STALE_HOURS:
         return f"stale: last candle {result['last_bar']} is {behind}h before the window's end"
     return "ok"
 
 
-def build(pairs: list[str], results_url: str, rank_by: str, end: str, failed_tasks: dict[str, str]) -> pd.DataFrame:
-    """One row per planned pair, ranked; see the module docstring for the rules."""
-    folder = resolve(results_url)
+def _read_json(folder, name: str) -> dict | None:
+    data = read_bytes(folder.join(name))
+    return json.loads(data) if data else None
+
+
+def _rows(symbol: str, result: dict, status: str) -> list[dict]:
+    """One row per window of a pair's result."""
+    common = {
+        "symbol": symbol,
+        "status": status,
+        "fee_bps": result["params"]["fee_bps"],
+        **{k: result.get(k) for k in ("first_bar", "last_bar", "split", "synthetic", "data_source", "start", "end")},
+    }
+    if "sweep" not in result:
+        windows = [{"window": result["params"]["window"], "window_bars": result["params"]["window_bars"], **result}]
+        best = result["params"]["window"]
+    else:
+        windows, best = result["sweep"], result["best_window"]
     rows = []
-    for symbol in pairs:
-        data = read_bytes(folder.join(f"{symbol}.json"))
-        result = json.loads(data) if data else None
-        row = {"symbol": symbol, "status": pair_status(symbol, result, end, failed_tasks)}
-        if result:
-            row.update({k: result.get(k) for k in COLUMNS if k in result})
-            row.update(window=result["params"]["window"], fee_bps=result["params"]["fee_bps"])
-            if result["total_return"] is not None and result["buy_hold_return"] is not None:
-                row["excess_return"] = result["total_return"] - result["buy_hold_return"]
+    for item in windows:
+        row = {**common, "window": item["window"], "window_bars": item["window_bars"], "best": item["window"] == best}
+        row.update({name: item.get(name) for name in METRIC_NAMES})
+        row.update({f"oos_{name}": value for name, value in (item.get("oos") or {}).items()})
+        if row["total_return"] is not None and row["buy_hold_return"] is not None:
+            row["excess_return"] = row["total_return"] - row["buy_hold_return"]
         rows.append(row)
+    return rows
+
+
+def build(plan: dict, failed_tasks: dict[str, str]) -> pd.DataFrame:
+    """The leaderboard of a run (see the module docstring for the rules)."""
+    folder = resolve(plan["results_url"])
+    rows = []
+    for symbol in plan["pairs"]:
+        result = _read_json(folder, f"{symbol}.json")
+        error = None if result else _read_json(folder, f"{symbol}.error.json")
+        status = pair_status(result, error, failed_tasks.get(symbol), plan["end"])
+        if result:
+            rows.extend(_rows(symbol, result, status))
+        else:
+            rows.append({"symbol": symbol, "status": status, "best": True})
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"])
-    ok = table[table["status"] == "ok"].sort_values(
-        rank_by, ascending=rank_by in ASCENDING_METRICS, na_position="last", kind="stable"
+    table["best"] = table["best"].fillna(False).astype(bool)
+    metric = f"oos_{plan['rank_by']}" if plan.get("rank_on") == "out_of_sample" else plan["rank_by"]
+    ranked = table[table["best"] & (table["status"] == "ok")].sort_values(
+        metric, ascending=plan["rank_by"] in ASCENDING_METRICS, na_position="last", kind="stable"
     )
-    ok.insert(0, "rank", range(1, len(ok) + 1))
-    rest = table[table["status"] != "ok"].sort_values("symbol")
-    rest.insert(0, "rank", pd.NA)
-    return pd.concat([ok, rest], ignore_index=True).astype({"rank": "Int64"})
+    ranked.insert(0, "rank", range(1, len(ranked) + 1))
+    failed = table[table["best"] & (table["status"] != "ok")].sort_values("symbol", kind="stable")
+    others = table[~table["best"]].sort_values(["symbol", "window_bars"], kind="stable")
+    parts = [part for part in (ranked, failed, others) if len(part)]
+    board = pd.concat(parts, ignore_index=True) if parts else ranked
+    return board.reindex(columns=list(COLUMNS)).astype({"rank": "Int64"})
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
-    shown = ["rank", "symbol", "status", "total_return", "buy_hold_return", "sharpe", "max_drawdown", "trades"]
-    view = table[shown].copy()
-    for column in ("total_return", "buy_hold_return", "max_drawdown"):
-        view[column] = view[column].map(lambda v: "" if pd.isna(v) else f"{v:.2%}")
-    view["sharpe"] = view["sharpe"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+def cost_summary(plan: dict, prices: dict[str, float]) -> dict:
+    """Add up the run's job records: pairs, jobs, vCPU-seconds and the Fargate price of them."""
+    folder = resolve(plan["results_url"]).join("_jobs")
+    records = [_read_json(folder, name) for name in list_dir(folder) if name.endswith(".json")]
+    records = [r for r in records if r]
+    vcpu_seconds = sum(r["vcpu"] * r["wall_seconds"] for r in records)
+    billed = [max(FARGATE_MINIMUM_SECONDS, r["wall_seconds"]) for r in records]
+    billed_vcpu_hours = sum(r["vcpu"] * s for r, s in zip(records, billed, strict=True)) / 3600
+    billed_gb_hours = sum(r["memory_mib"] / 1024 * s for r, s in zip(records, billed, strict=True)) / 3600
+    on_demand = billed_vcpu_hours * prices["vcpu_hour"] + billed_gb_hours * prices["gb_hour"]
+    spot = billed_vcpu_hours * prices["spot_vcpu_hour"] + billed_gb_hours * prices["spot_gb_hour"]
+    summary = {
+        "pairs": len(plan["pairs"]),
+        "jobs": len(records),
+        "jobs_planned": len(plan["chunks"]),
+        "job_seconds": round(sum(r["wall_seconds"] for r in records), 3),
+        "vcpu_seconds": round(vcpu_seconds, 3),
+        "billed_vcpu_seconds": round(billed_vcpu_hours * 3600, 3),
+        "cost_on_demand_usd": round(on_demand, 6),
+        "cost_spot_usd": round(spot, 6),
+        "prices": prices,
+    }
+    summary["text"] = (
+        f"{summary['pairs']} pairs, {summary['jobs']} jobs, {summary['vcpu_seconds']:.1f} vCPU-seconds "
+        f"({summary['billed_vcpu_seconds']:.0f} billed), about ${on_demand:.4f} on-demand / ${spot:.4f} Spot"
+    )
+    return summary
+
+
+def _percent(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value) else f"{value:.2%}"
+
+
+def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None) -> str:
+    best = table[table["best"]]
+    sweep = best["window"].nunique() > 1 or len(table) > len(best)
+    shown = ["rank", "symbol", "status", "window", "total_return", "buy_hold_return", "sharpe", "max_drawdown"]
+    shown += ["trades"] + (["oos_total_return", "oos_sharpe"] if best["oos_total_return"].notna().any() else [])
+    view = best[shown].copy()
+    for column in ("total_return", "buy_hold_return", "max_drawdown", "oos_total_return"):
+        if column in view:
+            view[column] = view[column].map(_percent)
+    for column in ("sharpe", "oos_sharpe"):
+        if column in view:
+            view[column] = view[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     view = view.astype(object).where(view.notna(), "")
-    return f"# {title}\n\n" + view.to_markdown(index=False) + "\n"
+    text = f"# {title}\n\n" + view.to_markdown(index=False) + "\n"
+    if sweep:
+        text += f"\n`window` is each pair's best of {len(table) // max(len(best), 1)} windows; "
+        text += "every (pair, window) row is in leaderboard.parquet / leaderboard.csv.\n"
+    if cost:
+        text += f"\nRun cost: {cost['text']}.\n"
+    return text
 
 
-def write(table: pd.DataFrame, results_url: str, title: str) -> dict[str, str]:
-    """Write the three leaderboard files atomically; returns their URLs by name."""
+def write(table: pd.DataFrame, results_url: str, title: str, cost: dict | None = None) -> dict[str, str]:
+    """Write the leaderboard files (and the cost summary) atomically; returns their URLs by name."""
     folder = resolve(results_url)
     parquet = io.BytesIO()
     table.to_parquet(parquet, index=False)
     contents = {
         "leaderboard.parquet": parquet.getvalue(),
         "leaderboard.csv": table.to_csv(index=False).encode(),
-        "leaderboard.md": to_markdown(table, title).encode(),
+        "leaderboard.md": to_markdown(table, title, cost).encode(),
     }
+    if cost:
+        contents["summary.json"] = json.dumps({"title": title, "cost": cost}, indent=1).encode()
     paths = {}
     for name, data in contents.items():
         loc = folder.join(name)

@@ -1,8 +1,14 @@
-"""The `plan` step: validate a run's params and render every pair's job, with no Airflow import.
+"""The `plan` step: validate a run's params and render every job, with no Airflow import.
 
-Mapped values are not Jinja-rendered, so each job's name, command and environment are rendered
-here, complete. The command is the container's (its ENTRYPOINT is `python -m backtest`); the
-local runner prepends that entrypoint and runs exactly the same arguments.
+Mapped values are not Jinja-rendered, so each job's name, command, environment and size are
+rendered here, complete. The command is the container's (its ENTRYPOINT is `python -m backtest`);
+the local runner prepends that entrypoint and runs exactly the same arguments.
+
+Pairs are grouped into chunks, one job per chunk (`pairs_per_job`; 0 = as many pairs per job as
+keeps a run at `MAX_JOBS` jobs). The arithmetic for 1,000 pairs: 25 pairs a job, 40 Batch jobs,
+so 40 refresh + 40 backtest + plan + rank = 82 task instances (Airflow's `max_map_length` is
+1,024) and 40 SubmitJob calls a run (Batch allows 50 a second), each job paying one Fargate
+start-up instead of 25.
 """
 
 from __future__ import annotations
@@ -14,12 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from backtest.errors import InputError
-from backtest.params import SYMBOL_PATTERN, parse_fee_bps, parse_window, validate_symbol
+from backtest.job import SELECT_METRICS
+from backtest.params import SYMBOL_PATTERN, parse_fee_bps, parse_windows
 
 RANK_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate", "buy_hold_return")
 # Metrics where smaller is better; everything else ranks descending.
 ASCENDING_METRICS = ("max_drawdown",)
+RANK_ON = ("in_sample", "out_of_sample")
 MAX_LOOKBACK_DAYS = 3650
+MAX_JOBS = 40
+MAX_PAIRS = 5000
 
 
 @dataclass(frozen=True)
@@ -27,11 +37,15 @@ class RunPlan:
     """A validated run: what every later task needs, as plain JSON-able values."""
 
     pairs: list[str]
-    window: str
-    window_bars: int
+    chunks: list[list[str]]  # one job per chunk
+    window: str  # as given: one window, a list or a range
+    windows: list[str]
+    max_window_bars: int
     fee_bps: float
     lookback_days: int
+    holdout_days: int
     rank_by: str
+    rank_on: str
     allow_failed_pairs: bool
     start: str  # ISO, inclusive
     end: str  # ISO, exclusive: the data interval's end (point-in-time)
@@ -39,8 +53,17 @@ class RunPlan:
     history_days: int  # candle history the refresh must keep for this run (window + warm-up)
 
 
-def validate_params(params: dict) -> tuple[list[str], str, int, float, int, str, bool]:
-    """Check a run's params; raise InputError with every problem in one line."""
+def _whole(value, name: str, low: int, high: int, problems: list[str]) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        problems.append(f"invalid {name} {value!r}: must be a whole number from {low} to {high}")
+        return low
+    return value
+
+
+def make_plan(
+    params: dict, data_url: str, dag_id: str, run_id: str, interval_start: datetime, interval_end: datetime
+) -> RunPlan:
+    """Check a run's params (every problem in one InputError) and fix its window and folder."""
     problems: list[str] = []
     pairs = params.get("pairs") or []
     if not isinstance(pairs, list) or not pairs:
@@ -51,35 +74,58 @@ def validate_params(params: dict) -> tuple[list[str], str, int, float, int, str,
         problems.append(f"invalid symbol(s) {', '.join(map(repr, bad))}: each must match {SYMBOL_PATTERN}")
     if len(set(pairs)) != len(pairs):
         problems.append("pairs contains duplicates")
-    window_bars = fee = 0
+    if len(pairs) > MAX_PAIRS:
+        problems.append(f"too many pairs ({len(pairs)}): at most {MAX_PAIRS} a run")
+    window = params.get("window", "15d")
+    window = ",".join(map(str, window)) if isinstance(window, list) else str(window)
+    windows: list[tuple[str, int]] = [("15d", 360)]
     try:
-        window_bars = parse_window(params.get("window", "15d"))
+        windows = parse_windows(window)
     except InputError as exc:
         problems.append(str(exc))
+    fee = 0.0
     try:
         fee = parse_fee_bps(params.get("fee_bps", 10))
     except InputError as exc:
         problems.append(str(exc))
-    lookback = params.get("lookback_days", 365)
-    if not isinstance(lookback, int) or isinstance(lookback, bool) or not 1 <= lookback <= MAX_LOOKBACK_DAYS:
-        problems.append(
-            f"invalid lookback_days {lookback!r}: must be a whole number of days from 1 to {MAX_LOOKBACK_DAYS}"
-        )
+    lookback = _whole(params.get("lookback_days", 365), "lookback_days", 1, MAX_LOOKBACK_DAYS, problems)
+    holdout = _whole(params.get("holdout_days", 0), "holdout_days", 0, MAX_LOOKBACK_DAYS, problems)
+    if holdout and holdout >= lookback:
+        problems.append(f"holdout_days ({holdout}) must be shorter than lookback_days ({lookback})")
+    per_job = _whole(params.get("pairs_per_job", 0), "pairs_per_job", 0, MAX_PAIRS, problems)
     rank_by = params.get("rank_by", "total_return")
     if rank_by not in RANK_METRICS:
         problems.append(f"invalid rank_by {rank_by!r}: one of {', '.join(RANK_METRICS)}")
+    rank_on = params.get("rank_on", "in_sample")
+    if rank_on not in RANK_ON:
+        problems.append(f"invalid rank_on {rank_on!r}: one of {', '.join(RANK_ON)}")
+    elif rank_on == "out_of_sample" and not holdout:
+        problems.append("rank_on out_of_sample needs holdout_days > 0")
     if problems:
         raise InputError("; ".join(problems))
-    for pair in pairs:
-        validate_symbol(pair)
-    return (
-        pairs,
-        str(params.get("window", "15d")),
-        window_bars,
-        fee,
-        lookback,
-        rank_by,
-        bool(params.get("allow_failed_pairs")),
+
+    per_job = per_job or math.ceil(len(pairs) / MAX_JOBS)
+    max_bars = max(bars for _, bars in windows)
+    start = interval_end - timedelta(days=lookback)
+    results_url = "/".join(
+        [data_url.rstrip("/"), "results", dag_id, f"date={interval_start:%Y-%m-%d}", f"run={run_folder_name(run_id)}"]
+    )
+    return RunPlan(
+        pairs=list(pairs),
+        chunks=[pairs[i : i + per_job] for i in range(0, len(pairs), per_job)],
+        window=window,
+        windows=[label for label, _ in windows],
+        max_window_bars=max_bars,
+        fee_bps=fee,
+        lookback_days=lookback,
+        holdout_days=holdout,
+        rank_by=rank_by,
+        rank_on=rank_on,
+        allow_failed_pairs=bool(params.get("allow_failed_pairs")),
+        start=_iso(start),
+        end=_iso(interval_end),
+        results_url=results_url,
+        history_days=lookback + math.ceil(max_bars / 24) + 1,
     )
 
 
@@ -88,82 +134,58 @@ def run_folder_name(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]", "-", run_id)
 
 
-def make_plan(
-    params: dict, data_url: str, dag_id: str, run_id: str, interval_start: datetime, interval_end: datetime
-) -> RunPlan:
-    """Validate params and fix the run's window and results folder from its data interval."""
-    pairs, window, window_bars, fee, lookback, rank_by, allow_failed = validate_params(params)
-    end = interval_end
-    start = end - timedelta(days=lookback)
-    results_url = "/".join(
-        [
-            data_url.rstrip("/"),
-            "results",
-            dag_id,
-            f"date={interval_start:%Y-%m-%d}",
-            f"run={run_folder_name(run_id)}",
-        ]
-    )
-    return RunPlan(
-        pairs=pairs,
-        window=window,
-        window_bars=window_bars,
-        fee_bps=fee,
-        lookback_days=lookback,
-        rank_by=rank_by,
-        allow_failed_pairs=allow_failed,
-        start=_iso(start),
-        end=_iso(end),
-        results_url=results_url,
-        history_days=lookback + math.ceil(window_bars / 24) + 1,
-    )
+def job_command(plan: RunPlan, symbols: list[str], data_url: str) -> list[str]:
+    """The container command (after the `python -m backtest` entrypoint) for one chunk of pairs."""
+    command = ["run", "--symbol", ",".join(symbols), "--data-url", data_url, "--start", plan.start, "--end", plan.end]
+    command += ["--window", plan.window, "--fee-bps", f"{plan.fee_bps:g}"]
+    if plan.holdout_days or len(plan.windows) > 1:
+        select_by = plan.rank_by if plan.rank_by in SELECT_METRICS else "total_return"
+        command += ["--holdout-days", str(plan.holdout_days), "--select-by", select_by]
+    return [*command, "--results-url", plan.results_url]
 
 
-def job_command(plan: RunPlan, symbol: str, data_url: str) -> list[str]:
-    """The container command (after the `python -m backtest` entrypoint) for one pair."""
-    return [
-        "run",
-        "--symbol",
-        symbol,
-        "--data-url",
-        data_url,
-        "--start",
-        plan.start,
-        "--end",
-        plan.end,
-        "--window",
-        plan.window,
-        "--fee-bps",
-        f"{plan.fee_bps:g}",
-        "--results-url",
-        plan.results_url,
-    ]
-
-
-def job_name(symbol: str, interval_start: datetime, run_id: str) -> str:
+def job_name(symbols: list[str], interval_start: datetime, run_id: str) -> str:
     """An AWS Batch job name (<= 128 of [A-Za-z0-9_-], alphanumeric first), unique per run."""
-    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
-    return f"backtest-{symbol}-{interval_start:%Y%m%d}-{digest}"
+    digest = hashlib.sha256(f"{run_id}:{','.join(symbols)}".encode()).hexdigest()[:8]
+    more = f"-plus{len(symbols) - 1}" if len(symbols) > 1 else ""
+    return f"backtest-{symbols[0]}{more}-{interval_start:%Y%m%d}-{digest}"
 
 
-def job_kwargs(plan: RunPlan, data_url: str, run_id: str, interval_start: datetime) -> list[dict]:
-    """Per pair, the kwargs `BatchOperator.expand_kwargs` (and our local runner) take."""
-    return [
-        {
-            "job_name": job_name(symbol, interval_start, run_id),
-            "container_overrides": {
-                "command": job_command(plan, symbol, data_url),
-                "environment": [{"name": "BACKTEST_RUN_ID", "value": run_id}],
-            },
-            "tags": {"pair": symbol},
+def job_kwargs(
+    plan: RunPlan, data_url: str, run_id: str, interval_start: datetime, vcpu: float = 1.0, memory_mib: int = 2048
+) -> list[dict]:
+    """Per chunk, the kwargs `BatchOperator.expand_kwargs` (and our local runner) take."""
+    jobs = []
+    for symbols in plan.chunks:
+        name = job_name(symbols, interval_start, run_id)
+        label = symbols[0] if len(symbols) == 1 else f"{symbols[0]} +{len(symbols) - 1}"
+        environment = {
+            "BACKTEST_RUN_ID": run_id,
+            "BACKTEST_JOB_NAME": name,
+            "BACKTEST_JOB_VCPU": f"{vcpu:g}",
+            "BACKTEST_JOB_MEMORY_MIB": str(memory_mib),
         }
-        for symbol in plan.pairs
-    ]
+        jobs.append(
+            {
+                "job_name": name,
+                "container_overrides": {
+                    "command": job_command(plan, symbols, data_url),
+                    "environment": [{"name": k, "value": v} for k, v in environment.items()],
+                    "resourceRequirements": [
+                        {"type": "VCPU", "value": f"{vcpu:g}"},
+                        {"type": "MEMORY", "value": str(memory_mib)},
+                    ],
+                },
+                "tags": {"pairs": label},
+            }
+        )
+    return jobs
 
 
-def job_pair(job: dict) -> str:
-    """The pair a rendered job backtests."""
-    return job["tags"]["pair"]
+def job_pairs(job: dict) -> list[str]:
+    """The pairs a rendered job backtests (from its command)."""
+    command = job["container_overrides"]["command"]
+    return command[command.index("--symbol") + 1].split(",")
 
 
 def _iso(moment: datetime) -> str:

@@ -11,7 +11,14 @@
 | Batch poll interval  | BACKTEST_BATCH_POLL_SECONDS      | 30                                   |
 | local parallelism    | BACKTEST_LOCAL_MAX_PARALLEL      | 2 (concurrent local jobs per run)    |
 | task retries         | BACKTEST_TASK_RETRIES            | 2 (exponential backoff from 1 min)   |
+| job size             | BACKTEST_JOB_VCPU / _MEMORY_MIB  | 1 vCPU / 2048 MiB (a Fargate combo)  |
+| Fargate prices (USD) | BACKTEST_FARGATE_VCPU_HOUR, ..._GB_HOUR, ..._SPOT_VCPU_HOUR, ..._SPOT_GB_HOUR | see below |
 | pair list            | Variable `backtest_pairs`        | plugins/backtest_airflow/pairs.txt   |
+
+Fargate prices default to AWS's published us-east-1 Linux/x86 rates: on-demand $0.04048 per
+vCPU-hour and $0.004445 per GB-hour; Spot $0.01291590 per vCPU-hour and $0.00141800 per
+GB-hour (Spot rates move; set the variables for your region). Fargate bills per second with a
+one-minute minimum per task.
 
 The executor mode and store URL shape the DAG (operator class, asset URIs), so they are read
 when the DAG file is parsed: set them in the environment of every Airflow component.
@@ -39,6 +46,9 @@ class Settings:
     poll_interval: int
     local_max_parallel: int
     task_retries: int
+    job_vcpu: float
+    job_memory_mib: int
+    prices: dict[str, float]
 
 
 def load_settings() -> Settings:
@@ -56,6 +66,14 @@ def load_settings() -> Settings:
         poll_interval=int(os.environ.get("BACKTEST_BATCH_POLL_SECONDS", "30")),
         local_max_parallel=int(os.environ.get("BACKTEST_LOCAL_MAX_PARALLEL", "2")),
         task_retries=int(os.environ.get("BACKTEST_TASK_RETRIES", "2")),
+        job_vcpu=float(os.environ.get("BACKTEST_JOB_VCPU", "1")),
+        job_memory_mib=int(os.environ.get("BACKTEST_JOB_MEMORY_MIB", "2048")),
+        prices={
+            "vcpu_hour": float(os.environ.get("BACKTEST_FARGATE_VCPU_HOUR", "0.04048")),
+            "gb_hour": float(os.environ.get("BACKTEST_FARGATE_GB_HOUR", "0.004445")),
+            "spot_vcpu_hour": float(os.environ.get("BACKTEST_FARGATE_SPOT_VCPU_HOUR", "0.0129159")),
+            "spot_gb_hour": float(os.environ.get("BACKTEST_FARGATE_SPOT_GB_HOUR", "0.001418")),
+        },
     )
 
 

@@ -41,5 +41,15 @@ def test_daily_dag_shape(dags):
     assert dag.task_dict["backtest"].upstream_task_ids == {"plan", "refresh"}
     assert dag.task_dict["rank"].upstream_task_ids == {"plan", "backtest"}
     assert dag.task_dict["rank"].trigger_rule == "all_done"
-    assert set(dag.params) == {"pairs", "window", "fee_bps", "lookback_days", "rank_by", "allow_failed_pairs"}
+    assert set(dag.params) == {
+        "pairs",
+        "window",
+        "fee_bps",
+        "lookback_days",
+        "rank_by",
+        "allow_failed_pairs",
+        "holdout_days",
+        "rank_on",
+        "pairs_per_job",
+    }
     assert dag.default_args["retries"] == 0  # BACKTEST_TASK_RETRIES=0 in tests; production default 2
