@@ -20,6 +20,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--date", default="2026-11-01", help="logical date of the run (default 2026-11-01)")
     parser.add_argument("--pairs", type=int, default=0, help="use this many synthetic pairs instead of the list")
+    parser.add_argument("--window", help="override the window param (e.g. 15d, or a sweep 1d:60d:1d)")
+    parser.add_argument("--lookback-days", type=int, help="override the lookback_days param")
     args = parser.parse_args()
 
     airflow = Path(sys.executable).with_name("airflow")
@@ -35,6 +37,10 @@ def main() -> int:
     conf = {}
     if args.pairs:
         conf["pairs"] = [f"SYN{i:04d}USDT" for i in range(args.pairs)]
+    if args.window:
+        conf["window"] = args.window
+    if args.lookback_days:
+        conf["lookback_days"] = args.lookback_days
     began = time.perf_counter()
     logical_date = datetime.fromisoformat(args.date + "T00:00:00+00:00")
     dag_run = dag.test(logical_date=logical_date, run_conf=conf)
@@ -48,7 +54,8 @@ def main() -> int:
         print(board.read_text())
         for name in ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md"):
             print(f"{name}: {folders[-1] / name}")
-    print(f"DAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.1f} s (SYNTHETIC data)")
+    tasks = len(dag_run.get_task_instances())
+    print(f"DAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.1f} s, {tasks} task instances (SYNTHETIC data)")
     return 0 if dag_run.state == "success" else 1
 
 
