@@ -8,15 +8,16 @@ flat otherwise) on every configured pair, every day, and ranks the pairs.
    chunk; `pairs_per_job`, by default enough to keep a run at 40 jobs), each with its exact
    container command, the backtest window ending at this run's data-interval end (point-in-time:
    a run or backfill of date D sees only candles closed by the end of D's interval).
-2. **refresh** (one mapped task per chunk) brings the stored hourly candles up to that end,
-   incrementally and idempotently.
+2. **refresh** (one mapped task per chunk) brings the stored hourly candles up to that end (and
+   back to the window's start plus warm-up, for a backfill), incrementally and idempotently.
 3. **backtest** (one mapped task per chunk) runs the job: an AWS Batch job on Fargate in `batch`
    mode (the amazon provider's `BatchOperator`, deferrable), or the same container command in a
    local subprocess in `local` mode.
 4. **rank** gathers the results into `leaderboard.{parquet,csv,md}` and `summary.json` (the
    run's cost) in the run's results folder
-   `{store}/results/crypto_backtest_daily/date=<D>/run=<run_id>/`, then fails the run if any
-   pair failed (unless `allow_failed_pairs`).
+   `{store}/results/crypto_backtest_daily/date=<D>/run=<run_id>/`, with `report.html` (charts;
+   also on the **Backtests** page of this UI and the task's "Backtest report" link), then fails
+   the run if any pair failed (unless `allow_failed_pairs`).
 
 Trigger it with the form to override the pairs, window (or a sweep of windows, with an optional
 out-of-sample hold-out), fee, lookback or ranking metric. Configuration (store URL, executor
@@ -32,7 +33,7 @@ import pendulum
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
 from airflow.sdk import Asset, Param, Variable, dag, get_current_context, task
 
-from backtest_airflow import leaderboard, planning
+from backtest_airflow import leaderboard, planning, report
 from backtest_airflow.local_batch import LocalBatchOperator
 from backtest_airflow.settings import PAIRS_VARIABLE, asset_uri, load_settings, pairs_from_file
 
@@ -45,7 +46,7 @@ LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.d
 @dag(
     dag_id=DAG_ID,
     schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=pendulum.datetime(2020, 1, 1, tz="UTC"),  # the earliest date a backfill can reach
     catchup=False,
     max_active_runs=3,
     tags=["backtest", "crypto", "aws-batch"],
@@ -142,6 +143,7 @@ def crypto_backtest_daily():
                     until_ms=parse_time_ms(run_plan["end"]),
                     history_days=run_plan["history_days"],
                     source=SETTINGS.source,
+                    extend_history=True,  # a backfill's window may start before the stored candles
                 )
                 summaries.append(asdict(summary))
             except BacktestError as exc:
@@ -163,17 +165,24 @@ def crypto_backtest_daily():
         failed_tasks = _failed_pairs(context, run_plan["chunks"])
         table = leaderboard.build(run_plan, failed_tasks)
         title = f"Leaderboard {run_plan['start']} to {run_plan['end']} (window {run_plan['window']}, by {run_plan['rank_by']})"
-        if table["synthetic"].fillna(False).astype(bool).any():
+        if table["synthetic"].eq(True).any():  # all-NaN (float) when every pair failed: no fillna(False)
             title += " - SYNTHETIC DATA"
         cost = leaderboard.cost_summary(run_plan, SETTINGS.prices)
         paths = leaderboard.write(table, run_plan["results_url"], title, cost)
+        info = {**run_plan, "dag_id": DAG_ID, "run_id": context["ti"].run_id, "data_url": SETTINGS.data_url}
+        paths[report.REPORT_FILE] = report.write(table, run_plan["results_url"], {**info, "title": title, "cost": cost})
         print(leaderboard.to_markdown(table, title, cost))
         for name, url in paths.items():
             print(f"{name}: {url}")
         failed = table.loc[table["best"] & (table["status"] != "ok"), "symbol"].tolist()
         if failed and not run_plan["allow_failed_pairs"]:
             raise AirflowFailException(f"{len(failed)} pair(s) failed: {', '.join(failed)} (leaderboard written)")
-        return {"leaderboard": paths["leaderboard.parquet"], "failed": failed, "cost": cost}
+        return {
+            "leaderboard": paths["leaderboard.parquet"],
+            "report": paths[report.REPORT_FILE],
+            "failed": failed,
+            "cost": cost,
+        }
 
     jobs = plan()
     run_plan = jobs["plan"]
