@@ -168,7 +168,9 @@ def read_candle_file(loc: Location) -> Candles:
         else:
             import pyarrow.parquet as pq
 
-            table = pq.ParquetFile(pa.BufferReader(data)).read()
+            # On the calling thread: a thread-pool worker may otherwise still hold `data` at exit and
+            # abort the process ("terminate called without an active exception", apache/arrow#34314).
+            table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise DataError(f"{loc.url}: not a readable candle file ({str(exc).splitlines()[0]})") from None
     if "open_time" not in table.column_names and "date" in table.column_names:

@@ -3,7 +3,9 @@
 Finds the newest stored candle, fetches only the closed candles after it with open time before
 `until` (floored to the hour), validates them and merges them into the store. A second run, or
 a backfill to an earlier `until`, finds nothing to fetch and writes nothing. A pair with no
-candles starts at `since` (default: `history_days` before `until`). The refresh is all or
+candles starts at `since` (default: `history_days` before `until`); with `extend_history`, a
+pair whose oldest stored candle is younger than that start also gets the older candles (a
+backfill or a longer lookback needs history the store does not have yet). The refresh is all or
 nothing: candles are written only once every page has been fetched and validated. Missing
 hours that the source does not have (exchange outages) are reported as gaps, never invented.
 """
@@ -66,6 +68,7 @@ def refresh_pair(
     source: str = "binance",
     api_url: str | None = None,
     now_ms: int | None = None,
+    extend_history: bool = False,
 ) -> RefreshSummary:
     """Bring `symbol` up to `until` in the store at `data_url`; see the module docstring."""
     validate_symbol(symbol)
@@ -73,26 +76,32 @@ def refresh_pair(
     # Only closed candles: one that opens at t closes at t + 1h, which must be <= until and <= now.
     until = floor_hour_ms(min(until_ms, now_ms))
     store = CandleStore(data_url)
+    history_start = since_ms if since_ms is not None else until - history_days * DAY_MS
     with store.lock(symbol):
         last = store.last_open_time(symbol)
-        if last is not None:
-            start = last + HOUR_MS
-        elif since_ms is not None:
-            start = since_ms
-        else:
-            start = until - history_days * DAY_MS
+        start = history_start if last is None else last + HOUR_MS
         fetched, requests = (
             (Candles.empty(), 0) if start >= until else fetch(source, symbol, start, until, api_url, now_ms)
         )
         fetched = fetched.take((fetched.open_time >= start) & (fetched.open_time < until))
         validate(fetched, f"{source} candles for {symbol}")
-        written = store.write(symbol, fetched, source)
+        first = store.first_open_time(symbol) if last is not None and extend_history else None
+        older = Candles.empty()
+        if first is not None and history_start < first:
+            older, more_requests = fetch(source, symbol, history_start, first, api_url, now_ms)
+            older = older.take((older.open_time >= history_start) & (older.open_time < first))
+            validate(older, f"{source} candles for {symbol}")
+            requests += more_requests
+        written = store.write(symbol, Candles.concat([older, fetched]), source)
     edges = fetched.open_time if last is None else [last, *fetched.open_time]
+    older_edges = [*older.open_time, first] if len(older) else []
     gaps = [
         {"after": format_time_ms(g.after_ms), "missing_hours": g.hours}
-        for g in find_gaps(np.asarray(edges, dtype=np.int64))
+        for part in (older_edges, edges)
+        for g in find_gaps(np.asarray(part, dtype=np.int64))
     ]
     newest = int(fetched.open_time[-1]) if len(fetched) else last
+    fetched = Candles.concat([older, fetched])
     log.info("%s: fetched %d candles in %d request(s), wrote %d", symbol, len(fetched), requests, written.new_candles)
     return RefreshSummary(
         symbol=symbol,

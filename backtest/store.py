@@ -95,7 +95,9 @@ class CandleStore:
         if data is None:
             return Candles.empty(), None
         try:
-            table = pq.ParquetFile(pa.BufferReader(data)).read()
+            # On the calling thread: a thread-pool worker may otherwise still hold `data` at exit and
+            # abort the process ("terminate called without an active exception", apache/arrow#34314).
+            table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{loc.url}: unreadable Parquet ({str(exc).splitlines()[0]})") from None
         candles = Candles.from_table(table, loc.url)
@@ -142,6 +144,14 @@ class CandleStore:
         series = Candles.concat([before, window])
         validate(series, f"{symbol} in {self.root.url}")
         return StoredSeries(series, frozenset(sources), tuple(sorted(months_read)), find_gaps(window.open_time))
+
+    def first_open_time(self, symbol: str) -> int | None:
+        """Open time of the oldest stored candle, or None when the pair has none."""
+        for month in self.months(symbol):
+            candles, _ = self._read_month(symbol, month)
+            if len(candles):
+                return int(candles.open_time[0])
+        return None
 
     def last_open_time(self, symbol: str) -> int | None:
         """Open time of the newest stored candle, or None when the pair has none."""

@@ -1,0 +1,281 @@
+"""The daily DAG in batch mode: the deferrable BatchOperator against moto's AWS Batch on loopback.
+
+moto's Batch without Docker (`{"batch": {"use_docker": false}}`) runs no container: a job just
+ends SUCCEEDED (or FAILED with `MOTO_SIMPLE_BATCH_FAIL_AFTER=0`, which moto reads with
+`os.getenv` for every job it finishes, in the process that serves the API: here the test
+process, as `ThreadedMotoServer` is a thread). It ends inside the SubmitJob call, so the
+operator would see it finished and never defer. To exercise the deferrable
+path (the trigger polling Batch, run in-process by `dag.test`), `jobs_stay_running` keeps each
+job RUNNING for a moment before moto finishes it its own way.
+
+The operator reaches moto only through the Airflow connection `aws_moto` (its `endpoint_url`):
+`AWS_ENDPOINT_URL` is unset while the DAG runs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from backtest_airflow import leaderboard
+from backtest_airflow.local_batch import LocalBatchOperator
+from backtest_airflow.planning import RunPlan, job_kwargs, make_plan
+from backtest_airflow.settings import load_settings
+from tests.airflow_helpers import load_daily_dag
+
+PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+CONF = {"pairs": PAIRS, "lookback_days": 30}
+LOGICAL_DATE = datetime(2026, 10, 1, tzinfo=UTC)
+CONN_ID = "aws_moto"
+POLL_SECONDS = 1
+RUNNING_SECONDS = 1.0
+LEADERBOARD_FILES = ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md")
+
+
+@dataclass(frozen=True)
+class Batch:
+    client: object
+    queue: str
+    queue_arn: str
+    job_definition: str
+    job_definition_arn: str
+
+
+def _moto_config(endpoint: str, config: dict) -> None:
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/config",
+        data=json.dumps(config).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201)
+
+
+@pytest.fixture
+def batch(moto_server) -> Batch:
+    """A Fargate compute environment, job queue and job definition on moto's docker-less Batch."""
+    import boto3
+
+    _moto_config(moto_server, {"batch": {"use_docker": False}})
+    suffix = uuid.uuid4().hex[:8]
+    iam = boto3.client("iam", endpoint_url=moto_server)
+    ec2 = boto3.client("ec2", endpoint_url=moto_server)
+    client = boto3.client("batch", endpoint_url=moto_server)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "batch.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+    role = iam.create_role(RoleName=f"batch-{suffix}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    (vpc,) = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    in_vpc = [{"Name": "vpc-id", "Values": [vpc["VpcId"]]}]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=in_vpc)["Subnets"]]
+    groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=in_vpc)["SecurityGroups"]]
+    environment = client.create_compute_environment(
+        computeEnvironmentName=f"fargate-{suffix}",
+        type="MANAGED",
+        state="ENABLED",
+        computeResources={"type": "FARGATE", "maxvCpus": 16, "subnets": subnets, "securityGroupIds": groups},
+        serviceRole=role,
+    )["computeEnvironmentArn"]
+    queue = f"backtest-{suffix}"
+    queue_arn = client.create_job_queue(
+        jobQueueName=queue,
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+    )["jobQueueArn"]
+    definition = f"backtest-{suffix}"
+    definition_arn = client.register_job_definition(
+        jobDefinitionName=definition,
+        type="container",
+        platformCapabilities=["FARGATE"],
+        containerProperties={
+            "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/crypto-backtest:latest",
+            "command": ["--help"],
+            "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}],
+            "executionRoleArn": role,
+            "networkConfiguration": {"assignPublicIp": "ENABLED"},
+            "fargatePlatformConfiguration": {"platformVersion": "LATEST"},
+        },
+    )["jobDefinitionArn"]
+    try:
+        yield Batch(client, queue, queue_arn, definition, definition_arn)
+    finally:
+        _moto_config(moto_server, {"batch": {"use_docker": True}})
+
+
+@pytest.fixture
+def jobs_stay_running(monkeypatch):
+    """Submitted jobs are RUNNING for RUNNING_SECONDS, then end as moto's simple Batch decides."""
+    from moto.batch_simple.models import BatchSimpleBackend
+
+    finish = BatchSimpleBackend._mark_job_as_finished
+    timers: list[threading.Timer] = []
+
+    def start(self, include_start_attempt, job):
+        self.backend._jobs[job.job_id] = job
+        job.status = "RUNNING"
+        timer = threading.Timer(RUNNING_SECONDS, finish, args=(self, include_start_attempt, job))
+        timer.start()
+        timers.append(timer)
+
+    monkeypatch.setattr(BatchSimpleBackend, "_mark_job_as_finished", start)
+    yield
+    for timer in timers:
+        timer.join(timeout=30)
+
+
+@pytest.fixture
+def inline_triggers(monkeypatch) -> list:
+    """(trigger, event) of every trigger `dag.test` runs in-process, i.e. of every deferral."""
+    import airflow.sdk.definitions.dag as dag_module
+
+    run_trigger = dag_module._run_inline_trigger
+    runs: list = []
+
+    def spy(trigger, ti):
+        event = run_trigger(trigger, ti)
+        runs.append((trigger, event))
+        return event
+
+    monkeypatch.setattr(dag_module, "_run_inline_trigger", spy)
+    return runs
+
+
+def run_batch_dag(batch: Batch, data_url, moto_server: str, monkeypatch):
+    connection = {"conn_type": "aws", "extra": {"endpoint_url": moto_server, "region_name": "us-east-1"}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the connection leads to moto
+    dag = load_daily_dag(
+        BACKTEST_EXECUTOR="batch",
+        BACKTEST_BATCH_JOB_QUEUE=batch.queue,
+        BACKTEST_BATCH_JOB_DEFINITION=batch.job_definition,
+        BACKTEST_AWS_CONN_ID=CONN_ID,
+        BACKTEST_BATCH_POLL_SECONDS=str(POLL_SECONDS),
+        BACKTEST_SOURCE="synthetic",
+        BACKTEST_DATA_URL=str(data_url),
+    )
+    return dag, dag.test(logical_date=LOGICAL_DATE, run_conf=CONF)
+
+
+def planned(dag, dag_run, data_url) -> tuple[RunPlan, list[dict]]:
+    """The run's plan and jobs as `planning` renders them (what local mode would run)."""
+    params = {name: dag.params[name] for name in dag.params} | CONF
+    start, end = dag_run.data_interval_start, dag_run.data_interval_end
+    plan = make_plan(params, str(data_url), dag.dag_id, dag_run.run_id, start, end)
+    settings = load_settings()
+    return plan, job_kwargs(plan, str(data_url), dag_run.run_id, start, settings.job_vcpu, settings.job_memory_mib)
+
+
+def submitted_jobs(batch: Batch) -> list[dict]:
+    summaries = batch.client.list_jobs(jobQueue=batch.queue, filters=[{"name": "JOB_NAME", "values": ["*"]}])
+    ids = [job["jobId"] for job in summaries["jobSummaryList"]]
+    return batch.client.describe_jobs(jobs=ids)["jobs"] if ids else []
+
+
+def environment_of(job: dict) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in job["container"]["environment"]}
+
+
+def task_states(dag_run) -> dict[tuple[str, int], str]:
+    return {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+
+
+def read_leaderboard(plan: RunPlan) -> pd.DataFrame:
+    folder = Path(plan.results_url)
+    assert sorted(path.name for path in folder.glob("leaderboard.*")) == sorted(LEADERBOARD_FILES)
+    return pd.read_parquet(folder / "leaderboard.parquet")
+
+
+def assert_jobs_are_the_plans(batch: Batch, plan: RunPlan, jobs: list[dict], status: str) -> dict[str, dict]:
+    """One Batch job per planned job, on the configured queue and definition, with the planned command."""
+    described = submitted_jobs(batch)
+    assert len(described) == len(jobs) == len(PAIRS)  # up to 40 pairs: one pair a job
+    by_name = {job["jobName"]: job for job in described}
+    assert sorted(by_name) == sorted(job["job_name"] for job in jobs)
+    for job in jobs:
+        submitted = by_name[job["job_name"]]
+        assert submitted["jobQueue"] == batch.queue_arn
+        assert submitted["jobDefinition"] == batch.job_definition_arn
+        assert submitted["status"] == status
+        assert submitted["container"]["command"] == job["container_overrides"]["command"]
+        assert plan.results_url in submitted["container"]["command"]
+        planned_env = {item["name"]: item["value"] for item in job["container_overrides"]["environment"]}
+        assert planned_env.items() <= environment_of(submitted).items()
+        assert submitted["tags"] == job["tags"]
+    return by_name
+
+
+@pytest.mark.slow
+def test_batch_mode_submits_the_planned_jobs_and_ranks_what_they_leave(
+    airflow_db, moto_server, batch, jobs_stay_running, inline_triggers, tmp_path, monkeypatch
+):
+    data_url = tmp_path / "store"
+    dag, dag_run = run_batch_dag(batch, data_url, moto_server, monkeypatch)
+    plan, jobs = planned(dag, dag_run, data_url)
+
+    # Every backtest task deferred; its trigger polled Batch through the connection until SUCCEEDED.
+    assert [type(trigger).__name__ for trigger, _ in inline_triggers] == ["BatchJobTrigger"] * len(PAIRS)
+    assert {trigger.waiter_delay for trigger, _ in inline_triggers} == {POLL_SECONDS}
+    assert [event.payload["status"] for _, event in inline_triggers] == ["success"] * len(PAIRS)
+    states = task_states(dag_run)
+    assert [states["backtest", i] for i in range(len(PAIRS))] == ["success"] * len(PAIRS)
+    assert [states["refresh", i] for i in range(len(PAIRS))] == ["success"] * len(PAIRS)
+
+    by_name = assert_jobs_are_the_plans(batch, plan, jobs, "SUCCEEDED")
+
+    # moto ran no container, so no result: every pair is listed as failed and the run fails.
+    board = read_leaderboard(plan)
+    assert sorted(board["symbol"]) == sorted(PAIRS)
+    assert (board["status"] == "failed: no result").all()
+    assert states["rank", -1] == "failed"
+    assert dag_run.state == "failed"
+
+    # Parity: the submitted container command, run by local mode's runner, leaves the result
+    # where the plan expects it, and rank would pick it up.
+    job = by_name[jobs[0]["job_name"]]
+    overrides = {"command": job["container"]["command"], "environment": job["container"]["environment"]}
+    LocalBatchOperator(task_id="parity", job_name=job["jobName"], container_overrides=overrides).execute({})
+    symbol = PAIRS[0]
+    result = json.loads((Path(plan.results_url) / f"{symbol}.json").read_text())
+    assert (result["symbol"], result["start"], result["end"]) == (symbol, plan.start, plan.end)
+    assert result["last_bar"] == "2026-09-30T23:00:00Z" and result["bars"] == 30 * 24
+    rebuilt = leaderboard.build(plan.__dict__, {}).set_index("symbol")["status"]
+    assert rebuilt.to_dict() == {symbol: "ok", **dict.fromkeys(PAIRS[1:], "failed: no result")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ends", ["inside SubmitJob", "while deferred"])
+def test_failed_batch_jobs_fail_their_tasks_and_the_run_after_the_leaderboard(
+    airflow_db, moto_server, batch, inline_triggers, tmp_path, monkeypatch, request, ends
+):
+    if ends == "while deferred":
+        request.getfixturevalue("jobs_stay_running")
+    monkeypatch.setenv("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")  # read by moto's server thread per job
+    data_url = tmp_path / "store"
+    dag, dag_run = run_batch_dag(batch, data_url, moto_server, monkeypatch)
+    plan, jobs = planned(dag, dag_run, data_url)
+
+    if ends == "while deferred":
+        assert [event.payload["status"] for _, event in inline_triggers] == ["error"] * len(PAIRS)
+    else:
+        assert inline_triggers == []  # the operator saw FAILED right after submitting
+    states = task_states(dag_run)
+    assert [states["backtest", i] for i in range(len(PAIRS))] == ["failed"] * len(PAIRS)
+    assert_jobs_are_the_plans(batch, plan, jobs, "FAILED")
+
+    board = read_leaderboard(plan)
+    assert sorted(board["symbol"]) == sorted(PAIRS)
+    assert (board["status"] == "failed: backtest task failed").all()
+    assert board["rank"].isna().all()
+    assert states["rank", -1] == "failed"
+    assert dag_run.state == "failed"
