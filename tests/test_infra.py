@@ -1,0 +1,822 @@
+"""The AWS deployment as code (infra/): the stack deployed for real into moto and checked through
+the service APIs; what moto's CloudFormation cannot deploy checked on the template itself; the
+IAM policies evaluated request by request; the Fargate size rules evaluated; the scripts run;
+and the DAG's batch mode run against the stack's outputs.
+
+moto 5.2.5 deploys every resource of the template except AWS::S3::BucketPolicy (no CloudFormation
+support), but it ignores some properties: on the bucket VersioningConfiguration,
+PublicAccessBlockConfiguration, OwnershipControls and LifecycleConfiguration; on the ECR
+repository ImageScanningConfiguration, EncryptionConfiguration and LifecyclePolicy; on the job
+definition PlatformCapabilities, Timeout and PropagateTags. It evaluates neither the template's
+Rules nor parameter constraints (AllowedValues, AllowedPattern, MinValue). Those parts are
+asserted on the template (parsed with cfn-lint's CloudFormation-aware decoder).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from itertools import product
+
+import boto3
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..S3..BucketPolicy:UserWarning")
+
+INFRA = REPO / "infra"
+TEMPLATE_FILE = INFRA / "backtest-stack.yaml"
+REGION = "us-east-1"
+
+# Fargate's vCPU/memory (MiB) combinations for a Batch job, written out here independently of the template.
+FARGATE_SIZES = {
+    "0.25": {512, 1024, 2048},
+    "0.5": set(range(1024, 4097, 1024)),
+    "1": set(range(2048, 8193, 1024)),
+    "2": set(range(4096, 16385, 1024)),
+    "4": set(range(8192, 30721, 1024)),
+}
+# Resource types of the template that moto's CloudFormation skips (with a warning).
+MOTO_UNSUPPORTED = {"AWS::S3::BucketPolicy"}
+# What the DAG's configuration (and infra/deploy.sh) reads from the stack.
+REQUIRED_OUTPUTS = {
+    "JobQueueName",
+    "JobQueueArn",
+    "JobDefinitionName",
+    "JobDefinitionArn",
+    "JobVcpu",
+    "JobMemory",
+    "BucketName",
+    "DataUrl",
+    "EcrRepositoryUri",
+    "AirflowPolicyArn",
+    "LogGroupName",
+}
+
+
+# ---------------------------------------------------------------------------------- the template
+
+
+@cache
+def template() -> dict:
+    """The template as plain data, short-form tags (!Ref, !Sub ...) in their long form."""
+    from cfnlint.decode import decode
+
+    parsed, errors = decode(str(TEMPLATE_FILE))
+    assert not errors, errors
+    return json.loads(json.dumps(parsed))
+
+
+def resource(logical_id: str) -> dict:
+    return template()["Resources"][logical_id]
+
+
+def rule_value(expr, params: dict[str, str]):
+    """Evaluate a Rules expression (the functions this template uses) for the given parameters."""
+    if isinstance(expr, list):
+        return [rule_value(item, params) for item in expr]
+    if not isinstance(expr, dict):
+        return expr
+    ((function, args),) = expr.items()
+    if function == "Ref":
+        return params[args]
+    values = rule_value(args, params)
+    if function == "Fn::Equals":
+        return str(values[0]) == str(values[1])
+    if function == "Fn::Contains":
+        return str(values[1]) in [str(v) for v in values[0]]
+    if function == "Fn::And":
+        return all(values)
+    if function == "Fn::Or":
+        return any(values)
+    if function == "Fn::Not":
+        return not values[0]
+    raise NotImplementedError(function)
+
+
+def parameter_errors(given: dict[str, str]) -> list[str]:
+    """What CloudFormation checks before it creates anything: parameter constraints, then Rules."""
+    errors, values = [], {}
+    for name, spec in template()["Parameters"].items():
+        if name not in given and "Default" not in spec:
+            errors.append(f"Parameters: [{name}] must have values")
+            continue
+        value = values[name] = str(given.get(name, spec.get("Default")))
+        if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
+            errors.append(f"Parameter '{name}' must be one of AllowedValues")
+        if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+            errors.append(f"Parameter '{name}' must match pattern {spec['AllowedPattern']}")
+        if len(value) < spec.get("MinLength", 0):
+            errors.append(f"Parameter '{name}' must contain at least {spec['MinLength']} characters")
+        if spec["Type"] == "Number" and not spec.get("MinValue", -1e300) <= float(value) <= spec.get("MaxValue", 1e300):
+            errors.append(f"Parameter '{name}' must be from {spec.get('MinValue')} to {spec.get('MaxValue')}")
+    for rule in template().get("Rules", {}).values():
+        if errors or ("RuleCondition" in rule and not rule_value(rule["RuleCondition"], values)):
+            continue
+        errors += [a["AssertDescription"] for a in rule["Assertions"] if not rule_value(a["Assert"], values)]
+    return errors
+
+
+# ---------------------------------------------------------------------------------- IAM
+
+
+def _glob(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _conditions_hold(conditions: dict, context: dict[str, str]) -> bool:
+    for operator, tests in conditions.items():
+        for key, expected in tests.items():
+            actual = context.get(key)
+            expected = [str(e) for e in _as_list(expected)]
+            if actual is None:
+                return False
+            if operator == "StringEquals":
+                ok = actual in expected
+            elif operator == "StringLike":
+                ok = any(_glob(e, actual) for e in expected)
+            elif operator == "Bool":
+                ok = actual.lower() in [e.lower() for e in expected]
+            else:
+                raise NotImplementedError(operator)
+            if not ok:
+                return False
+    return True
+
+
+def decision(documents: list[dict], action: str, resource: str, context: dict[str, str] | None = None) -> str:
+    """IAM's verdict on one request under these policies: an explicit Deny wins, else an Allow is needed."""
+    verdict = "ImplicitDeny"
+    for document in documents:
+        for statement in _as_list(document["Statement"]):
+            if "Action" in statement and not any(_glob(a, action, True) for a in _as_list(statement["Action"])):
+                continue
+            if "NotAction" in statement and any(_glob(a, action, True) for a in _as_list(statement["NotAction"])):
+                continue
+            if "Resource" in statement and not any(_glob(r, resource) for r in _as_list(statement["Resource"])):
+                continue
+            if "NotResource" in statement and any(_glob(r, resource) for r in _as_list(statement["NotResource"])):
+                continue
+            if not _conditions_hold(statement.get("Condition", {}), context or {}):
+                continue
+            if statement["Effect"] == "Deny":
+                return "Deny"
+            verdict = "Allow"
+    return verdict
+
+
+def allowed(documents: list[dict], action: str, resource: str, context: dict[str, str] | None = None) -> bool:
+    return decision(documents, action, resource, context) == "Allow"
+
+
+def test_policy_evaluator_itself():
+    docs = [
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b/p/*"},
+                {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/p/secret/*"},
+                {
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": "arn:aws:s3:::b",
+                    "Condition": {"StringLike": {"s3:prefix": ["p/*"]}},
+                },
+            ]
+        }
+    ]
+    assert allowed(docs, "S3:getobject", "arn:aws:s3:::b/p/x")
+    assert decision(docs, "s3:GetObject", "arn:aws:s3:::b/p/secret/x") == "Deny"
+    assert decision(docs, "s3:PutObject", "arn:aws:s3:::b/p/x") == "ImplicitDeny"
+    assert not allowed(docs, "s3:GetObject", "arn:aws:s3:::b/q/x")
+    assert allowed(docs, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "p/a"})
+    assert not allowed(docs, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "q/a"})
+    assert not allowed(docs, "s3:ListBucket", "arn:aws:s3:::b")
+
+
+# ---------------------------------------------------------------------------------- Batch retries
+
+
+def _batch_glob(pattern: str, value: str) -> bool:
+    """Batch's patterns: exact, or a prefix when they end with '*'."""
+    return value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
+
+
+def retry_action(strategy: dict, status_reason: str = "", reason: str = "", exit_code: int | None = None) -> str:
+    """What Batch does after a failed attempt: the first entry whose conditions all match, else RETRY."""
+    for entry in strategy["evaluateOnExit"]:
+        checks = []
+        if "onStatusReason" in entry:
+            checks.append(_batch_glob(entry["onStatusReason"], status_reason))
+        if "onReason" in entry:
+            checks.append(_batch_glob(entry["onReason"], reason))
+        if "onExitCode" in entry:
+            checks.append(exit_code is not None and _batch_glob(entry["onExitCode"], str(exit_code)))
+        if all(checks):
+            return entry["action"].upper()
+    return "RETRY"
+
+
+# ---------------------------------------------------------------------------------- deploying into moto
+
+
+@dataclass(frozen=True)
+class Network:
+    subnets: list[str]
+    security_group: str
+    batch_service_role: str
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    params: dict[str, str]
+    outputs: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def aws(moto_server):
+    """boto3 clients on the moto server."""
+
+    def client(service: str):
+        return boto3.client(service, endpoint_url=moto_server, region_name=REGION)
+
+    return client
+
+
+@pytest.fixture(scope="module")
+def network(aws) -> Network:
+    """An existing VPC (two subnets, a security group) and Batch's service-linked role, in moto."""
+    ec2, iam = aws("ec2"), aws("iam")
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, az in enumerate("ab")
+    ]
+    group = ec2.create_security_group(GroupName=f"backtest-{uuid.uuid4().hex[:8]}", Description="jobs", VpcId=vpc)
+    try:
+        role = iam.create_service_linked_role(AWSServiceName="batch.amazonaws.com")["Role"]["Arn"]
+    except iam.exceptions.ClientError:  # created by another test of this session
+        role = iam.list_roles(PathPrefix="/aws-service-role/batch.amazonaws.com/")["Roles"][0]["Arn"]
+    return Network(subnets, group["GroupId"], role)
+
+
+def deploy(aws, network: Network, **overrides: str) -> Stack:
+    """Create the stack from the template in moto and wait for CREATE_COMPLETE.
+
+    moto requires a Batch service role on compute environments, so the tests pass the
+    service-linked role's ARN (a real deployment leaves BatchServiceRoleArn empty: same role).
+    """
+    name = f"backtest-{uuid.uuid4().hex[:8]}"
+    params = {
+        "SubnetIds": ",".join(network.subnets),
+        "SecurityGroupIds": network.security_group,
+        "ImageUri": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{name}:0123456789ab",
+        "RepositoryName": name,
+        "BatchServiceRoleArn": network.batch_service_role,
+        **overrides,
+    }
+    assert parameter_errors(params) == []  # what CloudFormation would check first (moto does not)
+    cfn = aws("cloudformation")
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=TEMPLATE_FILE.read_text(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    (described,) = cfn.describe_stacks(StackName=name)["Stacks"]
+    return Stack(name, params, {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])})
+
+
+@pytest.fixture(scope="module")
+def stack(aws, network) -> Stack:
+    """The stack with non-default settings (a nested data prefix, a small job, private IPs)."""
+    return deploy(
+        aws,
+        network,
+        DataPrefix="prod/backtests",
+        JobVcpu="0.5",
+        JobMemory="3072",
+        MaxVcpus="8",
+        JobTimeoutSeconds="1800",
+        LogRetentionDays="14",
+        AssignPublicIp="DISABLED",
+    )
+
+
+def role_policies(iam, role_arn: str) -> list[dict]:
+    """A role's inline policies (it has no managed ones)."""
+    name = role_arn.rsplit("/", 1)[1]
+    assert iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"] == []
+    documents = [
+        iam.get_role_policy(RoleName=name, PolicyName=policy)["PolicyDocument"]
+        for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]
+    ]
+    # moto returns the inline policies its CloudFormation created as a Python repr, not JSON.
+    return [ast.literal_eval(d) if isinstance(d, str) else d for d in documents]
+
+
+def managed_policy(iam, arn: str) -> dict:
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    return iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+
+
+# ---------------------------------------------------------------------------------- static checks
+
+
+@pytest.mark.slow
+def test_template_lints_clean_and_allowed_values_reject_non_fargate_sizes():
+    from cfnlint.api import ManualArgs, lint
+
+    text = TEMPLATE_FILE.read_text()
+    base = {"SubnetIds": ["subnet-0123abcd"], "SecurityGroupIds": ["sg-0123abcd"], "ImageUri": "image:tag"}
+
+    def findings(**params):
+        config = ManualArgs(regions=[REGION], parameters=[{**base, **params}])
+        return [f"{m.rule.id} {m.message}" for m in lint(text, config=config)]
+
+    assert [f"{m.rule.id} {m.message}" for m in lint(text, config=ManualArgs(regions=[REGION]))] == []
+    assert findings(JobVcpu="1", JobMemory="2048") == []
+    assert findings(JobVcpu="3") == ["E2900 '3' is not one of ['0.25', '0.5', '1', '2', '4']"]
+    (bad_memory,) = findings(JobMemory="3000")
+    assert bad_memory.startswith("E2900 '3000' is not one of ['512', '1024', '2048'")
+    # A pair of allowed values that Fargate does not offer is the Rules' job: cfn-lint does not evaluate
+    # them (CloudFormation does, at deploy time; see the next tests).
+    assert findings(JobVcpu="4", JobMemory="512") == []
+
+
+def test_rules_accept_exactly_fargate_combinations():
+    spec = template()["Parameters"]
+    accepted = {
+        (vcpu, int(memory))
+        for vcpu, memory in product(spec["JobVcpu"]["AllowedValues"], spec["JobMemory"]["AllowedValues"])
+        if not parameter_errors(
+            {"SubnetIds": "s", "SecurityGroupIds": "g", "ImageUri": "i", "JobVcpu": vcpu, "JobMemory": memory}
+        )
+    }
+    assert accepted == {(vcpu, memory) for vcpu, sizes in FARGATE_SIZES.items() for memory in sizes}
+    assert len(accepted) == 3 + 4 + 7 + 13 + 23
+
+
+@pytest.mark.parametrize(
+    "vcpu, memory, message",
+    [
+        ("0.25", "512", None),
+        ("0.5", "4096", None),
+        ("4", "30720", None),
+        ("0.25", "4096", "Fargate: JobVcpu 0.25 needs JobMemory 512, 1024 or 2048 (MiB)."),
+        ("1", "1024", "Fargate: JobVcpu 1 needs JobMemory from 2048 to 8192 MiB in steps of 1024."),
+        ("2", "30720", "Fargate: JobVcpu 2 needs JobMemory from 4096 to 16384 MiB in steps of 1024."),
+        ("4", "512", "Fargate: JobVcpu 4 needs JobMemory from 8192 to 30720 MiB in steps of 1024."),
+        ("3", "4096", "Parameter 'JobVcpu' must be one of AllowedValues"),
+        ("1", "2500", "Parameter 'JobMemory' must be one of AllowedValues"),
+    ],
+)
+def test_invalid_fargate_size_is_rejected_before_deploying(vcpu, memory, message):
+    params = {"SubnetIds": "subnet-1", "SecurityGroupIds": "sg-1", "ImageUri": "image:1"}
+    errors = parameter_errors({**params, "JobVcpu": vcpu, "JobMemory": memory})
+    assert errors == ([message] if message else [])
+
+
+def test_other_parameter_constraints():
+    params = {"SubnetIds": "subnet-1", "SecurityGroupIds": "sg-1", "ImageUri": "image:1"}
+    assert parameter_errors({}) == [
+        "Parameters: [SubnetIds] must have values",
+        "Parameters: [SecurityGroupIds] must have values",
+        "Parameters: [ImageUri] must have values",
+    ]
+    for name, value in [
+        ("DataPrefix", "/data/"),
+        ("RepositoryName", "Crypto"),
+        ("BucketName", "Not_A_Bucket"),
+        ("AssignPublicIp", "YES"),
+        ("LogRetentionDays", "10"),
+        ("JobTimeoutSeconds", "30"),
+        ("MaxVcpus", "0"),
+    ]:
+        assert len(parameter_errors({**params, name: value})) == 1, name
+    assert parameter_errors({**params, "DataPrefix": "prod/backtests", "BucketName": "my.bucket-1"}) == []
+
+
+# ---------------------------------------------------------------------------------- deployed into moto
+
+
+@pytest.mark.slow
+def test_stack_deploys_into_moto(aws, stack):
+    from moto.cloudformation.parsing import get_model_map
+
+    cfn = aws("cloudformation")
+    (described,) = cfn.describe_stacks(StackName=stack.name)["Stacks"]
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    types = {r["Type"] for r in template()["Resources"].values()}
+    assert types - set(get_model_map()) == MOTO_UNSUPPORTED  # everything else is deployed
+    created = {
+        r["LogicalResourceId"]: r
+        for r in cfn.list_stack_resources(StackName=stack.name)["StackResourceSummaries"]
+        if r.get("LogicalResourceId")
+    }
+    expected = {k for k, r in template()["Resources"].items() if r["Type"] not in MOTO_UNSUPPORTED}
+    assert set(created) == expected
+    assert {r["ResourceStatus"] for r in created.values()} == {"CREATE_COMPLETE"}
+    assert set(template()["Outputs"]) >= REQUIRED_OUTPUTS
+    assert set(stack.outputs) == set(template()["Outputs"])
+
+
+@pytest.mark.slow
+def test_compute_environments_and_queue(aws, stack, network):
+    batch = aws("batch")
+    (queue,) = batch.describe_job_queues(jobQueues=[stack.outputs["JobQueueName"]])["jobQueues"]
+    assert queue["jobQueueArn"] == stack.outputs["JobQueueArn"]
+    assert queue["state"] == "ENABLED"
+    order = sorted(queue["computeEnvironmentOrder"], key=lambda item: item["order"])
+    assert [item["order"] for item in order] == [1, 2]
+    environments = batch.describe_compute_environments(
+        computeEnvironments=[item["computeEnvironment"] for item in order]
+    )
+    by_arn = {env["computeEnvironmentArn"]: env for env in environments["computeEnvironments"]}
+    spot, on_demand = (by_arn[item["computeEnvironment"]] for item in order)
+    assert spot["computeResources"]["type"] == "FARGATE_SPOT"  # Spot first
+    assert on_demand["computeResources"]["type"] == "FARGATE"
+    for env in (spot, on_demand):
+        assert env["type"] == "MANAGED" and env["state"] == "ENABLED"
+        assert env["computeResources"]["maxvCpus"] == 8
+        assert env["computeResources"]["subnets"] == network.subnets
+        assert env["computeResources"]["securityGroupIds"] == [network.security_group]
+        assert env["serviceRole"] == network.batch_service_role
+    # Without BatchServiceRoleArn the compute environments use Batch's service-linked role.
+    assert resource("SpotComputeEnvironment")["Properties"]["ServiceRole"] == {
+        "Fn::If": ["HasBatchServiceRole", {"Ref": "BatchServiceRoleArn"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+@pytest.mark.slow
+def test_one_job_definition_for_all_pairs(aws, stack):
+    (definition,) = aws("batch").describe_job_definitions(
+        jobDefinitionName=stack.outputs["JobDefinitionName"], status="ACTIVE"
+    )["jobDefinitions"]
+    assert definition["jobDefinitionArn"] == stack.outputs["JobDefinitionArn"]
+    assert definition["type"] == "container"
+    container = definition["containerProperties"]
+    assert container["image"] == stack.params["ImageUri"]
+    assert container["command"] == []  # the DAG's plan renders each job's command
+    assert {r["type"]: r["value"] for r in container["resourceRequirements"]} == {"VCPU": "0.5", "MEMORY": "3072"}
+    assert container["jobRoleArn"] == stack.outputs["JobRoleArn"]
+    assert container["executionRoleArn"] == stack.outputs["ExecutionRoleArn"]
+    assert container["networkConfiguration"] == {"assignPublicIp": "DISABLED"}
+    assert container["fargatePlatformConfiguration"] == {"platformVersion": "LATEST"}
+    assert container["runtimePlatform"] == {"operatingSystemFamily": "LINUX", "cpuArchitecture": "X86_64"}
+    assert container["logConfiguration"] == {
+        "logDriver": "awslogs",
+        "options": {
+            "awslogs-group": stack.outputs["LogGroupName"],
+            "awslogs-region": REGION,
+            "awslogs-stream-prefix": "backtest",
+        },
+    }
+    assert definition["retryStrategy"]["attempts"] == 3
+    # moto's CloudFormation drops these three properties: checked on the template.
+    properties = resource("JobDefinition")["Properties"]
+    assert properties["PlatformCapabilities"] == ["FARGATE"]
+    assert properties["Timeout"] == {"AttemptDurationSeconds": {"Ref": "JobTimeoutSeconds"}}
+    assert properties["PropagateTags"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "status_reason, reason, exit_code, action",
+    [
+        ("Essential container in task exited", "", 2, "EXIT"),  # invalid arguments
+        ("Essential container in task exited", "", 3, "EXIT"),  # bad or missing data
+        ("Essential container in task exited", "", 1, "EXIT"),  # a bug
+        ("Essential container in task exited", "OutOfMemoryError: Container killed due to memory usage", 137, "EXIT"),
+        ("Essential container in task exited", "", 4, "RETRY"),  # storage/network I/O error
+        ("Your Spot Task was interrupted.", "", 137, "RETRY"),
+        ("Your Spot Task was interrupted.", "", None, "RETRY"),
+        ("Host EC2 (instance i-0123456789abcdef0) terminated.", "", None, "RETRY"),
+        ("Task failed to start", "CannotPullContainerError: pull image manifest has been retried", None, "RETRY"),
+        ("CannotPullContainerError: ref pull has been retried 1 time(s)", "", None, "RETRY"),
+        ("ResourceInitializationError: unable to pull secrets or registry auth", "", None, "RETRY"),
+        ("Timeout waiting for network interface provisioning to complete.", "", None, "RETRY"),
+    ],
+)
+def test_retry_strategy_retries_infrastructure_and_io_failures_only(
+    aws, stack, status_reason, reason, exit_code, action
+):
+    (definition,) = aws("batch").describe_job_definitions(jobDefinitions=[stack.outputs["JobDefinitionArn"]])[
+        "jobDefinitions"
+    ]
+    deployed = definition["retryStrategy"]
+    assert retry_action(deployed, status_reason, reason, exit_code) == action
+    # The same verdicts from the template itself, which also keeps within Batch's limits.
+    strategy = resource("JobDefinition")["Properties"]["RetryStrategy"]
+    entries = [{k[0].lower() + k[1:]: v for k, v in entry.items()} for entry in strategy["EvaluateOnExit"]]
+    assert retry_action({"evaluateOnExit": entries}, status_reason, reason, exit_code) == action
+    assert len(entries) <= 5
+    for entry in entries:
+        assert entry["action"] in ("RETRY", "EXIT")
+        assert re.fullmatch(r"[0-9]*\*?", entry.get("onExitCode", ""))
+        for key in ("onStatusReason", "onReason"):
+            assert re.fullmatch(r"[A-Za-z0-9.: \t]*\*?", entry.get(key, ""))
+
+
+@pytest.mark.slow
+def test_bucket_repository_and_log_group(aws, stack):
+    s3, ecr, logs = aws("s3"), aws("ecr"), aws("logs")
+    bucket = stack.outputs["BucketName"]
+    (sse,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert sse["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    (repository,) = ecr.describe_repositories(repositoryNames=[stack.params["RepositoryName"]])["repositories"]
+    assert repository["repositoryUri"] == stack.outputs["EcrRepositoryUri"]
+    assert repository["imageTagMutability"] == "IMMUTABLE"
+    (group,) = logs.describe_log_groups(logGroupNamePrefix=stack.outputs["LogGroupName"])["logGroups"]
+    assert group["logGroupName"] == f"/aws/batch/{stack.name}"
+    assert group["retentionInDays"] == 14
+
+    # What moto's CloudFormation ignores, on the template.
+    bucket_props = resource("Bucket")["Properties"]
+    assert bucket_props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket_props["PublicAccessBlockConfiguration"] == dict.fromkeys(
+        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True
+    )
+    assert resource("Bucket")["DeletionPolicy"] == resource("Bucket")["UpdateReplacePolicy"] == "Retain"
+    repo_props = resource("Repository")["Properties"]
+    assert repo_props["ImageScanningConfiguration"] == {"ScanOnPush": True}
+    (lifecycle_rule,) = json.loads(repo_props["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
+    assert lifecycle_rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 20}
+    assert lifecycle_rule["action"] == {"type": "expire"}
+    assert resource("Repository")["DeletionPolicy"] == "Retain"
+
+    # The bucket policy (a resource type moto cannot deploy), resolved for this bucket and evaluated.
+    policy = resource("BucketPolicy")
+    assert policy["Condition"] == resource("Bucket")["Condition"] == "CreateBucket"
+    arn = f"arn:aws:s3:::{bucket}"
+    document = json.loads(
+        json.dumps(policy["Properties"]["PolicyDocument"])
+        .replace(json.dumps({"Fn::GetAtt": ["Bucket", "Arn"]}), json.dumps(arn))
+        .replace(json.dumps({"Fn::Sub": "${Bucket.Arn}/*"}), json.dumps(f"{arn}/*"))
+    )
+    for action, target in [("s3:GetObject", f"{arn}/prod/backtests/candles/x"), ("s3:ListBucket", arn)]:
+        assert decision([document], action, target, {"aws:SecureTransport": "false"}) == "Deny"
+        assert decision([document], action, target, {"aws:SecureTransport": "true"}) == "ImplicitDeny"
+
+
+@pytest.mark.slow
+def test_job_role_reads_candles_and_writes_results_only(aws, stack):
+    iam = aws("iam")
+    docs = role_policies(iam, stack.outputs["JobRoleArn"])
+    store = f"arn:aws:s3:::{stack.outputs['BucketName']}"
+    prefix = "prod/backtests"
+    candle = f"{store}/{prefix}/candles/interval=1h/symbol=BTCUSDT/month=2026-09/part-0.parquet"
+    result = f"{store}/{prefix}/results/crypto_backtest_daily/date=2026-10-01/run=manual/BTCUSDT.json"
+    lock = f"{store}/{prefix}/locks/candles-1h-BTCUSDT.lock"
+
+    assert allowed(docs, "s3:GetObject", candle)
+    assert allowed(docs, "s3:PutObject", result)
+    assert allowed(docs, "s3:ListBucket", store, {"s3:prefix": f"{prefix}/candles/interval=1h/symbol=BTCUSDT/"})
+    assert not allowed(docs, "s3:PutObject", candle)  # cannot write candles
+    assert not allowed(docs, "s3:DeleteObject", candle)
+    assert not allowed(docs, "s3:PutObject", lock)
+    assert not allowed(docs, "s3:GetObject", lock)
+    assert not allowed(docs, "s3:GetObject", result)
+    assert not allowed(docs, "s3:ListBucket", store, {"s3:prefix": f"{prefix}/results/"})
+    assert not allowed(docs, "s3:ListBucket", store)
+    assert not allowed(docs, "s3:GetObject", f"{store}/other/candles/x")
+    for action in ("s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:DeleteObject"):  # no other bucket
+        assert not allowed(docs, action, f"arn:aws:s3:::another-bucket/{prefix}/candles/x")
+        assert not allowed(docs, action, "arn:aws:s3:::another-bucket", {"s3:prefix": f"{prefix}/candles/"})
+    for action in ("s3:ListAllMyBuckets", "s3:PutBucketPolicy", "iam:PassRole", "batch:SubmitJob", "logs:PutLogEvents"):
+        assert not allowed(docs, action, "*")
+    statements = [s for doc in docs for s in _as_list(doc["Statement"])]
+    assert {a for s in statements for a in _as_list(s["Action"])} == {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    }
+    trust = iam.get_role(RoleName=stack.outputs["JobRoleArn"].rsplit("/", 1)[1])["Role"]["AssumeRolePolicyDocument"]
+    assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "ecs-tasks.amazonaws.com"}]
+
+
+@pytest.mark.slow
+def test_execution_role_pulls_the_image_and_writes_logs_only(aws, stack):
+    docs = role_policies(aws("iam"), stack.outputs["ExecutionRoleArn"])
+    repository = f"arn:aws:ecr:{REGION}:123456789012:repository/{stack.params['RepositoryName']}"
+    streams = f"arn:aws:logs:{REGION}:123456789012:log-group:{stack.outputs['LogGroupName']}:log-stream:"
+    assert allowed(docs, "ecr:GetAuthorizationToken", "*")
+    for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"):
+        assert allowed(docs, action, repository)
+        assert not allowed(docs, action, f"arn:aws:ecr:{REGION}:123456789012:repository/other")
+    assert not allowed(docs, "ecr:PutImage", repository)
+    assert allowed(docs, "logs:CreateLogStream", f"{streams}backtest/default/abc")
+    assert allowed(docs, "logs:PutLogEvents", f"{streams}backtest/default/abc")
+    assert not allowed(docs, "logs:PutLogEvents", f"arn:aws:logs:{REGION}:123456789012:log-group:other:log-stream:x")
+    assert not allowed(docs, "logs:DeleteLogGroup", f"{streams}x")
+    assert not allowed(docs, "s3:GetObject", f"arn:aws:s3:::{stack.outputs['BucketName']}/prod/backtests/candles/x")
+
+
+@pytest.mark.slow
+def test_airflow_policy_submits_watches_and_maintains_the_store(aws, stack):
+    doc = managed_policy(aws("iam"), stack.outputs["AirflowPolicyArn"])
+    docs = [doc]
+    account = f"{REGION}:123456789012"
+    queue, definition = stack.outputs["JobQueueArn"], stack.outputs["JobDefinitionArn"]
+    job = f"arn:aws:batch:{account}:job/0f7a6c3e-1b2c-4d5e-8f90-123456789abc"
+    assert allowed(docs, "batch:SubmitJob", queue)
+    assert allowed(docs, "batch:SubmitJob", definition)
+    assert allowed(docs, "batch:SubmitJob", definition.rsplit(":", 1)[0])  # by name: the latest revision
+    assert not allowed(docs, "batch:SubmitJob", f"arn:aws:batch:{account}:job-queue/other")
+    assert not allowed(docs, "batch:SubmitJob", f"arn:aws:batch:{account}:job-definition/other:1")
+    assert allowed(docs, "batch:TagResource", job, {"batch:CreateAction": "SubmitJob"})
+    assert not allowed(docs, "batch:TagResource", job)
+    assert allowed(docs, "batch:DescribeJobs", "*") and allowed(docs, "batch:ListJobs", "*")
+    assert allowed(docs, "batch:TerminateJob", job)
+    for action in ("batch:RegisterJobDefinition", "batch:UpdateJobQueue", "batch:CreateComputeEnvironment"):
+        assert not allowed(docs, action, "*")
+    streams = f"arn:aws:logs:{account}:log-group:{stack.outputs['LogGroupName']}:log-stream:"
+    assert allowed(docs, "logs:GetLogEvents", f"{streams}backtest/default/abc")
+    assert not allowed(docs, "logs:GetLogEvents", f"arn:aws:logs:{account}:log-group:other:log-stream:x")
+
+    store = f"arn:aws:s3:::{stack.outputs['BucketName']}"
+    prefix = "prod/backtests"
+    for key in ("candles/interval=1h/symbol=BTCUSDT/month=2026-09/part-0.parquet", "locks/candles-1h-BTCUSDT.lock"):
+        assert allowed(docs, "s3:GetObject", f"{store}/{prefix}/{key}")
+        assert allowed(docs, "s3:PutObject", f"{store}/{prefix}/{key}")
+    assert allowed(docs, "s3:DeleteObject", f"{store}/{prefix}/locks/candles-1h-BTCUSDT.lock")
+    assert not allowed(docs, "s3:DeleteObject", f"{store}/{prefix}/candles/x")
+    assert allowed(docs, "s3:GetObject", f"{store}/{prefix}/results/crypto_backtest_daily/x/BTCUSDT.json")
+    assert allowed(docs, "s3:PutObject", f"{store}/{prefix}/results/crypto_backtest_daily/x/leaderboard.csv")
+    assert allowed(docs, "s3:ListBucket", store, {"s3:prefix": f"{prefix}/results/"})
+    assert not allowed(docs, "s3:ListBucket", store, {"s3:prefix": "elsewhere/"})
+    assert not allowed(docs, "s3:GetObject", f"{store}/elsewhere/x")
+    assert not allowed(docs, "s3:PutObject", f"arn:aws:s3:::another-bucket/{prefix}/candles/x")
+    assert not allowed(docs, "s3:DeleteBucket", store)
+
+
+@pytest.mark.slow
+def test_outputs_are_the_dags_configuration(aws, stack):
+    out = stack.outputs
+    assert out["JobQueueName"] == stack.name and out["JobQueueArn"].endswith(f":job-queue/{stack.name}")
+    assert out["JobDefinitionName"] == stack.name
+    assert out["JobDefinitionArn"].endswith(f":job-definition/{stack.name}:1")
+    assert out["DataUrl"] == f"s3://{out['BucketName']}/prod/backtests"
+    assert (out["JobVcpu"], out["JobMemory"]) == ("0.5", "3072")
+    assert out["EcrRepositoryUri"] == f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{stack.params['RepositoryName']}"
+    aws("s3").head_bucket(Bucket=out["BucketName"])
+    aws("iam").get_policy(PolicyArn=out["AirflowPolicyArn"])
+    assert out["LogGroupName"] == f"/aws/batch/{stack.name}"
+
+
+@pytest.mark.slow
+def test_existing_bucket_is_used_not_created(aws, network, s3_bucket):
+    other = deploy(aws, network, BucketName=s3_bucket)
+    resources = aws("cloudformation").list_stack_resources(StackName=other.name)["StackResourceSummaries"]
+    assert "AWS::S3::Bucket" not in {r.get("ResourceType") for r in resources}
+    assert other.outputs["BucketName"] == s3_bucket
+    assert other.outputs["DataUrl"] == f"s3://{s3_bucket}/data"
+    docs = role_policies(aws("iam"), other.outputs["JobRoleArn"])
+    assert allowed(docs, "s3:GetObject", f"arn:aws:s3:::{s3_bucket}/data/candles/x")
+    assert allowed(docs, "s3:PutObject", f"arn:aws:s3:::{s3_bucket}/data/results/x")
+    assert not allowed(docs, "s3:PutObject", f"arn:aws:s3:::{s3_bucket}/data/candles/x")
+
+
+@pytest.mark.slow
+def test_teardown_deletes_the_stack_but_keeps_the_store_and_the_images(aws, network, moto_server):
+    doomed = deploy(aws, network)
+    bucket, repository = doomed.outputs["BucketName"], doomed.params["RepositoryName"]
+    if shutil.which("aws"):  # the script, with the AWS CLI, against moto
+        run = subprocess.run(
+            ["bash", str(INFRA / "teardown.sh"), "--stack", doomed.name, "--region", REGION],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_cli_env(moto_server),
+        )
+        assert run.returncode == 0, run.stderr
+        assert f"S3 bucket {bucket} (store {doomed.outputs['DataUrl']};" in run.stdout
+        assert f"ECR repository {repository} with its images" in run.stdout
+    else:
+        aws("cloudformation").delete_stack(StackName=doomed.name)
+    cfn = aws("cloudformation")
+    assert not [s for s in cfn.describe_stacks()["Stacks"] if s["StackName"] == doomed.name]
+    aws("s3").head_bucket(Bucket=bucket)  # DeletionPolicy: Retain
+    aws("ecr").describe_repositories(repositoryNames=[repository])
+    assert aws("logs").describe_log_groups(logGroupNamePrefix=doomed.outputs["LogGroupName"])["logGroups"] == []
+    with pytest.raises(aws("iam").exceptions.NoSuchEntityException):
+        aws("iam").get_role(RoleName=doomed.outputs["JobRoleArn"].rsplit("/", 1)[1])
+
+
+def _cli_env(endpoint: str) -> dict[str, str]:
+    """The AWS CLI's environment for the moto server (no user config or credentials)."""
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+
+
+def test_deploy_script_checks_its_input(moto_server):
+    script = str(INFRA / "deploy.sh")
+    usage = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, check=True)
+    assert "--subnets" in usage.stdout and "--security-groups" in usage.stdout
+    bad = subprocess.run(["bash", script, "--vcpu"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--vcpu needs a value" in bad.stderr
+    if not shutil.which("aws"):
+        pytest.skip("the AWS CLI is not installed")
+    new = subprocess.run(
+        ["bash", script, "--stack", f"nothing-{uuid.uuid4().hex[:8]}", "--skip-build", "--region", REGION],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_cli_env(moto_server),
+    )
+    assert new.returncode == 2 and "a new stack needs --subnets" in new.stderr, new.stderr
+
+
+# ---------------------------------------------------------------------------------- the DAG on the stack
+
+
+@contextmanager
+def moto_batch_without_docker(endpoint: str):
+    """moto's Batch marks submitted jobs SUCCEEDED instead of running their containers."""
+
+    def config(body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{endpoint}/moto-api/config", data=data, method="POST" if data else "GET")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    saved = config()
+    config({"batch": {"use_docker": False}})
+    try:
+        yield
+    finally:
+        config({"batch": saved["batch"]})
+
+
+@pytest.mark.slow
+def test_dag_batch_mode_runs_on_the_stack_outputs(airflow_db, aws, stack, moto_server, monkeypatch):
+    """tests/test_dag_batch.py's batch-mode run, configured from the stack's outputs only."""
+    from tests.test_dag_batch import PAIRS, Batch, assert_jobs_are_the_plans, environment_of, planned, run_batch_dag
+
+    out = stack.outputs
+    batch = Batch(
+        aws("batch"), out["JobQueueName"], out["JobQueueArn"], out["JobDefinitionName"], out["JobDefinitionArn"]
+    )
+    # run_batch_dag leaves Batch reachable through the Airflow connection only; the store is the
+    # stack's bucket, on moto's S3.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    monkeypatch.setenv("BACKTEST_JOB_VCPU", out["JobVcpu"])
+    monkeypatch.setenv("BACKTEST_JOB_MEMORY_MIB", out["JobMemory"])
+    with moto_batch_without_docker(moto_server):
+        dag, dag_run = run_batch_dag(batch, out["DataUrl"], moto_server, monkeypatch)
+    plan, jobs = planned(dag, dag_run, out["DataUrl"])
+    assert plan.results_url.startswith(f"{out['DataUrl']}/results/crypto_backtest_daily/date=2026-10-01/")
+
+    # Every job went to the stack's queue and job definition, sized as the stack says.
+    submitted = assert_jobs_are_the_plans(batch, plan, jobs, "SUCCEEDED")
+    for job in submitted.values():
+        command = job["container"]["command"]
+        assert command[command.index("--data-url") + 1] == out["DataUrl"]
+        env = environment_of(job)
+        assert (env["BACKTEST_JOB_VCPU"], env["BACKTEST_JOB_MEMORY_MIB"]) == (out["JobVcpu"], out["JobMemory"])
+
+    # moto runs no container, so no result is written and rank fails the run (expected here).
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert [states["backtest", i] for i in range(len(PAIRS))] == ["success"] * len(PAIRS)
+    assert [states["refresh", i] for i in range(len(PAIRS))] == ["success"] * len(PAIRS)
+    assert states["rank", -1] == "failed" and dag_run.state == "failed"
+
+    # The Airflow side wrote candles and the leaderboard into the stack's store and released its locks.
+    prefix = "prod/backtests/"
+    listing = aws("s3").list_objects_v2(Bucket=out["BucketName"], Prefix=prefix)
+    keys = [obj["Key"] for obj in listing.get("Contents", [])]
+    for pair in PAIRS:
+        assert any(k.startswith(f"{prefix}candles/interval=1h/symbol={pair}/") for k in keys), keys
+    results = plan.results_url.removeprefix(f"s3://{out['BucketName']}/")
+    assert {k.rsplit("/", 1)[1] for k in keys if k.startswith(results)} >= {
+        "leaderboard.parquet",
+        "leaderboard.csv",
+        "leaderboard.md",
+    }
+    assert not [k for k in keys if k.startswith(f"{prefix}locks/")]
