@@ -52,7 +52,7 @@ def main() -> int:
     if folders:
         board = folders[-1] / "leaderboard.md"
         print(board.read_text())
-        for name in ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md"):
+        for name in ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md", "report.html"):
             print(f"{name}: {folders[-1] / name}")
     tasks = len(dag_run.get_task_instances())
     print(f"DAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.1f} s, {tasks} task instances (SYNTHETIC data)")

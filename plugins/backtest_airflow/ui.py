@@ -1,0 +1,279 @@
+"""The Backtests page of the Airflow UI, and the `rank` task's link to its run's report.
+
+`create_app()` is a small FastAPI app that the api-server mounts at `URL_PREFIX` (plugin
+interface `fastapi_apps`, see `plugins/backtest_ui_plugin.py`); the UI shows it in its navigation
+(`external_views`, embedded at `/plugin/backtests`). Routes, below the prefix:
+
+    GET /                         the latest runs of crypto_backtest_daily, newest first (?limit=20),
+                                  each with its leaderboard and a link to its report
+    GET /report/{date}/{run}      that run's report.html, as stored
+
+Runs are discovered in the store (`settings.load_settings().data_url`, S3 or local) from their
+results folders: `results/crypto_backtest_daily/date=<D>/run=<R>/leaderboard.parquet`. Path parts
+are checked against strict patterns before they reach a storage key, so no request can read
+outside the results folders. Every route requires what the Airflow UI requires: a logged-in user
+(the UI's session cookie, or a bearer token) allowed to read the DAG's runs, as decided by the
+configured auth manager; `create_app(require_auth=False)` is for tests only.
+
+`BacktestReportLink` is a global operator extra link ("Backtest report") that only the `rank`
+task of the DAG shows: the run's report, from the run's data-interval start date and its run id
+(the folder name `planning.run_folder_name` makes).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pandas as pd
+import pyarrow.fs as pafs
+from airflow.sdk import BaseOperatorLink
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+
+from backtest.storage import Location, list_dir, read_bytes, resolve
+from backtest_airflow import report
+from backtest_airflow.planning import run_folder_name
+from backtest_airflow.settings import load_settings
+
+log = logging.getLogger("backtest_airflow.ui")
+
+DAG_ID = "crypto_backtest_daily"
+RANK_TASK_ID = "rank"
+URL_PREFIX = "/backtests"
+URL_ROUTE = "backtests"  # the UI's own route for the embedded page: /plugin/backtests
+DEFAULT_LIMIT = 20
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# What planning.run_folder_name produces, minus names that start with a dot ("." and "..").
+RUN_PATTERN = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]{0,249}")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": report.CSP + "; frame-ancestors 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+PAGE_STYLE = """
+.run { margin: 0 0 22px; }
+.run h2 { display: flex; flex-wrap: wrap; align-items: baseline; gap: 10px; margin: 0 0 6px; }
+.run h2 a { font-size: 14px; font-weight: 600; }
+.badge { font-size: 11.5px; font-weight: 700; padding: 2px 7px; border-radius: 10px; }
+.badge.synthetic { background: var(--warn-bg); color: var(--warn-fg); border: 1px solid #e0b400; }
+.badge.failed { background: var(--bad-bg); color: var(--neg); }
+.badge.ok { background: #e3f4ea; color: var(--pos); }
+"""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One finished run found in the store."""
+
+    date: str  # the run's data-interval start date (the `date=` folder)
+    run: str  # the run's folder name (`run=` folder): its run id, sanitized
+    folder: Location
+    mtime: float  # of its leaderboard.parquet (orders runs of the same date)
+
+
+def results_root(data_url: str) -> Location:
+    return resolve(data_url).join("results", DAG_ID)
+
+
+def list_runs(data_url: str, limit: int = DEFAULT_LIMIT) -> list[RunRef]:
+    """The newest `limit` runs with a leaderboard: by date, then by leaderboard time, newest first.
+
+    One listing per date folder visited (newest dates first, stopping once `limit` runs are
+    found) and one metadata call per date for the leaderboard files.
+    """
+    root = results_root(data_url)
+    dates = sorted(
+        (n[5:] for n in list_dir(root) if n.startswith("date=") and DATE_PATTERN.fullmatch(n[5:])), reverse=True
+    )
+    runs: list[RunRef] = []
+    for date in dates:
+        date_dir = root.join(f"date={date}")
+        names = [n[4:] for n in list_dir(date_dir) if n.startswith("run=") and RUN_PATTERN.fullmatch(n[4:])]
+        if not names:
+            continue
+        folders = [date_dir.join(f"run={name}") for name in names]
+        infos = root.fs.get_file_info([f.join("leaderboard.parquet").path for f in folders])
+        found = [
+            RunRef(date, name, folder, info.mtime.timestamp() if info.mtime else 0.0)
+            for name, folder, info in zip(names, folders, infos, strict=True)
+            if info.type == pafs.FileType.File
+        ]
+        runs += sorted(found, key=lambda r: (r.mtime, r.run), reverse=True)
+        if len(runs) >= limit:
+            break
+    return runs[:limit]
+
+
+def run_folder(data_url: str, date: str, run: str) -> Location:
+    """The results folder of (date, run), after checking both against the strict patterns (404 otherwise)."""
+    if not DATE_PATTERN.fullmatch(date) or not RUN_PATTERN.fullmatch(run):
+        raise HTTPException(status_code=404, detail="No such run")
+    return results_root(data_url).join(f"date={date}", f"run={run}")
+
+
+def read_leaderboard(folder: Location) -> pd.DataFrame | None:
+    data = read_bytes(folder.join("leaderboard.parquet"))
+    return pd.read_parquet(io.BytesIO(data)) if data else None
+
+
+def base_path() -> str:
+    """The api-server's path prefix (`[api] base_url`'s path, e.g. `/airflow`), or ''."""
+    try:
+        from airflow.configuration import conf
+
+        base_url = conf.get("api", "base_url", fallback="") or ""
+    except Exception:  # outside Airflow (unit tests of this module)
+        base_url = ""
+    return urlparse(base_url).path.rstrip("/")
+
+
+def report_path(date: str, run_id: str) -> str:
+    """The report's URL path for a run, from its data-interval start date and its run id."""
+    return f"{base_path()}{URL_PREFIX}/report/{date}/{run_folder_name(run_id)}"
+
+
+# -- access ------------------------------------------------------------------------------------
+
+
+async def require_dag_run_access(request: Request) -> None:
+    """Airflow's authentication and authorization, as for the UI's own DAG-run pages.
+
+    Imported here, not at module level: other Airflow components load plugins too, and only the
+    api-server needs (or has) an auth manager.
+    """
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, requires_access_dag
+    from fastapi.concurrency import run_in_threadpool
+
+    credentials = await bearer_scheme(request)
+    user = await get_user(request, None, credentials)  # 401 without a session cookie or token
+    check = requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID)
+    await run_in_threadpool(check, request, user)  # 403 when the user may not read the DAG's runs
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+def create_app(data_url: str | None = None, require_auth: bool = True) -> FastAPI:
+    """The Backtests app; `data_url` defaults to the configured store (read per request)."""
+    dependencies = [Depends(require_dag_run_access)] if require_auth else []
+    app = FastAPI(title="Backtests", docs_url=None, redoc_url=None, openapi_url=None, dependencies=dependencies)
+
+    def store() -> str:
+        return data_url or load_settings().data_url
+
+    @app.get("/", response_class=HTMLResponse, name="runs")
+    def runs_page(request: Request, limit: int = Query(DEFAULT_LIMIT, ge=1, le=100)) -> HTMLResponse:
+        url = store()
+        runs = list_runs(url, limit)
+        sections = [_run_section(request, ref) for ref in runs]
+        if not sections:
+            sections = [f'<p class="muted" id="no-runs">No finished run of {report.esc(DAG_ID)} in this store yet.</p>']
+        body = (
+            '<h1>Backtests</h1><p class="muted">The latest runs of <code>'
+            f"{report.esc(DAG_ID)}</code>, newest first (up to {limit}), from <code>{report.esc(url)}</code>. "
+            "Click a column header to sort a leaderboard; open a run's report for its charts.</p>" + "".join(sections)
+        )
+        return HTMLResponse(_page("Backtests", body), headers=SECURITY_HEADERS)
+
+    @app.get("/report/{date}/{run}", response_class=HTMLResponse, name="report")
+    def report_page(date: str, run: str) -> HTMLResponse:
+        folder = run_folder(store(), date, run)
+        data = read_bytes(folder.join(report.REPORT_FILE))
+        if data is None:
+            raise HTTPException(status_code=404, detail="This run has no report")
+        return HTMLResponse(data, headers=SECURITY_HEADERS)
+
+    return app
+
+
+def _run_section(request: Request, ref: RunRef) -> str:
+    esc = report.esc
+    anchor = f"run-{ref.date}-{ref.run}"
+    try:
+        table = read_leaderboard(ref.folder)
+    except Exception as exc:  # one unreadable run must not take the page down
+        log.warning("cannot read the leaderboard of %s: %s", ref.folder.url, exc)
+        table = None
+    head = f"<h2><span>{esc(ref.date)} &middot; <code>{esc(ref.run)}</code></span>"
+    if table is None:
+        return (
+            f'<section class="run" id="{esc(anchor)}">{head}</h2><p class="muted">Leaderboard unreadable.</p></section>'
+        )
+    best = report.best_rows(table)
+    failed = int((best["status"] != "ok").sum())
+    badges = []
+    if report.is_synthetic(table):
+        badges.append('<span class="badge synthetic">SYNTHETIC DATA</span>')
+    badges.append(
+        f'<span class="badge failed">{failed} failed</span>' if failed else '<span class="badge ok">all ok</span>'
+    )
+    has_report = ref.folder.fs.get_file_info(ref.folder.join(report.REPORT_FILE).path).type == pafs.FileType.File
+    link = (
+        f'<a class="report-link" href="{esc(request.url_for("report", date=ref.date, run=ref.run).path)}">Open report</a>'
+        if has_report
+        else '<span class="muted">no report</span>'
+    )
+    sweep = len(table) > len(best)
+    columns = report.report_columns(best, report.COMPACT_COLUMNS, sweep=sweep)
+    columns = [c for c in columns if c in report.COMPACT_COLUMNS or c == "window"]
+    board = report.leaderboard_table(best, columns, f"leaderboard-{ref.date}-{ref.run}")
+    return (
+        f'<section class="run" id="{esc(anchor)}" data-date="{esc(ref.date)}" data-run="{esc(ref.run)}">'
+        f"{head}{''.join(badges)}{link}</h2>"
+        f'<p class="muted">{len(best)} pairs in <code>{esc(ref.folder.url)}</code></p>'
+        f'<div class="panel">{board}</div></section>'
+    )
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{report.CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{report.esc(title)}</title><style>{report.STYLE}{PAGE_STYLE}</style></head>"
+        f"<body><main>{body}</main><script>{report.SORT_SCRIPT}</script></body></html>"
+    )
+
+
+# -- the rank task's extra link ----------------------------------------------------------------
+
+
+def _run_date(dag_id: str, run_id: str) -> str | None:
+    """The run's data-interval start date (its results folder's `date=`), from the metadata DB."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        start = session.scalar(
+            select(DagRun.data_interval_start).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        )
+    return f"{start:%Y-%m-%d}" if start else None
+
+
+class BacktestReportLink(BaseOperatorLink):
+    """The "Backtest report" button on the DAG's `rank` task: its run's report in the Backtests app.
+
+    Registered as a global link (TaskFlow tasks are all one operator class); every other task
+    gets no URL, which the UI does not show.
+    """
+
+    name = "Backtest report"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        if ti_key.dag_id != DAG_ID or ti_key.task_id != RANK_TASK_ID:
+            return ""
+        try:
+            date = _run_date(ti_key.dag_id, ti_key.run_id)
+        except Exception:
+            log.exception("cannot look up the date of run %s", ti_key.run_id)
+            date = None
+        if date is None:  # fall back to the list, at the run's entry when it is there
+            return f"{base_path()}{URL_PREFIX}/"
+        return report_path(date, ti_key.run_id)

@@ -1,0 +1,64 @@
+"""A finished daily run's results folder, made by calling the job and rank code directly (no Airflow)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from backtest.job import RunSpec, backtest, write_result
+from backtest.params import parse_time_ms, parse_windows
+from backtest.refresh import refresh_pair
+from backtest_airflow import leaderboard, report
+from backtest_airflow.planning import make_plan, run_folder_name
+
+DAG_ID = "crypto_backtest_daily"
+
+
+def make_run(
+    data_url: str,
+    pairs: list[str],
+    date: str = "2026-10-01",
+    run_id: str | None = None,
+    failed: tuple[str, ...] = (),
+    lookback_days: int = 30,
+    window: str = "2d",
+    holdout_days: int = 0,
+    with_report: bool = True,
+) -> dict:
+    """Refresh synthetic candles, backtest every pair not in `failed`, write leaderboard (and report)."""
+    interval_start = datetime.fromisoformat(f"{date}T00:00:00+00:00")
+    run_id = run_id or f"manual__{interval_start.isoformat()}"
+    params = {"pairs": pairs, "window": window, "lookback_days": lookback_days, "fee_bps": 10}
+    params["holdout_days"] = holdout_days
+    plan = make_plan(params, data_url, DAG_ID, run_id, interval_start, interval_start + timedelta(days=1))
+    for symbol in pairs:
+        refresh_pair(
+            symbol, data_url, until_ms=parse_time_ms(plan.end), history_days=plan.history_days, source="synthetic"
+        )
+        if symbol in failed:
+            continue
+        spec = RunSpec(
+            symbol=symbol,
+            window=plan.window,
+            windows=tuple(parse_windows(plan.window)),
+            fee_bps=plan.fee_bps,
+            start_ms=parse_time_ms(plan.start),
+            end_ms=parse_time_ms(plan.end),
+            data_url=data_url,
+            holdout_days=plan.holdout_days,
+        )
+        result, equity = backtest(spec)
+        write_result(plan.results_url, result, equity)
+    table = leaderboard.build(plan.__dict__, dict.fromkeys(failed, "backtest task failed"))
+    title = f"Leaderboard {plan.start} to {plan.end} (window {plan.window}, by {plan.rank_by})"
+    leaderboard.write(table, plan.results_url, title)
+    info = {**plan.__dict__, "dag_id": DAG_ID, "run_id": run_id, "data_url": data_url, "title": title}
+    if with_report:
+        report.write(table, plan.results_url, info)
+    return {
+        "plan": plan,
+        "table": table,
+        "info": info,
+        "date": date,
+        "run_id": run_id,
+        "folder": run_folder_name(run_id),
+    }
