@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -291,3 +292,21 @@ def test_plugin_registers_the_app_the_view_and_the_link():
     assert view["href"] == "/backtests/" and view["destination"] == "nav" and view["url_route"] == "backtests"
     (link,) = plugin.global_operator_extra_links
     assert link.name == "Backtest report"
+
+
+def test_huge_sweeps_keep_every_row_table_out_of_the_page(tmp_path):
+    """60 windows x 1,000 pairs: the (pair, window) rows stay in the Parquet/CSV files."""
+    from backtest_airflow import report
+
+    rows = [
+        {"symbol": f"P{i:04d}USDT", "status": "ok", "window": f"{w}d", "window_bars": 24 * w, "best": w == 1,
+         "rank": i + 1 if w == 1 else None, "total_return": 0.01 * i, "buy_hold_return": 0.0}
+        for i in range(100)
+        for w in range(1, 52)
+    ]  # fmt: skip
+    table = pd.DataFrame(rows)
+    assert len(table) > report.MAX_ALL_ROWS
+    page = report.build_report(str(tmp_path), table, {"windows": [f"{w}d" for w in range(1, 52)]})
+    assert 'id="all-rows-table"' not in page
+    assert f"All {len(table)} (pair, window) rows are in leaderboard.parquet" in page
+    assert page.count('data-symbol="P0099USDT"') == 1  # the best-window table still lists every pair

@@ -193,6 +193,9 @@ SORT_SCRIPT = """
 # -- small helpers ----------------------------------------------------------------------------
 
 
+MAX_ALL_ROWS = 5000  # a bigger sweep's every-row table stays in the Parquet/CSV files
+
+
 def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
@@ -276,9 +279,10 @@ def report_columns(table: pd.DataFrame, base: Iterable[str] = REPORT_COLUMNS, sw
 def leaderboard_table(table: pd.DataFrame, columns: Iterable[str] | None = None, table_id: str = "") -> str:
     """The leaderboard as a sortable HTML table (every value escaped)."""
     columns = list(columns) if columns is not None else report_columns(table)
+    numeric = {column: _numeric(table, column) for column in columns}  # once per column, not per cell
     head = []
     for column in columns:
-        css = "text" if column in ("symbol", "status") or not _numeric(table, column) else ""
+        css = "text" if column in ("symbol", "status") or not numeric[column] else ""
         head.append(
             f'<th scope="col" class="{css}"><button type="button">{esc(LABELS.get(column, column))}</button></th>'
         )
@@ -291,7 +295,7 @@ def leaderboard_table(table: pd.DataFrame, columns: Iterable[str] | None = None,
             classes = []
             if column == "status":
                 classes += ["text", "status-ok" if status == "ok" else "status-bad"]
-            elif column == "symbol" or not _numeric(table, column):
+            elif column == "symbol" or not numeric[column]:
                 classes.append("text")
             elif column.removeprefix("oos_") in SIGNED_COLUMNS and not _missing(value):
                 classes.append("pos" if float(value) > 0 else "neg" if float(value) < 0 else "")
@@ -539,11 +543,16 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
     if holdout:
         note += " OOS: the hold-out (out-of-sample) figures of that window."
     parts.append(f'<p class="muted">{note}</p>')
-    if len(table) > len(best):
+    if len(best) < len(table) <= MAX_ALL_ROWS:
         every = leaderboard_table(table, report_columns(table, sweep=True), "all-rows-table")
         parts.append(
             f"<details><summary>All {len(table)} (pair, window) rows</summary>"
             f'<div class="panel">{every}</div></details>'
+        )
+    elif len(table) > MAX_ALL_ROWS:
+        parts.append(
+            f'<p class="muted">All {len(table)} (pair, window) rows are in leaderboard.parquet and '
+            f"leaderboard.csv (more than {MAX_ALL_ROWS} are not shown here).</p>"
         )
 
     if len(not_ok):
