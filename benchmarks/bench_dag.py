@@ -30,6 +30,7 @@ DATE = "2026-11-01"
 
 
 def airflow_env(home: Path, store: Path) -> dict[str, str]:
+    """Environment of a local-mode Airflow with its own home and store (also used by bench_scale)."""
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -41,6 +42,7 @@ def airflow_env(home: Path, store: Path) -> dict[str, str]:
         "BACKTEST_DATA_URL": str(store),
         "BACKTEST_SOURCE": "synthetic",
         "BACKTEST_EXECUTOR": "local",
+        "BACKTEST_TASK_RETRIES": "0",
     }
 
 

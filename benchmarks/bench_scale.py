@@ -15,7 +15,6 @@ the number of task instances. Then the engine alone: a 60-window sweep over 24,0
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import resource
 import subprocess
@@ -27,21 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def env_for(home: Path, store: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}",
-        "BACKTEST_DATA_URL": str(store),
-        "BACKTEST_SOURCE": "synthetic",
-        "BACKTEST_EXECUTOR": "local",
-        "BACKTEST_TASK_RETRIES": "0",
-    }
+from bench_dag import airflow_env  # noqa: E402  (benchmarks/ is on the path: scripts run from it)
 
 
 def dag_run(env: dict, pairs: int, date: str, window: str) -> tuple[float, int, float]:
@@ -95,7 +80,7 @@ def main() -> None:
     print(f"{'pairs':>6} {'run':<28} {'tasks':>5} {'wall s':>8} {'ms/pair':>8} {'peak MiB':>9}")
     for pairs in args.pairs:
         with tempfile.TemporaryDirectory() as tmp:
-            env = env_for(Path(tmp) / "airflow", Path(tmp) / "store")
+            env = airflow_env(Path(tmp) / "airflow", Path(tmp) / "store")
             subprocess.run(
                 [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
                 env=env,
