@@ -24,7 +24,7 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow \
 
 # Embedded default: the whole daily DAG once, synthetic candles, local runner, no AWS, no internet.
 demo: $(STAMP)
-	@$(AIRFLOW_ENV) $(PY) -m backtest_airflow.demo $(DEMO_ARGS)
+	@$(AIRFLOW_ENV) AIRFLOW__LOGGING__LOGGING_LEVEL=$${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING} $(PY) -m backtest_airflow.demo $(DEMO_ARGS)
 
 # The Airflow UI on http://localhost:8080 with the project's DAG (trigger it with the form).
 airflow: $(STAMP)
