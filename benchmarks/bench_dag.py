@@ -4,9 +4,10 @@
 
 For each pair count: one `make demo`-style run (dag.test, synthetic data, local runner, lookback
 365 days, window 15d) in a fresh store, timed end to end; then the same work without Airflow —
-each pair's refresh in process and its `python -m backtest run` as a process, one after the
-other, as dag.test runs them. Airflow's overhead per task instance is the difference divided by
-the number of task instances (2 per pair + plan + rank).
+each pair's refresh in process and its `python -m backtest run` as a process (one pair a
+process, so the bare work does not profit from chunking), one after the other as dag.test
+runs them. Airflow's overhead per task instance is the difference divided by
+the number of task instances (refresh and backtest per chunk of pairs, plan, rank).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def airflow_env(home: Path, store: Path) -> dict[str, str]:
     }
 
 
-def dag_run_seconds(pairs: int, home: Path, store: Path) -> float:
+def dag_run_seconds(pairs: int, home: Path, store: Path) -> tuple[float, int]:
     env = airflow_env(home, store)
     done = subprocess.run(
         [sys.executable, "-m", "backtest_airflow.demo", "--date", DATE, "--pairs", str(pairs)],
@@ -55,10 +56,10 @@ def dag_run_seconds(pairs: int, home: Path, store: Path) -> float:
         text=True,
         cwd=REPO,
     )
-    match = re.search(r": success in ([0-9.]+) s", done.stdout)
+    match = re.search(r": success in ([0-9.]+) s, ([0-9]+) task instances", done.stdout)
     if not match:
         raise SystemExit(f"DAG run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return float(match.group(1))
+    return float(match.group(1)), int(match.group(2))
 
 
 def bare_work_seconds(pairs: int, store: Path) -> float:
@@ -95,9 +96,8 @@ def main() -> None:
             f"{'bare work (s)':>13} {'overhead per task (s)':>21}"
         )
         for pairs in args.pairs:
-            wall = dag_run_seconds(pairs, home, Path(tmp) / f"store-{pairs}")
+            wall, tasks = dag_run_seconds(pairs, home, Path(tmp) / f"store-{pairs}")
             bare = bare_work_seconds(pairs, Path(tmp) / f"bare-{pairs}")
-            tasks = 2 * pairs + 2
             print(
                 f"{pairs:>5} {tasks:>14} {wall:>11.1f} {wall / pairs:>12.2f} {bare:>13.1f} "
                 f"{(wall - bare) / tasks:>21.3f}"
