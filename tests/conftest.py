@@ -24,6 +24,7 @@ AIRFLOW_ENV = {
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.sqlite_settings.CONNECT_ARGS",
     "BACKTEST_DATA_URL": str(AIRFLOW_HOME / "backtest-data"),
     "BACKTEST_TASK_RETRIES": "0",
     "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")]),
