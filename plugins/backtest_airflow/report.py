@@ -358,7 +358,7 @@ def load_equity(results_url: str, symbol: str) -> tuple[np.ndarray, np.ndarray] 
     data = read_bytes(resolve(results_url).join(f"{symbol}.equity.parquet"))
     if not data:
         return None
-    table = pq.read_table(pa.BufferReader(data), columns=["open_time", "equity"])
+    table = pq.read_table(pa.BufferReader(data), columns=["open_time", "equity"], use_threads=False)  # arrow#34314
     times = table.column("open_time").cast(pa.timestamp("ms")).to_numpy()
     equity = table.column("equity").to_numpy()
     return (times, equity) if len(times) else None
