@@ -62,6 +62,7 @@ def test_rank_writes_a_self_contained_report(airflow_db, tmp_path):
     assert page.count("<svg") == 6 and page.count("</svg>") == 6
     assert 'id="synthetic-banner"' in page and "SYNTHETIC DATA" in page
     assert 'id="cost-summary"' in page  # rank passes the run's cost summary
+    assert "<summary>Per job (" in page and "cost_on_demand_usd" in page
     assert_self_contained(page)
 
     # rank returns the report's location, and the "Backtest report" link points at it.

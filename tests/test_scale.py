@@ -140,6 +140,10 @@ def test_cost_summary_adds_up_job_records(tmp_path):
     assert cost["cost_on_demand_usd"] == pytest.approx(hours * 0.04048 + hours * 2 * 0.004445, abs=1e-6)
     assert cost["cost_spot_usd"] == pytest.approx(hours * 0.0129159 + hours * 2 * 0.001418, abs=1e-6)
     assert cost["text"].startswith("2 pairs, 2 jobs, 180.0 vCPU-seconds")
+    short, long = sorted(cost["per_job"], key=lambda job: job["wall_seconds"])
+    assert short["billed_seconds"] == 60 and long["billed_seconds"] == 150
+    assert long["cost_on_demand_usd"] == pytest.approx(150 / 3600 * (0.04048 + 2 * 0.004445))
+    assert short["cost_spot_usd"] + long["cost_spot_usd"] == pytest.approx(cost["cost_spot_usd"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -116,27 +116,40 @@ def build(plan: dict, failed_tasks: dict[str, str]) -> pd.DataFrame:
     return board.reindex(columns=list(COLUMNS)).astype({"rank": "Int64"})
 
 
+def job_cost(record: dict, prices: dict[str, float]) -> dict:
+    """One job's Fargate bill: per second of its size, with the one-minute minimum."""
+    billed = max(FARGATE_MINIMUM_SECONDS, record["wall_seconds"])
+    vcpu_hours, gb_hours = record["vcpu"] * billed / 3600, record["memory_mib"] / 1024 * billed / 3600
+    return {
+        "job_name": record["job_name"],
+        "pairs": len(record["symbols"]),
+        "wall_seconds": record["wall_seconds"],
+        "vcpu": record["vcpu"],
+        "memory_mib": record["memory_mib"],
+        "billed_seconds": billed,
+        "cost_on_demand_usd": vcpu_hours * prices["vcpu_hour"] + gb_hours * prices["gb_hour"],
+        "cost_spot_usd": vcpu_hours * prices["spot_vcpu_hour"] + gb_hours * prices["spot_gb_hour"],
+    }
+
+
 def cost_summary(plan: dict, prices: dict[str, float]) -> dict:
     """Add up the run's job records: pairs, jobs, vCPU-seconds and the Fargate price of them."""
     folder = resolve(plan["results_url"]).join("_jobs")
     records = [_read_json(folder, name) for name in list_dir(folder) if name.endswith(".json")]
-    records = [r for r in records if r]
-    vcpu_seconds = sum(r["vcpu"] * r["wall_seconds"] for r in records)
-    billed = [max(FARGATE_MINIMUM_SECONDS, r["wall_seconds"]) for r in records]
-    billed_vcpu_hours = sum(r["vcpu"] * s for r, s in zip(records, billed, strict=True)) / 3600
-    billed_gb_hours = sum(r["memory_mib"] / 1024 * s for r, s in zip(records, billed, strict=True)) / 3600
-    on_demand = billed_vcpu_hours * prices["vcpu_hour"] + billed_gb_hours * prices["gb_hour"]
-    spot = billed_vcpu_hours * prices["spot_vcpu_hour"] + billed_gb_hours * prices["spot_gb_hour"]
+    jobs = [job_cost(record, prices) for record in records if record]
+    on_demand = sum(job["cost_on_demand_usd"] for job in jobs)
+    spot = sum(job["cost_spot_usd"] for job in jobs)
     summary = {
         "pairs": len(plan["pairs"]),
-        "jobs": len(records),
+        "jobs": len(jobs),
         "jobs_planned": len(plan["chunks"]),
-        "job_seconds": round(sum(r["wall_seconds"] for r in records), 3),
-        "vcpu_seconds": round(vcpu_seconds, 3),
-        "billed_vcpu_seconds": round(billed_vcpu_hours * 3600, 3),
+        "job_seconds": round(sum(job["wall_seconds"] for job in jobs), 3),
+        "vcpu_seconds": round(sum(job["vcpu"] * job["wall_seconds"] for job in jobs), 3),
+        "billed_vcpu_seconds": round(sum(job["vcpu"] * job["billed_seconds"] for job in jobs), 3),
         "cost_on_demand_usd": round(on_demand, 6),
         "cost_spot_usd": round(spot, 6),
         "prices": prices,
+        "per_job": jobs,
     }
     summary["text"] = (
         f"{summary['pairs']} pairs, {summary['jobs']} jobs, {summary['vcpu_seconds']:.1f} vCPU-seconds "

@@ -690,7 +690,19 @@ def _cost_html(cost: object) -> str:
         return f"<pre>{esc(_plain(cost))}</pre>"
     text = cost.get("text")
     head = f"<p><b>{esc(text)}</b></p>" if text else ""
-    return head + kv_table((k, v) for k, v in cost.items() if k != "text")
+    html = head + kv_table((k, v) for k, v in cost.items() if k not in ("text", "per_job"))
+    jobs = cost.get("per_job") or []
+    if jobs:
+        columns = ["job_name", "pairs", "wall_seconds", "vcpu", "memory_mib", "billed_seconds", "cost_on_demand_usd"]
+        head_row = "".join(f'<th class="text">{esc(c)}</th>' for c in columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{esc(_plain(job.get(c)))}</td>" for c in columns) + "</tr>" for job in jobs
+        )
+        html += (
+            f"<details><summary>Per job ({len(jobs)})</summary><table><thead><tr>{head_row}</tr></thead>"
+            f"<tbody>{body}</tbody></table></details>"
+        )
+    return html
 
 
 def write(leaderboard_df: pd.DataFrame, results_url: str, run_info: dict) -> str:
