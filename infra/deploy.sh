@@ -33,9 +33,9 @@
 #   -h, --help
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "deploy.sh: error: $*" >&2; exit 2; }
-log() { echo "deploy.sh: $*" >&2; }
+PROG=deploy.sh
+# shellcheck source=infra/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 STACK_NAME=${STACK_NAME:-crypto-backtest}
 REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
@@ -77,16 +77,7 @@ done
 if [[ $SKIP_BUILD -eq 0 ]]; then
   command -v docker >/dev/null || die "docker is not installed (or use --skip-build with an image already pushed)"
 fi
-if [[ -z $REGION ]]; then
-  REGION=$(aws configure get region || true)
-fi
-[[ -n $REGION ]] || die "no AWS region: pass --region or set AWS_REGION"
-
-cfn() { aws cloudformation --region "$REGION" "$@"; }
-stack_output() {
-  cfn describe-stacks --stack-name "$STACK_NAME" \
-    --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text
-}
+resolve_region
 deploy_stack() {  # deploy_stack IMAGE_URI: create or update, a no-op when nothing changed
   cfn deploy --stack-name "$STACK_NAME" --template-file "$TEMPLATE" \
     --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \

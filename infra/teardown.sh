@@ -17,9 +17,9 @@
 #   -h, --help
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "teardown.sh: error: $*" >&2; exit 2; }
-log() { echo "teardown.sh: $*" >&2; }
+PROG=teardown.sh
+# shellcheck source=infra/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 STACK_NAME=${STACK_NAME:-crypto-backtest}
 REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
@@ -36,16 +36,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 command -v aws >/dev/null || die "aws is not installed"
-if [[ -z $REGION ]]; then
-  REGION=$(aws configure get region || true)
-fi
-[[ -n $REGION ]] || die "no AWS region: pass --region or set AWS_REGION"
-
-cfn() { aws cloudformation --region "$REGION" "$@"; }
-stack_output() {
-  cfn describe-stacks --stack-name "$STACK_NAME" \
-    --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text
-}
+resolve_region
 
 if ! status=$(cfn describe-stacks --stack-name "$STACK_NAME" --query "Stacks[0].StackStatus" --output text 2>&1); then
   [[ $status == *"does not exist"* ]] || die "cannot read stack $STACK_NAME: $status"
