@@ -21,10 +21,10 @@ import math
 
 import pandas as pd
 
+from backtest.job import LOWER_IS_BETTER
 from backtest.metrics import METRIC_NAMES
 from backtest.params import HOUR_MS, parse_time_ms
 from backtest.storage import list_dir, read_bytes, resolve, write_bytes_atomic
-from backtest_airflow.planning import ASCENDING_METRICS
 
 STALE_HOURS = 6
 FARGATE_MINIMUM_SECONDS = 60
@@ -106,7 +106,7 @@ def build(plan: dict, failed_tasks: dict[str, str]) -> pd.DataFrame:
     table["best"] = table["best"].fillna(False).astype(bool)
     metric = f"oos_{plan['rank_by']}" if plan.get("rank_on") == "out_of_sample" else plan["rank_by"]
     ranked = table[table["best"] & (table["status"] == "ok")].sort_values(
-        metric, ascending=plan["rank_by"] in ASCENDING_METRICS, na_position="last", kind="stable"
+        metric, ascending=plan["rank_by"] in LOWER_IS_BETTER, na_position="last", kind="stable"
     )
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     failed = table[table["best"] & (table["status"] != "ok")].sort_values("symbol", kind="stable")

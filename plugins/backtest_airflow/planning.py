@@ -23,9 +23,8 @@ from backtest.errors import InputError
 from backtest.job import SELECT_METRICS
 from backtest.params import SYMBOL_PATTERN, parse_fee_bps, parse_windows
 
-RANK_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate", "buy_hold_return")
-# Metrics where smaller is better; everything else ranks descending.
-ASCENDING_METRICS = ("max_drawdown",)
+# What a leaderboard can rank by: what a sweep can select by, and buy-and-hold (same for every window).
+RANK_METRICS = (*SELECT_METRICS, "buy_hold_return")
 RANK_ON = ("in_sample", "out_of_sample")
 MAX_LOOKBACK_DAYS = 3650
 MAX_JOBS = 40
