@@ -35,7 +35,7 @@ from airflow.sdk import Asset, Param, Variable, dag, get_current_context, task
 
 from backtest_airflow import leaderboard, planning, report
 from backtest_airflow.local_batch import LocalBatchOperator
-from backtest_airflow.settings import PAIRS_VARIABLE, asset_uri, load_settings, pairs_from_file
+from backtest_airflow.settings import PAIRS_VARIABLE, asset_uri, load_settings, pairs_from_file, parse_pairs_variable
 
 DAG_ID = "crypto_backtest_daily"
 SETTINGS = load_settings()
@@ -109,8 +109,6 @@ def crypto_backtest_daily():
         if params.get("pairs") == pairs_from_file():  # the default list: a Variable may replace it
             configured = Variable.get(PAIRS_VARIABLE, default=None)
             if configured:
-                from backtest_airflow.settings import parse_pairs_variable
-
                 params["pairs"] = parse_pairs_variable(configured)
         dag_run = context["dag_run"]
         interval_start, interval_end = context["data_interval_start"], context["data_interval_end"]
@@ -133,7 +131,7 @@ def crypto_backtest_daily():
         from backtest.refresh import refresh_pair
         from backtest_airflow.local_batch import APPLICATION_ERROR_CODES as PERMANENT_EXIT_CODES
 
-        get_current_context()["pairs_label"] = symbols[0] + (f" +{len(symbols) - 1}" if len(symbols) > 1 else "")
+        get_current_context()["pairs_label"] = planning.pairs_label(symbols)
         summaries, errors = [], {}
         for symbol in symbols:  # one pair's failure does not stop the others
             try:

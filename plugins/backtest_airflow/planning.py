@@ -157,7 +157,6 @@ def job_kwargs(
     jobs = []
     for symbols in plan.chunks:
         name = job_name(symbols, interval_start, run_id)
-        label = symbols[0] if len(symbols) == 1 else f"{symbols[0]} +{len(symbols) - 1}"
         environment = {
             "BACKTEST_RUN_ID": run_id,
             "BACKTEST_JOB_NAME": name,
@@ -175,10 +174,15 @@ def job_kwargs(
                         {"type": "MEMORY", "value": str(memory_mib)},
                     ],
                 },
-                "tags": {"pairs": label},
+                "tags": {"pairs": pairs_label(symbols)},
             }
         )
     return jobs
+
+
+def pairs_label(symbols: list[str]) -> str:
+    """How a chunk of pairs shows in the UI: `BTCUSDT`, or `BTCUSDT +24`."""
+    return symbols[0] if len(symbols) == 1 else f"{symbols[0]} +{len(symbols) - 1}"
 
 
 def job_pairs(job: dict) -> list[str]:
