@@ -12,23 +12,28 @@ $(STAMP): requirements.txt constraints.txt docker/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 
-# Airflow on this machine: its own AIRFLOW_HOME, the project's dags/ and plugins/, local store.
-AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow \
-	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+# Airflow on this machine: the project's dags/ and plugins/, a local store. `make demo` and
+# `make airflow` each have their own AIRFLOW_HOME (and store), so the demo's run is not in the UI.
+DEMO_HOME ?= $(CURDIR)/.demo
+AIRFLOW_LOCAL_HOME ?= $(CURDIR)/.airflow
+AIRFLOW_PORT ?= 8080
+AIRFLOW_ENV := AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	PYTHONPATH=$(CURDIR):$(CURDIR)/plugins \
-	BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(CURDIR)/.demo/store} \
 	BACKTEST_SOURCE=$${BACKTEST_SOURCE:-synthetic} \
 	BACKTEST_EXECUTOR=$${BACKTEST_EXECUTOR:-local}
 
 # Embedded default: the whole daily DAG once, synthetic candles, local runner, no AWS, no internet.
 demo: $(STAMP)
-	@$(AIRFLOW_ENV) AIRFLOW__LOGGING__LOGGING_LEVEL=$${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING} $(PY) -m backtest_airflow.demo $(DEMO_ARGS)
+	@$(AIRFLOW_ENV) AIRFLOW_HOME=$(DEMO_HOME)/airflow BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(DEMO_HOME)/store} \
+	AIRFLOW__LOGGING__LOGGING_LEVEL=$${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING} $(PY) -m backtest_airflow.demo $(DEMO_ARGS)
 
-# The Airflow UI on http://localhost:8080 with the project's DAG (trigger it with the form).
+# Airflow on PostgreSQL at http://127.0.0.1:$(AIRFLOW_PORT) with the project's DAG, until Ctrl-C
+# (backtest_airflow/local_airflow.py; it prints the login).
 airflow: $(STAMP)
-	$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(VENV)/bin/airflow standalone
+	@$(AIRFLOW_ENV) AIRFLOW_HOME=$(AIRFLOW_LOCAL_HOME) AIRFLOW_PORT=$(AIRFLOW_PORT) \
+	BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(AIRFLOW_LOCAL_HOME)/store} $(PY) -m backtest_airflow.local_airflow
 
 test: $(STAMP) lint
 	$(PY) -m pytest

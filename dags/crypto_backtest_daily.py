@@ -6,13 +6,18 @@ flat otherwise) on every configured pair, every day, and ranks the pairs.
 
 1. **plan** validates the run's params and renders the jobs: the pairs in chunks (one job per
    chunk; `pairs_per_job`, by default enough to keep a run at 40 jobs), each with its exact
-   container command, the backtest window ending at this run's data-interval end (point-in-time:
-   a run or backfill of date D sees only candles closed by the end of D's interval).
-2. **refresh** (one mapped task per chunk) brings the stored hourly candles up to that end (and
-   back to the window's start plus warm-up, for a backfill), incrementally and idempotently.
+   container command, the backtest window ending at this run's **as-of** moment (point-in-time).
+   A run of date D — scheduled, backfilled, or triggered with logical date D — is *as of D 00:00
+   UTC*: it sees only the candles closed before then. A trigger with no logical date is as of the
+   hour it was queued in (a trigger at 20:58 ends at 20:00). Bad params fail the run here, at
+   once, with every problem in one message; nothing is retried or launched.
+2. **refresh** (one mapped task per chunk, in the `backtest_exchange` pool: the exchange's API
+   budget) brings the stored hourly candles up to that end (and back to the window's start plus
+   warm-up, for a backfill), incrementally and idempotently; **candles** then records one asset
+   event for the run (which pairs were refreshed, up to when).
 3. **backtest** (one mapped task per chunk) runs the job: an AWS Batch job on Fargate in `batch`
    mode (the amazon provider's `BatchOperator`, deferrable), or the same container command in a
-   local subprocess in `local` mode.
+   local subprocess in `local` mode (in the `backtest_local` pool: one job per core).
 4. **rank** gathers the results into `leaderboard.{parquet,csv,md}` and `summary.json` (the
    run's cost) in the run's results folder
    `{store}/results/crypto_backtest_daily/date=<D>/run=<run_id>/`, with `report.html` (charts;
@@ -27,24 +32,34 @@ in `plugins/backtest_airflow/settings.py`.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict
 from datetime import timedelta
 
 import pendulum
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
-from airflow.sdk import Asset, Param, Variable, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from backtest.errors import BacktestError, InputError
 from backtest_airflow import leaderboard, planning, report
+from backtest_airflow.local_batch import APPLICATION_ERROR_CODES as PERMANENT_EXIT_CODES
 from backtest_airflow.local_batch import LocalBatchOperator
-from backtest_airflow.settings import PAIRS_VARIABLE, asset_uri, load_settings, pairs_from_file, parse_pairs_variable
+from backtest_airflow.settings import EXCHANGE_POOL, LOCAL_POOL, asset_uri, configured_pairs, load_settings
 
 DAG_ID = "crypto_backtest_daily"
+log = logging.getLogger("backtest_airflow.dag")
 SETTINGS = load_settings()
-CANDLES = Asset(name="crypto_backtest_candles", uri=asset_uri(SETTINGS.data_url, "candles"))
-LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.data_url, "results", DAG_ID))
+# Named by their URIs: a store moved elsewhere (BACKTEST_DATA_URL) is a new asset, not a clash.
+CANDLES = Asset(asset_uri(SETTINGS.data_url, "candles"))
+LEADERBOARD = Asset(asset_uri(SETTINGS.data_url, "results", DAG_ID))
+# rank runs once everything before it is done, failed pairs included, but only when plan made a plan.
+AFTER_PLAN = "all_done_min_one_success"
 
 
 @dag(
     dag_id=DAG_ID,
+    description="Backtest a strategy on every configured crypto pair, as of each day, and rank the pairs.",
     schedule="@daily",
     start_date=pendulum.datetime(2020, 1, 1, tz="UTC"),  # the earliest date a backfill can reach
     catchup=False,
@@ -60,10 +75,11 @@ LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.d
     },
     params={
         "pairs": Param(
-            pairs_from_file(),
+            configured_pairs(),
             type="array",
             items={"type": "string"},
-            description="Symbols to backtest, e.g. BTCUSDT (default: the configured pair list).",
+            minItems=1,
+            description="Symbols to backtest, e.g. BTCUSDT (default: the `backtest_pairs` Variable, else pairs.txt).",
         ),
         "window": Param(
             "15d",
@@ -72,7 +88,7 @@ LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.d
         ),
         "fee_bps": Param(10, type="number", description="Fee per side in basis points (10 = 0.1 %)."),
         "lookback_days": Param(
-            365, type="integer", description="Length of the backtest window, ending at the data-interval end."
+            365, type="integer", description="Length of the backtest window, ending at the run's as-of moment."
         ),
         "rank_by": Param(
             "total_return", enum=list(planning.RANK_METRICS), description="Metric the leaderboard ranks by."
@@ -99,41 +115,37 @@ LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.d
 )
 def crypto_backtest_daily():
     @task
-    def plan() -> list[dict]:
-        """Validate params, fix the window from the data interval, render every pair's job.
+    def plan() -> dict:
+        """Validate params and fix the run's as-of moment: the RunPlan, as a dict.
 
-        Returns the jobs (what `backtest` maps over); the run plan goes to XCom key `plan`.
+        Bad params fail the task for good (a retry cannot fix them), with every problem listed.
         """
         context = get_current_context()
-        params = dict(context["params"])
-        if params.get("pairs") == pairs_from_file():  # the default list: a Variable may replace it
-            configured = Variable.get(PAIRS_VARIABLE, default=None)
-            if configured:
-                params["pairs"] = parse_pairs_variable(configured)
         dag_run = context["dag_run"]
-        interval_start, interval_end = context["data_interval_start"], context["data_interval_end"]
-        run_plan = planning.make_plan(params, SETTINGS.data_url, DAG_ID, dag_run.run_id, interval_start, interval_end)
-        jobs = planning.job_kwargs(
-            run_plan, SETTINGS.data_url, dag_run.run_id, interval_start, SETTINGS.job_vcpu, SETTINGS.job_memory_mib
-        )
-        context["ti"].xcom_push(key="plan", value=run_plan.__dict__)
-        return jobs
+        params = {**context["params"], **(dag_run.conf or {})}  # conf keys the form does not know are kept
+        end = planning.as_of(context.get("data_interval_end"), context.get("logical_date"), dag_run.run_after)
+        try:
+            run_plan = planning.make_plan(params, SETTINGS.data_url, DAG_ID, dag_run.run_id, end)
+        except InputError as exc:
+            log.error("invalid params: %s", exc)  # the first thing the task log shows
+            raise AirflowFailException(f"invalid params: {exc}") from None
+        return asdict(run_plan)
 
-    @task(outlets=[CANDLES], map_index_template="{{ pairs_label }}")
-    def refresh(symbols: list[str], run_plan: dict) -> list[dict]:
-        """Bring one chunk's stored candles up to the run's data-interval end, pair by pair."""
-        from dataclasses import asdict
+    @task
+    def jobs(run_plan: dict) -> list[dict]:
+        """Render each chunk's job: what refresh and backtest map over (`BatchOperator` kwargs)."""
+        run_id = get_current_context()["dag_run"].run_id
+        plan = planning.RunPlan(**run_plan)
+        return planning.job_kwargs(plan, SETTINGS.data_url, run_id, SETTINGS.job_vcpu, SETTINGS.job_memory_mib)
 
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from backtest.errors import BacktestError
+    @task(pool=EXCHANGE_POOL, map_index_template="{{ task.op_kwargs['job']['tags']['pairs'] }}")
+    def refresh(job: dict, run_plan: dict) -> list[dict]:
+        """Bring one job's stored candles up to the run's as-of moment, pair by pair."""
         from backtest.params import parse_time_ms
         from backtest.refresh import refresh_pair
-        from backtest_airflow.local_batch import APPLICATION_ERROR_CODES as PERMANENT_EXIT_CODES
 
-        get_current_context()["pairs_label"] = planning.pairs_label(symbols)
         summaries, errors = [], {}
-        for symbol in symbols:  # one pair's failure does not stop the others
+        for symbol in planning.job_pairs(job):  # one pair's failure does not stop the others
             try:
                 summary = refresh_pair(
                     symbol,
@@ -145,7 +157,7 @@ def crypto_backtest_daily():
                 )
                 summaries.append(asdict(summary))
             except BacktestError as exc:
-                print(f"refresh of {symbol} failed: {exc}")
+                log.warning("refresh of %s failed: %s", symbol, exc)
                 errors[symbol] = exc
         if errors:
             message = "; ".join(f"{symbol}: {exc}" for symbol, exc in errors.items())
@@ -154,13 +166,23 @@ def crypto_backtest_daily():
             raise RuntimeError(message)
         return summaries
 
-    @task(trigger_rule="all_done", outlets=[LEADERBOARD])
+    @task(trigger_rule=AFTER_PLAN, outlets=[CANDLES])
+    def candles(run_plan: dict) -> dict:
+        """One asset event per run for the candle store: the pairs refreshed, up to the as-of moment."""
+        context = get_current_context()
+        failed = _failed_pairs(context, "refresh", run_plan["chunks"])
+        refreshed = [symbol for symbol in run_plan["pairs"] if symbol not in failed]
+        if not refreshed:
+            raise AirflowSkipException("no pair was refreshed")
+        extra = {"end": run_plan["end"], "pairs": refreshed, "failed": sorted(failed)}
+        context["outlet_events"][CANDLES].extra = extra
+        return extra
+
+    @task(trigger_rule=AFTER_PLAN, outlets=[LEADERBOARD])
     def rank(run_plan: dict) -> dict:
         """Rank the pairs' results into the leaderboard; fail afterwards if any pair failed."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         context = get_current_context()
-        failed_tasks = _failed_pairs(context, run_plan["chunks"])
+        failed_tasks = _failed_pairs(context, "backtest", run_plan["chunks"])
         table = leaderboard.build(run_plan, failed_tasks)
         title = f"Leaderboard {run_plan['start']} to {run_plan['end']} (window {run_plan['window']}, by {run_plan['rank_by']})"
         if table["synthetic"].eq(True).any():  # all-NaN (float) when every pair failed: no fillna(False)
@@ -169,9 +191,8 @@ def crypto_backtest_daily():
         paths = leaderboard.write(table, run_plan["results_url"], title, cost)
         info = {**run_plan, "dag_id": DAG_ID, "run_id": context["ti"].run_id, "data_url": SETTINGS.data_url}
         paths[report.REPORT_FILE] = report.write(table, run_plan["results_url"], {**info, "title": title, "cost": cost})
-        print(leaderboard.to_markdown(table, title, cost))
-        for name, url in paths.items():
-            print(f"{name}: {url}")
+        files = "\n".join(f"{name}: {url}" for name, url in paths.items())
+        log.info("%s\n%s", leaderboard.to_markdown(table, title, cost), files)  # one entry, in order
         failed = table.loc[table["best"] & (table["status"] != "ok"), "symbol"].tolist()
         if failed and not run_plan["allow_failed_pairs"]:
             raise AirflowFailException(f"{len(failed)} pair(s) failed: {', '.join(failed)} (leaderboard written)")
@@ -182,9 +203,9 @@ def crypto_backtest_daily():
             "cost": cost,
         }
 
-    jobs = plan()
-    run_plan = jobs["plan"]
-    refreshed = refresh.partial(run_plan=run_plan).expand(symbols=jobs.map(planning.job_pairs))
+    run_plan = plan()
+    chunk_jobs = jobs(run_plan)
+    refreshed = refresh.partial(run_plan=run_plan).expand(job=chunk_jobs)
     if SETTINGS.executor == "batch":
         backtest = BatchOperator.partial(
             task_id="backtest",
@@ -195,26 +216,28 @@ def crypto_backtest_daily():
             poll_interval=SETTINGS.poll_interval,
             trigger_rule="all_done",
             map_index_template="{{ task.tags['pairs'] }}",
-        ).expand_kwargs(jobs)
+        ).expand_kwargs(chunk_jobs)
     else:
         backtest = LocalBatchOperator.partial(
             task_id="backtest",
+            pool=LOCAL_POOL,
             max_active_tis_per_dagrun=SETTINGS.local_max_parallel,
             trigger_rule="all_done",
             map_index_template="{{ task.tags['pairs'] }}",
-        ).expand_kwargs(jobs)
+        ).expand_kwargs(chunk_jobs)
+    refreshed >> candles(run_plan)
     refreshed >> backtest >> rank(run_plan)
 
 
-def _failed_pairs(context, chunks: list[list[str]]) -> dict[str, str]:
-    """Pairs whose chunk's backtest task instance failed in this run (map index = chunk)."""
+def _failed_pairs(context, task_id: str, chunks: list[list[str]]) -> dict[str, str]:
+    """Pairs whose chunk's `task_id` task instance failed in this run (map index = chunk)."""
     ti = context["ti"]
-    states = ti.get_task_states(dag_id=DAG_ID, task_ids=["backtest"], run_ids=[ti.run_id])
+    states = ti.get_task_states(dag_id=DAG_ID, task_ids=[task_id], run_ids=[ti.run_id])
     failed: dict[str, str] = {}
     for key, state in states.get(ti.run_id, {}).items():
         _, _, index = key.rpartition("_")
         if state in ("failed", "upstream_failed") and index.isdigit() and int(index) < len(chunks):
-            failed.update(dict.fromkeys(chunks[int(index)], f"backtest task {state}"))
+            failed.update(dict.fromkeys(chunks[int(index)], f"{task_id} task {state}"))
     return failed
 
 

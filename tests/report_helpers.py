@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from backtest.job import RunSpec, backtest, write_result
 from backtest.params import parse_time_ms, parse_windows
@@ -25,11 +25,11 @@ def make_run(
     with_report: bool = True,
 ) -> dict:
     """Refresh synthetic candles, backtest every pair not in `failed`, write leaderboard (and report)."""
-    interval_start = datetime.fromisoformat(f"{date}T00:00:00+00:00")
-    run_id = run_id or f"manual__{interval_start.isoformat()}"
+    as_of = datetime.fromisoformat(f"{date}T00:00:00+00:00")  # a run of date D is as of D 00:00
+    run_id = run_id or f"manual__{as_of.isoformat()}"
     params = {"pairs": pairs, "window": window, "lookback_days": lookback_days, "fee_bps": 10}
     params["holdout_days"] = holdout_days
-    plan = make_plan(params, data_url, DAG_ID, run_id, interval_start, interval_start + timedelta(days=1))
+    plan = make_plan(params, data_url, DAG_ID, run_id, as_of)
     for symbol in pairs:
         refresh_pair(
             symbol, data_url, until_ms=parse_time_ms(plan.end), history_days=plan.history_days, source="synthetic"

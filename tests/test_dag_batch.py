@@ -27,7 +27,7 @@ import pytest
 
 from backtest_airflow import leaderboard
 from backtest_airflow.local_batch import LocalBatchOperator
-from backtest_airflow.planning import RunPlan, job_kwargs, make_plan
+from backtest_airflow.planning import RunPlan, as_of, job_kwargs, make_plan
 from backtest_airflow.settings import load_settings
 from tests.airflow_helpers import load_daily_dag
 
@@ -170,10 +170,10 @@ def run_batch_dag(batch: Batch, data_url, moto_server: str, monkeypatch):
 def planned(dag, dag_run, data_url) -> tuple[RunPlan, list[dict]]:
     """The run's plan and jobs as `planning` renders them (what local mode would run)."""
     params = {name: dag.params[name] for name in dag.params} | CONF
-    start, end = dag_run.data_interval_start, dag_run.data_interval_end
-    plan = make_plan(params, str(data_url), dag.dag_id, dag_run.run_id, start, end)
+    end = as_of(dag_run.data_interval_end, dag_run.logical_date, dag_run.run_after)
+    plan = make_plan(params, str(data_url), dag.dag_id, dag_run.run_id, end)
     settings = load_settings()
-    return plan, job_kwargs(plan, str(data_url), dag_run.run_id, start, settings.job_vcpu, settings.job_memory_mib)
+    return plan, job_kwargs(plan, str(data_url), dag_run.run_id, settings.job_vcpu, settings.job_memory_mib)
 
 
 def submitted_jobs(batch: Batch) -> list[dict]:

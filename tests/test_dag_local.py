@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from backtest.errors import InputError
-from backtest_airflow.planning import job_kwargs, make_plan
+from backtest_airflow.planning import as_of, job_kwargs, make_plan
 from tests.airflow_helpers import load_daily_dag
 from tests.conftest import REPO
 
@@ -73,7 +73,7 @@ def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
 )
 def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_path, conf, message):
     with pytest.raises(InputError, match=message):
-        make_plan({"pairs": ["BTCUSDT"], **conf}, "/store", "dag", "run", LOGICAL_DATE, LOGICAL_DATE)
+        make_plan({"pairs": ["BTCUSDT"], **conf}, "/store", "dag", "run", LOGICAL_DATE)
 
     data_url = tmp_path / "store"
     dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_DATA_URL=str(data_url))
@@ -86,21 +86,19 @@ def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_pa
 
 
 def test_plan_renders_the_container_command():
-    start = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
     end = datetime.fromisoformat("2026-10-02T00:00:00+00:00")
     plan = make_plan(
         {"pairs": ["BTCUSDT"], "window": "15d", "fee_bps": 10, "lookback_days": 90},
         "s3://bucket/data",
         "crypto_backtest_daily",
-        "scheduled__2026-10-01T00:00:00+00:00",
-        start,
+        "scheduled__2026-10-02T00:00:00+00:00",
         end,
     )
     assert plan.results_url == (
-        "s3://bucket/data/results/crypto_backtest_daily/date=2026-10-01/run=scheduled__2026-10-01T00-00-00-00-00"
+        "s3://bucket/data/results/crypto_backtest_daily/date=2026-10-02/run=scheduled__2026-10-02T00-00-00-00-00"
     )
     assert plan.history_days == 90 + 15 + 1
-    (job,) = job_kwargs(plan, "s3://bucket/data", "scheduled__2026-10-01T00:00:00+00:00", start)
+    (job,) = job_kwargs(plan, "s3://bucket/data", "scheduled__2026-10-02T00:00:00+00:00")
     assert job["container_overrides"]["command"] == [
         "run",
         "--symbol",
@@ -118,4 +116,35 @@ def test_plan_renders_the_container_command():
         "--results-url",
         plan.results_url,
     ]
-    assert job["job_name"].startswith("backtest-BTCUSDT-20261001-") and len(job["job_name"]) <= 128
+    assert job["job_name"].startswith("backtest-BTCUSDT-20261002-") and len(job["job_name"]) <= 128
+
+
+@pytest.mark.parametrize(
+    "interval_end, logical_date, run_after, expected",
+    [
+        # scheduled or backfill run of D (@daily: a zero-length interval at D 00:00)
+        ("2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00"),
+        # a trigger at 20:58 with that logical date: the candle opened at 20:00 has not closed
+        (None, "2026-10-02T20:58:31+00:00", "2026-10-02T20:58:31+00:00", "2026-10-02T20:00:00"),
+        # a trigger with no logical date (`airflow dags trigger`, REST `"logical_date": null`)
+        (None, None, "2026-10-02T07:59:59.999+00:00", "2026-10-02T07:00:00"),
+        # another time zone: the same instant, in UTC
+        (None, "2026-10-02T09:30:00+02:00", "2026-10-02T09:30:00+02:00", "2026-10-02T07:00:00"),
+    ],
+)
+def test_a_runs_as_of_moment_is_its_interval_end_logical_date_or_run_after_down_to_the_hour(
+    interval_end, logical_date, run_after, expected
+):
+    parse = lambda text: text and datetime.fromisoformat(text)  # noqa: E731
+    moment = as_of(parse(interval_end), parse(logical_date), parse(run_after))
+    assert moment.tzinfo is not None and moment.utcoffset().total_seconds() == 0
+    assert moment.replace(tzinfo=None).isoformat() == expected
+
+
+def test_unknown_param_keys_are_refused_with_every_other_problem():
+    with pytest.raises(InputError) as caught:
+        make_plan({"pairs": [], "windw": "5d", "fee_bps": -1}, "/store", "dag", "run", LOGICAL_DATE)
+    message = str(caught.value)
+    assert "unknown param(s) 'windw'" in message
+    assert "pairs must be a non-empty list" in message and "invalid fee" in message
+    assert "\n" not in message  # one line

@@ -98,25 +98,25 @@ def test_one_failing_pair_in_a_chunk_keeps_the_others(capsys, store, tmp_path, m
 def test_thousand_pairs_make_few_jobs():
     pairs = [f"P{i:04d}USDT" for i in range(1000)]
     day = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
-    plan = make_plan({"pairs": pairs}, "s3://b/d", "dag", "scheduled__x", day, day)
+    plan = make_plan({"pairs": pairs}, "s3://b/d", "dag", "scheduled__x", day)
     assert len(plan.chunks) == MAX_JOBS == 40 and {len(c) for c in plan.chunks} == {25}
-    jobs = job_kwargs(plan, "s3://b/d", "scheduled__x", day)
+    jobs = job_kwargs(plan, "s3://b/d", "scheduled__x")
     assert len({job["job_name"] for job in jobs}) == 40 and max(len(job["job_name"]) for job in jobs) <= 128
     assert [pair for job in jobs for pair in job_pairs(job)] == pairs
     assert jobs[0]["tags"] == {"pairs": "P0000USDT +24"}
     assert 2 * len(jobs) + 2 <= 100  # refresh + backtest per chunk, plan, rank
-    small = make_plan({"pairs": pairs[:10]}, "s3://b/d", "dag", "r", day, day)
+    small = make_plan({"pairs": pairs[:10]}, "s3://b/d", "dag", "r", day)
     assert small.chunks == [[p] for p in pairs[:10]]
-    chosen = make_plan({"pairs": pairs[:10], "pairs_per_job": 4}, "s3://b/d", "dag", "r", day, day)
+    chosen = make_plan({"pairs": pairs[:10], "pairs_per_job": 4}, "s3://b/d", "dag", "r", day)
     assert [len(c) for c in chosen.chunks] == [4, 4, 2]
 
 
 def test_plan_rejects_inconsistent_sweep_params():
     day = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
     with pytest.raises(InputError, match="needs holdout_days"):
-        make_plan({"pairs": ["BTCUSDT"], "rank_on": "out_of_sample"}, "/s", "d", "r", day, day)
+        make_plan({"pairs": ["BTCUSDT"], "rank_on": "out_of_sample"}, "/s", "d", "r", day)
     with pytest.raises(InputError, match="must be shorter than lookback_days"):
-        make_plan({"pairs": ["BTCUSDT"], "holdout_days": 30, "lookback_days": 30}, "/s", "d", "r", day, day)
+        make_plan({"pairs": ["BTCUSDT"], "holdout_days": 30, "lookback_days": 30}, "/s", "d", "r", day)
 
 
 def test_cost_summary_adds_up_job_records(tmp_path):

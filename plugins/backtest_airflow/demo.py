@@ -12,8 +12,18 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
+
+from backtest_airflow.planning import run_folder_name
+
+
+def quiet_third_party_warnings() -> None:
+    """Deprecation notices of libraries (pathspec, starlette, SQLAlchemy) are noise in the demo's output."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    warnings.filterwarnings("ignore", message="Multiple rows returned with uselist=False")
 
 
 def main() -> int:
@@ -41,19 +51,21 @@ def main() -> int:
         conf["window"] = args.window
     if args.lookback_days:
         conf["lookback_days"] = args.lookback_days
+    quiet_third_party_warnings()  # after Airflow's imports, which install filters of their own
     began = time.perf_counter()
     logical_date = datetime.fromisoformat(args.date + "T00:00:00+00:00")
     dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     elapsed = time.perf_counter() - began
 
-    results = Path(os.environ["BACKTEST_DATA_URL"]) / "results" / "crypto_backtest_daily" / f"date={args.date}"
-    folders = sorted(results.glob("run=*"), key=lambda p: p.stat().st_mtime)
+    folder = Path(os.environ["BACKTEST_DATA_URL"], "results", dag.dag_id, f"date={args.date}")
+    folder /= f"run={run_folder_name(dag_run.run_id)}"
     print()
-    if folders:
-        board = folders[-1] / "leaderboard.md"
-        print(board.read_text())
+    if (folder / "leaderboard.md").exists():
+        print((folder / "leaderboard.md").read_text())
         for name in ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md", "report.html"):
-            print(f"{name}: {folders[-1] / name}")
+            print(f"{name}: {folder / name}")
+    else:
+        print(f"no leaderboard was written (expected in {folder}): see the task errors above", file=sys.stderr)
     tasks = len(dag_run.get_task_instances())
     print(f"DAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.1f} s, {tasks} task instances (SYNTHETIC data)")
     return 0 if dag_run.state == "success" else 1

@@ -18,6 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from backtest.errors import InputError
 from backtest.job import SELECT_METRICS
@@ -29,6 +30,18 @@ RANK_ON = ("in_sample", "out_of_sample")
 MAX_LOOKBACK_DAYS = 3650
 MAX_JOBS = 40
 MAX_PAIRS = 5000
+# The trigger form's params, in form order (the DAG declares each one; unknown keys are refused).
+PARAM_KEYS = (
+    "pairs",
+    "window",
+    "fee_bps",
+    "lookback_days",
+    "rank_by",
+    "allow_failed_pairs",
+    "holdout_days",
+    "rank_on",
+    "pairs_per_job",
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,7 @@ class RunPlan:
     rank_on: str
     allow_failed_pairs: bool
     start: str  # ISO, inclusive
-    end: str  # ISO, exclusive: the data interval's end (point-in-time)
+    end: str  # ISO, exclusive: the run's as-of moment (point-in-time), see `as_of`
     results_url: str
     history_days: int  # candle history the refresh must keep for this run (window + warm-up)
 
@@ -59,11 +72,26 @@ def _whole(value, name: str, low: int, high: int, problems: list[str]) -> int:
     return value
 
 
-def make_plan(
-    params: dict, data_url: str, dag_id: str, run_id: str, interval_start: datetime, interval_end: datetime
-) -> RunPlan:
-    """Check a run's params (every problem in one InputError) and fix its window and folder."""
+def as_of(data_interval_end: datetime | None, logical_date: datetime | None, run_after: datetime) -> datetime:
+    """The moment a run is "as of": its backtest window ends there and it sees only candles closed by then.
+
+    The data interval's end when the run has one (scheduled and backfill runs of `@daily`: D 00:00),
+    else its logical date, else (a trigger with no logical date) the time it was queued to run;
+    always aligned down to the hour, so a window never ends inside a candle.
+    """
+    moment = data_interval_end or logical_date or run_after
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, end: datetime) -> RunPlan:
+    """Check a run's params (every problem in one InputError) and fix its window and folder.
+
+    `end` is the run's as-of moment (`as_of`); the results folder is `date=<its date>`.
+    """
     problems: list[str] = []
+    unknown = sorted(set(params) - set(PARAM_KEYS))
+    if unknown:
+        problems.append(f"unknown param(s) {', '.join(map(repr, unknown))}: known are {', '.join(PARAM_KEYS)}")
     pairs = params.get("pairs") or []
     if not isinstance(pairs, list) or not pairs:
         problems.append("pairs must be a non-empty list of symbols")
@@ -105,9 +133,9 @@ def make_plan(
 
     per_job = per_job or math.ceil(len(pairs) / MAX_JOBS)
     max_bars = max(bars for _, bars in windows)
-    start = interval_end - timedelta(days=lookback)
+    start = end - timedelta(days=lookback)
     results_url = "/".join(
-        [data_url.rstrip("/"), "results", dag_id, f"date={interval_start:%Y-%m-%d}", f"run={run_folder_name(run_id)}"]
+        [data_url.rstrip("/"), "results", dag_id, f"date={end:%Y-%m-%d}", f"run={run_folder_name(run_id)}"]
     )
     return RunPlan(
         pairs=list(pairs),
@@ -122,7 +150,7 @@ def make_plan(
         rank_on=rank_on,
         allow_failed_pairs=bool(params.get("allow_failed_pairs")),
         start=_iso(start),
-        end=_iso(interval_end),
+        end=_iso(end),
         results_url=results_url,
         history_days=lookback + math.ceil(max_bars / 24) + 1,
     )
@@ -143,20 +171,19 @@ def job_command(plan: RunPlan, symbols: list[str], data_url: str) -> list[str]:
     return [*command, "--results-url", plan.results_url]
 
 
-def job_name(symbols: list[str], interval_start: datetime, run_id: str) -> str:
+def job_name(symbols: list[str], end: datetime, run_id: str) -> str:
     """An AWS Batch job name (<= 128 of [A-Za-z0-9_-], alphanumeric first), unique per run."""
     digest = hashlib.sha256(f"{run_id}:{','.join(symbols)}".encode()).hexdigest()[:8]
     more = f"-plus{len(symbols) - 1}" if len(symbols) > 1 else ""
-    return f"backtest-{symbols[0]}{more}-{interval_start:%Y%m%d}-{digest}"
+    return f"backtest-{symbols[0]}{more}-{end:%Y%m%d}-{digest}"
 
 
-def job_kwargs(
-    plan: RunPlan, data_url: str, run_id: str, interval_start: datetime, vcpu: float = 1.0, memory_mib: int = 2048
-) -> list[dict]:
+def job_kwargs(plan: RunPlan, data_url: str, run_id: str, vcpu: float = 1.0, memory_mib: int = 2048) -> list[dict]:
     """Per chunk, the kwargs `BatchOperator.expand_kwargs` (and our local runner) take."""
+    end = datetime.fromisoformat(plan.end)
     jobs = []
     for symbols in plan.chunks:
-        name = job_name(symbols, interval_start, run_id)
+        name = job_name(symbols, end, run_id)
         environment = {
             "BACKTEST_RUN_ID": run_id,
             "BACKTEST_JOB_NAME": name,

@@ -20,6 +20,13 @@ vCPU-hour and $0.004445 per GB-hour; Spot $0.01291590 per vCPU-hour and $0.00141
 GB-hour (Spot rates move; set the variables for your region). Fargate bills per second with a
 one-minute minimum per task.
 
+Pools (created by `make airflow`; elsewhere create them once, see the README's "Concurrency"):
+
+| pool                | slots            | bounds                                                  |
+|---------------------|------------------|---------------------------------------------------------|
+| backtest_exchange   | 2                | concurrent refresh tasks, i.e. request streams to the exchange |
+| backtest_local      | CPU cores        | concurrent local backtest jobs across all runs (local mode) |
+
 The executor mode and store URL shape the DAG (operator class, asset URIs), so they are read
 when the DAG file is parsed: set them in the environment of every Airflow component.
 """
@@ -33,6 +40,16 @@ from pathlib import Path
 
 PAIRS_FILE = Path(__file__).with_name("pairs.txt")
 PAIRS_VARIABLE = "backtest_pairs"
+EXCHANGE_POOL = "backtest_exchange"
+LOCAL_POOL = "backtest_local"
+
+
+def pool_slots() -> dict[str, tuple[int, str]]:
+    """Each pool's slots and description (what `make airflow` creates)."""
+    return {
+        EXCHANGE_POOL: (2, "Refresh tasks: concurrent request streams to the exchange (its API weight budget)"),
+        LOCAL_POOL: (os.cpu_count() or 1, "Local-mode backtest jobs: one process per CPU core, across all runs"),
+    }
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,21 @@ def pairs_from_file(path: Path = PAIRS_FILE) -> list[str]:
     """Symbols listed in the pairs file (comments and blank lines skipped)."""
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line]
+
+
+def configured_pairs() -> list[str]:
+    """The pair list a run uses by default: the `backtest_pairs` Variable when set, else the pairs file.
+
+    Read when the DAG is parsed, so the trigger form shows it; where no Variable can be read
+    (no Airflow metadata at hand), the file's list.
+    """
+    try:
+        from airflow.sdk import Variable
+
+        value = Variable.get(PAIRS_VARIABLE, default=None)
+    except Exception:  # no API server or DB to ask: parsing must still work
+        value = None
+    return parse_pairs_variable(value) if value else pairs_from_file()
 
 
 def parse_pairs_variable(value: str) -> list[str]:

@@ -16,7 +16,7 @@ outside the results folders. Every route requires what the Airflow UI requires: 
 configured auth manager; `create_app(require_auth=False)` is for tests only.
 
 `BacktestReportLink` is a global operator extra link ("Backtest report") that only the `rank`
-task of the DAG shows: the run's report, from the run's data-interval start date and its run id
+task of the DAG shows: the run's report, from the date of the run's as-of moment and its run id
 (the folder name `planning.run_folder_name` makes).
 """
 
@@ -36,7 +36,7 @@ from fastapi.responses import HTMLResponse
 
 from backtest.storage import Location, list_dir, read_bytes, resolve
 from backtest_airflow import report
-from backtest_airflow.planning import run_folder_name
+from backtest_airflow.planning import as_of, run_folder_name
 from backtest_airflow.settings import load_settings
 
 log = logging.getLogger("backtest_airflow.ui")
@@ -70,7 +70,7 @@ PAGE_STYLE = """
 class RunRef:
     """One finished run found in the store."""
 
-    date: str  # the run's data-interval start date (the `date=` folder)
+    date: str  # the date of the run's as-of moment (the `date=` folder)
     run: str  # the run's folder name (`run=` folder): its run id, sanitized
     folder: Location
     mtime: float  # of its leaderboard.parquet (orders runs of the same date)
@@ -132,8 +132,29 @@ def base_path() -> str:
     return urlparse(base_url).path.rstrip("/")
 
 
+class SlashRedirect:
+    """ASGI middleware for the api-server's root app: `/backtests` redirects to `/backtests/`.
+
+    The app is mounted below the prefix, so without it the bare prefix falls through to the UI's 404.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        prefix = f"{base_path()}{URL_PREFIX}"
+        if scope["type"] == "http" and scope["path"] == prefix:
+            query = scope.get("query_string", b"").decode("latin-1")
+            location = prefix + "/" + (f"?{query}" if query else "")
+            headers = [(b"location", location.encode("latin-1")), (b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": 307, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
 def report_path(date: str, run_id: str) -> str:
-    """The report's URL path for a run, from its data-interval start date and its run id."""
+    """The report's URL path for a run, from its as-of date and its run id."""
     return f"{base_path()}{URL_PREFIX}/report/{date}/{run_folder_name(run_id)}"
 
 
@@ -245,16 +266,15 @@ def _page(title: str, body: str) -> str:
 
 
 def _run_date(dag_id: str, run_id: str) -> str | None:
-    """The run's data-interval start date (its results folder's `date=`), from the metadata DB."""
+    """The date of the run's as-of moment (its results folder's `date=`), from the metadata DB."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    columns = (DagRun.data_interval_end, DagRun.logical_date, DagRun.run_after)
     with create_session() as session:
-        start = session.scalar(
-            select(DagRun.data_interval_start).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
-        )
-    return f"{start:%Y-%m-%d}" if start else None
+        row = session.execute(select(*columns).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
+    return f"{as_of(*row):%Y-%m-%d}" if row else None
 
 
 class BacktestReportLink(BaseOperatorLink):

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from backtest_airflow.planning import PARAM_KEYS
+from backtest_airflow.settings import (
+    EXCHANGE_POOL,
+    LOCAL_POOL,
+    PAIRS_VARIABLE,
+    asset_uri,
+    load_settings,
+    pairs_from_file,
+)
+from tests.airflow_helpers import environment, load_daily_dag
 from tests.conftest import REPO
 
 
@@ -28,7 +38,8 @@ def test_dags_have_tags_docs_and_retries(dags):
     for dag_id, dag in dags.items():
         assert dag.tags, dag_id
         assert dag.doc_md and len(dag.doc_md) > 200, dag_id
-        assert dag.default_args.get("retries", 0) >= 0 and "retry_delay" in dag.default_args, dag_id
+        assert "retries" in dag.default_args and "retry_delay" in dag.default_args, dag_id
+        assert dag.description, dag_id
         assert dag.catchup is False, dag_id
         assert dag.start_date is not None, dag_id
 
@@ -36,20 +47,29 @@ def test_dags_have_tags_docs_and_retries(dags):
 def test_daily_dag_shape(dags):
     dag = dags["crypto_backtest_daily"]
     assert str(dag.schedule) == "@daily" or getattr(dag.timetable, "summary", "") == "@daily"
-    assert set(dag.task_dict) == {"plan", "refresh", "backtest", "rank"}
-    assert dag.task_dict["refresh"].upstream_task_ids == {"plan"}
-    assert dag.task_dict["backtest"].upstream_task_ids == {"plan", "refresh"}
-    assert dag.task_dict["rank"].upstream_task_ids == {"plan", "backtest"}
-    assert dag.task_dict["rank"].trigger_rule == "all_done"
-    assert set(dag.params) == {
-        "pairs",
-        "window",
-        "fee_bps",
-        "lookback_days",
-        "rank_by",
-        "allow_failed_pairs",
-        "holdout_days",
-        "rank_on",
-        "pairs_per_job",
-    }
+    tasks = dag.task_dict
+    assert set(tasks) == {"plan", "jobs", "refresh", "candles", "backtest", "rank"}
+    assert tasks["jobs"].upstream_task_ids == {"plan"}
+    assert tasks["refresh"].upstream_task_ids == {"plan", "jobs"}
+    assert tasks["candles"].upstream_task_ids == {"plan", "refresh"}
+    assert tasks["backtest"].upstream_task_ids == {"jobs", "refresh"}
+    assert tasks["rank"].upstream_task_ids == {"plan", "backtest"}
+    # rank and candles run after failed chunks, but not without a plan (bad params fail fast)
+    assert tasks["rank"].trigger_rule == tasks["candles"].trigger_rule == "all_done_min_one_success"
+    assert tasks["backtest"].trigger_rule == "all_done"
+    assert tasks["refresh"].pool == EXCHANGE_POOL and tasks["backtest"].pool == LOCAL_POOL
+    assert [outlet.uri for outlet in tasks["candles"].outlets] == [asset_uri(load_settings().data_url, "candles")]
+    assert tasks["refresh"].outlets == []  # one candles event per run, not one per chunk
+    assert tuple(dag.params) == PARAM_KEYS  # what plan accepts is what the form shows, in order
     assert dag.default_args["retries"] == 0  # BACKTEST_TASK_RETRIES=0 in tests; production default 2
+
+
+def test_the_trigger_form_shows_the_pairs_variable_when_set():
+    """The form's default is the Variable's list (here from Airflow's env-var secrets backend, the
+    one a parse outside the dag-processor can read); without it, the pairs file's."""
+    variable = f"AIRFLOW_VAR_{PAIRS_VARIABLE.upper()}"
+    with environment(**{variable: "ethusdt, BTCUSDT SOLUSDT"}):
+        assert load_daily_dag().params["pairs"] == ["ethusdt", "BTCUSDT", "SOLUSDT"]  # plan validates them
+    with environment(**{variable: '["ADAUSDT"]'}):
+        assert load_daily_dag().params["pairs"] == ["ADAUSDT"]
+    assert load_daily_dag().params["pairs"] == pairs_from_file()
