@@ -12,7 +12,7 @@ import pytest
 
 from backtest.errors import InputError
 from backtest_airflow.planning import as_of, job_kwargs, make_plan
-from tests.airflow_helpers import load_daily_dag
+from tests.airflow_helpers import environment, load_daily_dag
 from tests.conftest import REPO
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
@@ -148,3 +148,31 @@ def test_unknown_param_keys_are_refused_with_every_other_problem():
     assert "unknown param(s) 'windw'" in message
     assert "pairs must be a non-empty list" in message and "invalid fee" in message
     assert "\n" not in message  # one line
+
+
+@pytest.mark.slow
+def test_moving_the_store_between_runs_in_one_airflow_home_works(airflow_db, tmp_path):
+    """Assets are named by their URIs: a new BACKTEST_DATA_URL is a new asset, not a clash with the old one."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    conf = {"pairs": ["BTCUSDT", "ETHUSDT"], "window": "48", "lookback_days": 10}
+    for name in ("first", "second"):
+        data_url = tmp_path / name
+        settings = {"BACKTEST_EXECUTOR": "local", "BACKTEST_SOURCE": "synthetic", "BACKTEST_DATA_URL": str(data_url)}
+        with environment(**settings):  # dag.test parses the DAG folder again: the same settings, as in `make demo`
+            dag_run = load_daily_dag().test(logical_date=LOGICAL_DATE, run_conf=conf)
+        assert dag_run.state == "success", name
+        (folder,) = run_folders(data_url)
+        assert (folder / "leaderboard.parquet").exists()
+        with create_session() as session:
+            events = session.scalars(
+                select(AssetEvent)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .where(AssetModel.uri == f"file://{data_url}/candles", AssetEvent.source_run_id == dag_run.run_id)
+            ).all()
+            # one candles event for the run (not one per chunk), saying which pairs are fresh, up to when
+            assert [event.extra for event in events] == [
+                {"end": "2026-10-01T00:00:00Z", "pairs": conf["pairs"], "failed": []}
+            ]

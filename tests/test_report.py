@@ -150,7 +150,7 @@ def test_report_shows_every_row_failed_pairs_and_top_and_bottom_curves(finished)
     assert "XRPUSDT" not in shown
     assert 'id="synthetic-banner"' in page
     assert 'id="cost-summary"' not in page  # no cost in run_info: no section
-    for text in ("lookback_days", "rank_by", "total_return", "2026-10-02T00:00:00Z"):
+    for text in ("lookback_days", "rank_by", "total_return", "as of <code>2026-10-01T00:00:00Z</code>"):
         assert text in page
     assert_self_contained(page)
 

@@ -520,7 +520,8 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
             "generated candles, not market prices. Do not trade on them.</div>"
         )
     parts.append(f"<h1>{esc(title)}</h1>")
-    ident = [("DAG", run_info.get("dag_id")), ("run", run_info.get("run_id"))]
+    # The run's as-of moment: it saw only the candles closed before it (README, "A run's date").
+    ident = [("as of", run_info.get("end")), ("DAG", run_info.get("dag_id")), ("run", run_info.get("run_id"))]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(
         '<p class="muted">'
