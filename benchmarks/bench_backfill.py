@@ -8,10 +8,10 @@ synthetic candles, default params: a year of candles, window 15d), runs
 
 - wall time, from the CLI call to the last run's end;
 - the per-task scheduling gap: a task instance's start minus the moment the scheduler found it
-  ready (`scheduled_when`), median and 90th percentile, over all task instances — it includes
-  waiting for a pool slot or a free executor slot;
+  ready (`scheduled_when`), median and 90th percentile, over all task instances; split into the
+  wait for a pool or executor slot (until `queued_when`) and the start itself (queued to start);
 - the peak number of concurrent task processes: sampled every 0.2 s from the process table
-  (Airflow task runners, and the `python -m backtest` jobs they start), and from the task
+  below `make airflow` (Airflow task runners, and the `python -m backtest` jobs they start), and from the task
   instances' start and end times.
 """
 
@@ -36,15 +36,13 @@ from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, sche
 TASK_RUNNER = re.compile(r"airflow worker -- [0-9a-f-]{36}$")  # a task's process title (task_runner.py)
 
 
-def sample_processes(home: Path, stop: threading.Event, peaks: dict[str, int]) -> None:
-    """Count task-runner and backtest-job processes of this home until `stop` is set."""
+def sample_processes(root: int, stop: threading.Event, peaks: dict[str, int]) -> None:
+    """Count task-runner and backtest-job processes below `make airflow` until `stop` is set."""
     while not stop.is_set():
         runners = jobs = 0
-        for proc in psutil.process_iter(["cmdline", "environ"]):
+        for proc in psutil.Process(root).children(recursive=True):
             try:
-                cmdline = " ".join(proc.info["cmdline"] or [])
-                if (proc.info["environ"] or {}).get("AIRFLOW_HOME") != str(home):
-                    continue
+                cmdline = " ".join(proc.cmdline())
             except psutil.Error:
                 continue
             runners += bool(TASK_RUNNER.match(cmdline))
@@ -71,7 +69,7 @@ def main() -> int:
         try:
             stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
             stop, peaks = threading.Event(), {}
-            sampler = threading.Thread(target=sample_processes, args=(home, stop, peaks), daemon=True)
+            sampler = threading.Thread(target=sample_processes, args=(stack.process.pid, stop, peaks), daemon=True)
             sampler.start()
             began = time.perf_counter()
             command = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", str(first), "--to-date", str(last)]
@@ -87,6 +85,8 @@ def main() -> int:
             sampler.join()
             tis = [ti for run in runs for ti in stack.task_instances(run["dag_run_id"])]
             gaps = sorted(scheduling_gaps(tis))
+            waits = sorted(scheduling_gaps(tis, until="queued_when"))
+            starts = sorted(scheduling_gaps(tis, since="queued_when"))
             health = stack.health()
         finally:
             stack.stop()
@@ -97,6 +97,8 @@ def main() -> int:
     print(
         f"scheduling gap (start - scheduled): median {statistics.median(gaps):.2f} s, p90 {p90:.2f} s, max {gaps[-1]:.2f} s"
     )
+    print(f"  of which waiting for a slot (queued - scheduled): median {statistics.median(waits):.2f} s")
+    print(f"  and starting (start - queued): median {statistics.median(starts):.2f} s, max {starts[-1]:.2f} s")
     print(
         f"peak concurrent task instances (from their start/end): {concurrency(tis)}; refresh: {concurrency(tis, 'refresh')}"
     )

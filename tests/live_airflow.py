@@ -225,11 +225,13 @@ def concurrency(task_instances: list[dict], task_id: str | None = None) -> int:
     return peak
 
 
-def scheduling_gaps(task_instances: list[dict]) -> list[float]:
-    """Seconds from a task instance becoming ready to run (scheduled) to its start."""
-    gaps = []
-    for ti in task_instances:
-        ready = ti.get("scheduled_when") or ti.get("queued_when")
-        if ready and ti["start_date"]:
-            gaps.append((parse_time(ti["start_date"]) - parse_time(ready)).total_seconds())
-    return gaps
+def scheduling_gaps(
+    task_instances: list[dict], since: str = "scheduled_when", until: str = "start_date"
+) -> list[float]:
+    """Seconds between two moments of each task instance: by default from the scheduler finding it
+    ready to run (`scheduled_when`) to its start."""
+    return [
+        (parse_time(ti[until]) - parse_time(ti[since])).total_seconds()
+        for ti in task_instances
+        if ti.get(since) and ti.get(until)
+    ]
