@@ -88,7 +88,7 @@ def test_cold_refresh_stores_exactly_the_exchange_candles(store_url, exchange):
 
 
 def test_klines_requests_page_forward_like_the_api_expects(exchange):
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, UNTIL, api_url=exchange.url)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, UNTIL, api_url=exchange.url)
     assert len(candles) == DAYS_60 and requests_made == 2
     first, second = exchange.klines_requests()
     assert first == f"/api/v3/klines?symbol=BTCUSDT&interval=1h&startTime={SINCE}&endTime={UNTIL - 1}&limit=1000"
@@ -97,7 +97,7 @@ def test_klines_requests_page_forward_like_the_api_expects(exchange):
 
 def test_api_url_comes_from_the_environment(exchange, monkeypatch):
     monkeypatch.setenv(binance.API_URL_ENV, exchange.url + "/")
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS)
     assert len(candles) == 24 and requests_made == 1
     assert binance.api_base_url() == exchange.url
     monkeypatch.delenv(binance.API_URL_ENV)
@@ -177,7 +177,7 @@ def test_the_open_candle_is_never_stored(tmp_path, exchange_factory):
     assert summary.written == 2 * 24 + 10
 
     # With our own clock mid-hour, the open candle is not even asked for.
-    candles, _ = binance.fetch_klines(
+    candles, _, _ = binance.fetch_klines(
         SYMBOL, parse_time_ms("2024-03-01"), parse_time_ms("2024-03-02"), exchange.url, now_ms=exchange.now_ms
     )
     assert candles.open_time[-1] == parse_time_ms("2024-03-01T09:00Z")
@@ -230,7 +230,7 @@ def test_retry_after_is_honoured_with_the_real_sleep(tmp_path, exchange, monkeyp
     monkeypatch.setattr(binance, "fetch_klines", functools.partial(binance.fetch_klines.func, backoff_factor=0.01))
     exchange.push(Fault.rate_limited(retry_after=1))
     started = time.monotonic()
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS, api_url=exchange.url)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS, api_url=exchange.url)
     assert time.monotonic() - started >= 1.0
     assert len(candles) == 24 and requests_made == 2
 
@@ -371,7 +371,7 @@ def test_unreachable_exchange(tmp_path, sleeps):
 
 def test_near_the_weight_limit_the_client_waits_for_the_next_minute(exchange_factory, sleeps):
     exchange = exchange_factory(weight_base=binance.WEIGHT_LIMIT_1M - binance.WEIGHT_SAFETY_MARGIN)
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, SINCE + 2500 * HOUR_MS, api_url=exchange.url)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 2500 * HOUR_MS, api_url=exchange.url)
     assert len(candles) == 2500 and requests_made == 3
     assert len(sleeps) == 2  # before the 2nd and the 3rd request, not after the last
     assert all(1.0 <= s <= 61.0 for s in sleeps)
@@ -379,7 +379,7 @@ def test_near_the_weight_limit_the_client_waits_for_the_next_minute(exchange_fac
 
 def test_far_from_the_weight_limit_the_client_does_not_wait(exchange_factory, sleeps):
     exchange = exchange_factory(weight_base=binance.WEIGHT_LIMIT_1M - binance.WEIGHT_SAFETY_MARGIN - 20)
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, SINCE + 2500 * HOUR_MS, api_url=exchange.url)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 2500 * HOUR_MS, api_url=exchange.url)
     assert len(candles) == 2500 and requests_made == 3 and sleeps == []
 
 
