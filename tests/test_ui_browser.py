@@ -269,3 +269,25 @@ def test_rank_task_links_to_its_report(api_server, browser, finished_run):
     screenshot(browser, "rank-task-extra-link.png")
     browser.get(href)
     assert "SYNTHETIC DATA" in wait(browser, visible("#synthetic-banner")).text
+
+
+def test_a_script_written_into_a_stored_report_does_not_run(api_server, browser, finished_run):
+    """Anyone who can write results/* could once run script in every user's browser ('unsafe-inline')."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+
+    date_dir = finished_run["data_url"] / "results" / DAG_ID / f"date={finished_run['date']}"
+    tampered = date_dir / "run=tampered"
+    shutil.copytree(date_dir / f"run={finished_run['folder']}", tampered, dirs_exist_ok=True)
+    page = tampered / "report.html"
+    injected = "<script>document.title = 'pwned'; document.body.dataset.pwned = 'yes';</script>"
+    page.write_text(page.read_text().replace("</main>", injected + '<img id="x" src="x" onerror="alert(1)"></main>'))
+    browser.get(f"{api_server}/backtests/report/{finished_run['date']}/tampered")
+    wait(browser, visible("#leaderboard-table tbody tr"))
+    header = browser.find_element(By.CSS_SELECTOR, "#leaderboard-table thead th:nth-child(2) button")
+    header.click()  # the report's own script still runs (sorting)...
+    assert list(visible_rows(browser, "#leaderboard-table")) == sorted(PAIRS)
+    assert browser.title != "pwned"  # ...the injected one does not
+    assert browser.execute_script("return document.body.dataset.pwned || null") is None
+    assert browser.execute_script("return 1") == 1  # an open alert() would make this call fail
