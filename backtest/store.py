@@ -198,7 +198,8 @@ class CandleStore:
         return record
 
     def lock(self, symbol: str):
-        """Exclusive lock on a pair's candles, so overlapping refreshes cannot lose candles."""
+        """Exclusive lock on a pair's candles (a context manager yielding its `Lease`), so overlapping
+        refreshes cannot lose candles; see `backtest.storage.exclusive_lock`."""
         validate_symbol(symbol)
         return exclusive_lock(self.root.join("locks", f"candles-{INTERVAL}-{symbol}.lock"))
 
