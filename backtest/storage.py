@@ -41,6 +41,7 @@ LOCK_LEASE_ENV = "BACKTEST_LOCK_LEASE_SECONDS"
 LOCK_WAIT_ENV = "BACKTEST_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_LEASE_SECONDS = 60.0
 DEFAULT_LOCK_WAIT_SECONDS = 600.0
+HTTP_DATE_RESOLUTION = 1.0  # seconds: S3's Last-Modified and Date headers
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def exclusive_lock(
     holder writes its name into the file, for the waiters' messages.
     S3: a lease object created with a conditional PUT (`If-None-Match: *`), renewed every quarter
     lease by a heartbeat thread (a compare-and-swap PUT, `If-Match: <etag>`), so a crashed holder's
-    lock expires `lease_seconds` (default 60, `BACKTEST_LOCK_LEASE_SECONDS`) after its last renewal
+    lock expires `lease_seconds` (default 60, `BACKTEST_LOCK_LEASE_SECONDS`; plus one second, the
+    resolution of the HTTP dates it is measured with) after its last renewal
     and is then taken over with another compare-and-swap PUT (two waiters cannot both win). Ages
     are measured on S3's clock (`Last-Modified` against the response's `Date`), not ours.
 
@@ -349,7 +351,7 @@ def _take_over_stale(
     server_now = _server_time(current) or time.time()
     age = server_now - current["LastModified"].timestamp()
     holder = _describe_holder(holder_body, age)
-    if age < lease_seconds:
+    if age <= lease_seconds + HTTP_DATE_RESOLUTION:  # both dates are whole seconds: the age may read 1 s high
         return None, holder
     log.warning("taking over the lock %s: its lease ran out (%s)", url, holder)
     try:
