@@ -39,8 +39,14 @@ HELD = ("2024-01-01", "2024-07-01")  # what the store holds before a history ext
 EXTENDED_SINCE = "2023-01-01"  # 12 more months, back in time
 # Kill points, as (before|after, n-th atomic write). A cold refresh writes the pair record, then
 # each month file followed by the record: 7 writes. An extension writes 12 months + 12 records.
-COLD_KILLS = ["before:1", "after:1", "after:2", "before:5", "after:7"]
-EXTEND_KILLS = ["before:1", "after:1", "after:10", "before:17", "after:24"]
+# On S3 each rerun after a kill also waits out the dead holder's lease, so S3 gets fewer points:
+# a month written but not recorded, a month and its record written, all written but not unlocked.
+KILLS = {
+    ("cold", "local"): ["before:1", "after:1", "after:2", "before:5", "after:7"],
+    ("cold", "s3"): ["before:1", "after:2", "after:7"],
+    ("extend", "local"): ["before:1", "after:1", "after:10", "before:17", "after:24"],
+    ("extend", "s3"): ["after:1", "after:10", "after:24"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +130,7 @@ def kill_and_rerun(exchange, env: dict, url: str, since: str, until: str, kill: 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_killed_cold_refresh_converges(kind, exchange, env, reference, tmp_path, request):
-    for kill in COLD_KILLS:
+    for kill in KILLS["cold", kind]:
         url = new_url(kind, tmp_path, f"cold-{kill.replace(':', '-')}", request)
         kill_and_rerun(exchange, env, url, *COLD, kill)
         assert snapshot(url) == reference["cold"], kill
@@ -133,7 +139,7 @@ def test_a_killed_cold_refresh_converges(kind, exchange, env, reference, tmp_pat
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_killed_history_extension_converges(kind, exchange, env, reference, tmp_path, request):
     """Once a permanent hole: the next refresh found the oldest candle old enough and fetched nothing."""
-    for kill in EXTEND_KILLS:
+    for kill in KILLS["extend", kind]:
         url = new_url(kind, tmp_path, f"extend-{kill.replace(':', '-')}", request)
         assert refresh_cli(env, url, *HELD).returncode == 0
         kill_and_rerun(exchange, env, url, EXTENDED_SINCE, HELD[1], kill)
