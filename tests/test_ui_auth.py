@@ -7,18 +7,13 @@ a forged one) is refused, a user's token from `POST /auth/token` is let in. No b
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.report_helpers import make_run
-from tests.test_ui_browser import free_port, stop, wait_until_healthy
+from tests.test_ui_browser import running_api_server
 
 pytestmark = pytest.mark.slow
 USERS = {"alice": ("admin", "alice-secret-1"), "victor": ("viewer", "victor-secret-2")}
@@ -31,27 +26,15 @@ def secured_server(airflow_db, tmp_path_factory):
     run = make_run(str(home / "store"), ["BTCUSDT", "ETHUSDT"], lookback_days=10)
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({user: password for user, (_, password) in USERS.items()}))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = home / "api-server.log"
-    env = {
-        **os.environ,
-        "BACKTEST_DATA_URL": str(home / "store"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{role}" for u, (role, _) in USERS.items()),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API__BASE_URL": base,
-    }
-    airflow = Path(sys.executable).with_name("airflow")
-    command = [str(airflow), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_healthy(process, base, log)
+    users = ",".join(f"{user}:{role}" for user, (role, _) in USERS.items())
+    with running_api_server(
+        home / "api-server.log",
+        home / "store",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=users,
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+    ) as base:
         yield base, run
-    finally:
-        stop(process)
 
 
 def request(url: str, token: str | None = None, data: dict | None = None) -> tuple[int, str]:

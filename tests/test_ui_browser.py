@@ -7,6 +7,7 @@ them); skips without them. Screenshots are saved in tests/artifacts/ (git-ignore
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -94,19 +95,18 @@ def stop(process: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture(scope="module")
-def api_server(finished_run, tmp_path_factory):
-    """`airflow api-server` on a free loopback port: the session's AIRFLOW_HOME and DB, the project's
-    plugins folder, the run's store, every user an admin (no login form). Stopped afterwards."""
+@contextlib.contextmanager
+def running_api_server(log: Path, data_url, **airflow_env: str):
+    """`airflow api-server` on a free loopback port with the session's AIRFLOW_HOME and DB, the
+    project's plugins folder, a store and more settings; yields its base URL, stopped afterwards."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
     env = {
         **os.environ,
-        "BACKTEST_DATA_URL": str(finished_run["data_url"]),
+        "BACKTEST_DATA_URL": str(data_url),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__API__BASE_URL": base,
+        **airflow_env,
     }
     airflow = Path(sys.executable).with_name("airflow")
     command = [str(airflow), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -118,6 +118,16 @@ def api_server(finished_run, tmp_path_factory):
     finally:
         stop(process)
         print(f"api-server log: {log}")
+
+
+@pytest.fixture(scope="module")
+def api_server(finished_run, tmp_path_factory):
+    """The api-server with the run's store, every user an admin (no login form)."""
+    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
+    with running_api_server(
+        log, finished_run["data_url"], AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True"
+    ) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
