@@ -167,10 +167,12 @@ def fetch_klines(
     backoff_max: float | None = None,
     backoff_jitter: float | None = None,
     max_retry_after: float | None = None,
-) -> tuple[Candles, int]:
-    """Closed hourly candles with start <= open_time < until; returns (candles, HTTP requests made).
+) -> tuple[Candles, int, int]:
+    """Closed hourly candles with start <= open_time < until: (candles, HTTP requests made, covered until).
 
-    The request count includes retried attempts. With `session` given, that session is used as it
+    Every candle Binance has with an open time in [start, covered until) was served and closed
+    (`covered until` is `until`, or earlier when the exchange's clock says later candles are not
+    closed yet). The request count includes retried attempts. With `session` given, that session is used as it
     is (its own retry policy, if any; the retry keywords here apply only to the session built
     when `session` is None). `sleep` is used for every wait (retries and rate-limit pauses).
     """
@@ -232,8 +234,9 @@ def fetch_klines(
         if own_session:
             session.close()
     candles = _assemble(pages, start_ms, until_ms, what)
+    covered_until = min(until_ms, pages[-1].closed_before - pages[-1].closed_before % HOUR_MS) if pages else until_ms
     log.debug("%s: %d closed candles in %d request(s)", symbol, len(candles), requests_made)
-    return candles, requests_made
+    return candles, requests_made, max(int(start_ms), covered_until)
 
 
 # -- HTTP -----------------------------------------------------------------------------------

@@ -12,10 +12,9 @@ import dataclasses
 import logging
 import sys
 
-from backtest.errors import BacktestError, InputError
+from backtest.errors import BacktestError, InputError, from_os_error
 from backtest.params import parse_fee_bps, parse_time_ms, parse_windows, validate_symbol
 
-IO_ERROR_EXIT_CODE = 4
 log = logging.getLogger("backtest")
 
 
@@ -54,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--symbol", required=True, help="pair, e.g. BTCUSDT")
     refresh.add_argument("--data-url", required=True, help="candle store: s3://bucket/prefix or a local folder")
     refresh.add_argument("--until", required=True, help="store closed candles with open_time < until (ISO 8601)")
-    refresh.add_argument("--since", help="where a pair with no stored candles starts (default: --history-days back)")
+    refresh.add_argument(
+        "--since", help="store candles from here on too, extending the stored history (default: --history-days back)"
+    )
     refresh.add_argument("--history-days", type=int, default=730, help="history for a new pair (default 730)")
     refresh.add_argument("--source", choices=("binance", "synthetic"), default="binance")
     refresh.add_argument("--api-url", help="Binance API base URL (default: $BINANCE_API_URL or the public API)")
@@ -139,6 +140,7 @@ def _refresh(args: argparse.Namespace) -> int:
         history_days=args.history_days,
         source=args.source,
         api_url=args.api_url,
+        extend_history=since_ms is not None,  # asked for history: get it, also before the stored candles
     )
     print(refresh.summary_json(summary))
     return 0
@@ -155,5 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        print(f"error: storage or network I/O failed: {exc}", file=sys.stderr)
-        return IO_ERROR_EXIT_CODE
+        error = from_os_error(exc)
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code

@@ -18,6 +18,9 @@ sum, and for the rare bars where its rounding error could flip the answer (flat 
 ties) an exact `math.fsum`. So the signal never depends on summation order.
 
 Many windows for one pair share the cumulative sum and run as one 2-D pass (`run_windows`).
+
+Prices near the top of the float64 range (around 1e306) overflow those sums or the equity; a
+non-finite intermediate result is refused as bad data (DataError), never turned into a result.
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backtest.errors import DataError
+
 _UNIT_ROUNDOFF = 2.0**-53
+
+
+def _require_finite(values: np.ndarray, what: str) -> None:
+    if not np.isfinite(values).all():
+        raise DataError(f"prices out of range for float64 arithmetic: the {what} overflows")
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,9 @@ class PrefixSums:
     def of(cls, close: np.ndarray) -> PrefixSums:
         sums = np.empty(len(close) + 1, dtype=np.float64)
         sums[0] = 0.0
-        np.cumsum(close, out=sums[1:])
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.cumsum(close, out=sums[1:])
+        _require_finite(sums, "running sum of the closes")
         # Recursive summation of positive terms: |error of sums[k]| <= k * u * sums[k].
         return cls(sums, _UNIT_ROUNDOFF * np.arange(len(sums), dtype=np.float64) * sums)
 
@@ -55,9 +67,11 @@ def above_sma(close: np.ndarray, window: int, prefix: PrefixSums | None = None) 
         return signal
     prefix = PrefixSums.of(close) if prefix is None else prefix
     cs, err_cs = prefix.sums, prefix.error_bound
-    sums = cs[window:] - cs[:-window]
-    scaled = window * close[window - 1 :]
-    diff = scaled - sums  # > 0 exactly when c_t > SMA_t, up to rounding
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = cs[window:] - cs[:-window]
+        scaled = window * close[window - 1 :]
+        diff = scaled - sums  # > 0 exactly when c_t > SMA_t, up to rounding
+    _require_finite(diff, f"{window}-bar moving sum")
     # Error bound of the two prefix sums, the subtraction, the product and the final
     # difference, doubled for slack.
     tol = 2.0 * (err_cs[window:] + err_cs[:-window] + _UNIT_ROUNDOFF * (np.abs(sums) + scaled + np.abs(diff)))
@@ -86,12 +100,14 @@ def equity_curves(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, f
     if n < 2:
         return equity
     keep = 1.0 - fee
-    held = close[1:] / close[:-1]
-    entry = keep * close[1:] / open_[1:]
-    exit_ = (open_[1:] / close[:-1]) * keep
     prev, cur = positions[:, :-1], positions[:, 1:]
-    factor = np.select([prev & cur, cur, prev], [held, entry, exit_], 1.0)
-    np.cumprod(factor, axis=1, out=equity[:, 1:])
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        held = close[1:] / close[:-1]
+        entry = keep * close[1:] / open_[1:]
+        exit_ = (open_[1:] / close[:-1]) * keep
+        factor = np.select([prev & cur, cur, prev], [held, entry, exit_], 1.0)
+        np.cumprod(factor, axis=1, out=equity[:, 1:])
+    _require_finite(equity, "equity curve")
     return equity
 
 

@@ -14,6 +14,7 @@ beside them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from backtest.candles import Candles, find_gaps, read_candle_file, to_arrow
 from backtest.engine import WindowRun, run_windows
 from backtest.errors import DataError, InputError
 from backtest.metrics import compute_metrics
-from backtest.params import HOUR_MS, format_time_ms, validate_symbol
+from backtest.params import HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
 from backtest.storage import resolve, write_bytes_atomic
 from backtest.store import CandleStore
 
@@ -103,8 +104,14 @@ def _best_index(metrics: list[dict], select_by: str) -> int:
 
 
 def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
-    """Run one pair's backtest (or sweep); returns the result object and the best window's equity."""
+    """Run one pair's backtest (or sweep); returns the result object and the best window's equity.
+
+    Only candles closed by `end` count: one that opens at t closes at t + 1h, so `end` is floored
+    to the hour (as the refresh floors `until`).
+    """
     validate_symbol(spec.symbol)
+    if spec.end_ms is not None:
+        spec = dataclasses.replace(spec, end_ms=floor_hour_ms(spec.end_ms))
     if spec.select_by not in SELECT_METRICS:
         raise InputError(f"invalid --select-by {spec.select_by!r}: one of {', '.join(SELECT_METRICS)}")
     if spec.start_ms is not None and spec.end_ms is not None and spec.start_ms >= spec.end_ms:

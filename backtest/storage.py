@@ -6,18 +6,24 @@ does not read by itself). `file:///path` and plain paths use the local filesyste
 
 Writes are atomic per file: a reader sees the old object or the new one, never half of one.
 On S3 a PUT (or a completed multipart upload) is atomic already; on local disk we write a
-hidden temporary file beside the target and rename it over the target.
+hidden temporary file beside the target and rename it over the target. Files are read and
+written as raw bytes (no decompression by file extension) and reads are bounded.
+
+Locks (`exclusive_lock`) are leases: see its docstring.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import errno
 import fcntl
 import json
 import logging
 import os
 import posixpath
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,9 +32,16 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from backtest.errors import DataError
+from backtest.errors import DataError, StorageError
 
 log = logging.getLogger("backtest.storage")
+
+MAX_READ_BYTES = 256 * 2**20  # no candle, result or record file comes near this; /dev/zero would
+LOCK_LEASE_ENV = "BACKTEST_LOCK_LEASE_SECONDS"
+LOCK_WAIT_ENV = "BACKTEST_LOCK_WAIT_SECONDS"
+DEFAULT_LOCK_LEASE_SECONDS = 60.0
+DEFAULT_LOCK_WAIT_SECONDS = 600.0
+HTTP_DATE_RESOLUTION = 1.0  # seconds: S3's Last-Modified and Date headers
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,8 @@ def resolve(url: str) -> Location:
         path = (parsed.netloc + "/" + parsed.path.lstrip("/")).rstrip("/")
         return Location(s3_filesystem(), path, url.rstrip("/"))
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise DataError(f"file URL {url} names a host {parsed.netloc!r}: use file:///absolute/path or a plain path")
         path = os.path.abspath(parsed.path)
     elif parsed.scheme == "":
         path = os.path.abspath(url)
@@ -81,30 +96,35 @@ def resolve(url: str) -> Location:
     return Location(pafs.LocalFileSystem(), path, path)
 
 
-def read_bytes(loc: Location) -> bytes | None:
-    """The file's bytes, or None when it does not exist."""
+def read_bytes(loc: Location, max_bytes: int = MAX_READ_BYTES) -> bytes | None:
+    """The file's raw bytes, or None when it does not exist; DataError for a folder or a huge file."""
     try:
-        with loc.fs.open_input_stream(loc.path) as f:
-            return f.read()
+        with loc.fs.open_input_stream(loc.path, compression=None) as f:
+            data = f.read(max_bytes + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:  # pyarrow maps S3 NoSuchKey to OSError on some versions
         if "NoSuchKey" in str(exc) or "does not exist" in str(exc) or "Path does not exist" in str(exc):
             return None
+        if not loc.is_s3 and loc.fs.get_file_info(loc.path).type == pafs.FileType.Directory:
+            raise DataError(f"{loc.url} is a folder, not a file") from None
         raise
+    if len(data) > max_bytes:
+        raise DataError(f"{loc.url} is larger than {max_bytes // 2**20} MiB: not a file this job reads")
+    return data
 
 
 def write_bytes_atomic(loc: Location, data: bytes) -> None:
     """Write a whole file so that readers see either the old content or the new, never a part."""
     parent = posixpath.dirname(loc.path)
     if loc.is_s3:
-        with loc.fs.open_output_stream(loc.path) as out:
+        with loc.fs.open_output_stream(loc.path, compression=None) as out:
             out.write(data)
         return
     loc.fs.create_dir(parent, recursive=True)
     tmp = posixpath.join(parent, f".{posixpath.basename(loc.path)}.tmp-{uuid.uuid4().hex}")
     try:
-        with loc.fs.open_output_stream(tmp) as out:
+        with loc.fs.open_output_stream(tmp, compression=None) as out:
             out.write(data)
         loc.fs.move(tmp, loc.path)  # rename(2): atomic on POSIX
     except BaseException:
@@ -119,72 +139,233 @@ def list_dir(loc: Location) -> list[str]:
     return sorted(posixpath.basename(info.path) for info in loc.fs.get_file_info(selector))
 
 
-@contextlib.contextmanager
-def exclusive_lock(loc: Location, wait_seconds: float = 600.0, lease_seconds: float = 900.0) -> Iterator[None]:
-    """Hold an exclusive lock named by `loc` across processes and machines.
+# -- locks ------------------------------------------------------------------------------------
 
-    Local disk: `flock(2)` on the lock file (released by the kernel if the process dies).
-    S3: a lock object created with a conditional PUT (`If-None-Match: *`); a lock left behind
-    by a crashed holder is taken over after `lease_seconds` with a compare-and-swap PUT
-    (`If-Match: <etag>`), so that two waiters cannot both take it.
+
+def _seconds_from_env(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e7:
+        raise DataError(f"invalid {name}={text!r}: a positive number of seconds")
+    return value
+
+
+class Lease:
+    """A held lock. `ensure_held()` raises StorageError once the lock may have passed to someone else."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def ensure_held(self) -> None:
+        """Local locks cannot be lost (the kernel holds them for this process)."""
+
+
+def _holder_body() -> bytes:
+    now = time.time()
+    return json.dumps({"owner": f"{os.uname().nodename}:{os.getpid()}", "acquired": now, "renewed": now}).encode()
+
+
+def _describe_holder(body: bytes | None, age: float | None) -> str:
+    """'host:pid (taken 75s ago, renewed 5s ago)' from a lock's body; whatever of it is readable."""
+    try:
+        record = json.loads(body or b"")
+        owner, acquired = str(record["owner"]), float(record["acquired"])
+    except (ValueError, KeyError, TypeError):
+        return "an unknown holder" + (f" (lock written {age:.0f}s ago)" if age is not None else "")
+    taken = f"taken {max(0.0, time.time() - acquired):.0f}s ago"
+    return f"{owner} ({taken}" + (f", renewed {age:.0f}s ago)" if age is not None else ")")
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    loc: Location, wait_seconds: float | None = None, lease_seconds: float | None = None
+) -> Iterator[Lease]:
+    """Hold an exclusive lock named by `loc` across processes and machines; yields its Lease.
+
+    Local disk: `flock(2)` on the lock file (released by the kernel if the process dies); the
+    holder writes its name into the file, for the waiters' messages.
+    S3: a lease object created with a conditional PUT (`If-None-Match: *`), renewed every quarter
+    lease by a heartbeat thread (a compare-and-swap PUT, `If-Match: <etag>`), so a crashed holder's
+    lock expires `lease_seconds` (default 60, `BACKTEST_LOCK_LEASE_SECONDS`; plus one second, the
+    resolution of the HTTP dates it is measured with) after its last renewal
+    and is then taken over with another compare-and-swap PUT (two waiters cannot both win). Ages
+    are measured on S3's clock (`Last-Modified` against the response's `Date`), not ours.
+
+    Waiting longer than `wait_seconds` (default 600, `BACKTEST_LOCK_WAIT_SECONDS`) raises
+    StorageError (exit 4: retryable) naming the holder and its age. Release is best-effort: a
+    failure to release is logged, never raised over the block's own outcome or error.
     """
-    if not loc.is_s3:
-        loc.fs.create_dir(posixpath.dirname(loc.path), recursive=True)
-        with open(loc.path, "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        return
-    with _s3_lock(loc, wait_seconds, lease_seconds):
-        yield
+    wait = _seconds_from_env(LOCK_WAIT_ENV, DEFAULT_LOCK_WAIT_SECONDS) if wait_seconds is None else wait_seconds
+    lease = _seconds_from_env(LOCK_LEASE_ENV, DEFAULT_LOCK_LEASE_SECONDS) if lease_seconds is None else lease_seconds
+    if loc.is_s3:
+        with _s3_lock(loc, wait, lease) as held:
+            yield held
+    else:
+        with _local_lock(loc, wait) as held:
+            yield held
 
 
 @contextlib.contextmanager
-def _s3_lock(loc: Location, wait_seconds: float, lease_seconds: float) -> Iterator[None]:
+def _local_lock(loc: Location, wait_seconds: float) -> Iterator[Lease]:
+    loc.fs.create_dir(posixpath.dirname(loc.path), recursive=True)
+    with open(loc.path, "a+b") as handle:
+        deadline = time.monotonic() + wait_seconds
+        delay = 0.02
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() > deadline:
+                handle.seek(0)
+                holder = _describe_holder(handle.read(4096), None)
+                raise StorageError(f"could not lock {loc.url} within {wait_seconds:.0f}s: held by {holder}")
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+        try:
+            handle.truncate(0)
+            handle.write(_holder_body())
+            handle.flush()
+            yield Lease(loc.url)
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _s3_client():
     import boto3
-    from botocore.exceptions import ClientError
+    from botocore.config import Config
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("s3", region_name=region, config=config)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+_CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+class _S3Lease(Lease):
+    """The lock object we hold, renewed by a heartbeat thread until released."""
+
+    def __init__(self, client, bucket: str, key: str, etag: str, body: bytes, lease_seconds: float, url: str):
+        super().__init__(url)
+        self.client, self.bucket, self.key, self.etag = client, bucket, key, etag
+        self.record = json.loads(body)
+        self.lease_seconds = lease_seconds
+        self.renewed = time.monotonic()
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._heartbeat, name=f"lease {key}", daemon=True)
+        self._thread.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 4):
+            try:
+                body = json.dumps({**self.record, "renewed": time.time()}).encode()
+                reply = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfMatch=self.etag)
+                self.etag, self.renewed = reply["ETag"], time.monotonic()
+            except Exception as exc:
+                if _error_code(exc) in (*_CONFLICT, "NoSuchKey"):
+                    log.error("lost the lock %s: another process took it over", self.url)
+                    self.lost = True
+                    return
+                log.warning("could not renew the lock %s (will retry): %s", self.url, exc)
+
+    def ensure_held(self) -> None:
+        # Renewals every quarter lease: three missed in a row and another may take it over soon.
+        silent = time.monotonic() - self.renewed
+        if self.lost or silent > 0.75 * self.lease_seconds:
+            raise StorageError(f"lost the lock {self.url} (not renewed for {silent:.0f}s); nothing more is written")
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.lease_seconds)
+        if self.lost:
+            return
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+        except Exception as exc:  # best-effort: the lease expires by itself
+            log.warning(
+                "could not release the lock %s (it expires within %.0fs): %s", self.url, self.lease_seconds, exc
+            )
+
+
+@contextlib.contextmanager
+def _s3_lock(loc: Location, wait_seconds: float, lease_seconds: float) -> Iterator[Lease]:
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, key = loc.path.partition("/")
-    client = boto3.client(
-        "s3", region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    )
-    body = json.dumps({"owner": f"{os.uname().nodename}:{os.getpid()}", "acquired": time.time()}).encode()
+    client = _s3_client()
     deadline = time.monotonic() + wait_seconds
     delay = 0.05
-    while True:
-        try:
-            client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-            break
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise
-        if _take_over_stale(client, bucket, key, body, lease_seconds):
-            break
-        if time.monotonic() > deadline:
-            raise DataError(f"could not lock {loc.url} within {wait_seconds:.0f}s: another refresh holds it")
-        time.sleep(delay * (1 + random.random()))
-        delay = min(delay * 2, 2.0)
     try:
-        yield
+        while True:
+            body = _holder_body()
+            try:
+                etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
+                break
+            except ClientError as exc:
+                if _error_code(exc) not in _CONFLICT:
+                    raise
+            etag, holder = _take_over_stale(client, bucket, key, body, lease_seconds, loc.url)
+            if etag:
+                break
+            if time.monotonic() > deadline:
+                raise StorageError(f"could not lock {loc.url} within {wait_seconds:.0f}s: held by {holder}")
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"could not lock {loc.url}: {' '.join(str(exc).split())}") from None
+    held = _S3Lease(client, bucket, key, etag, body, lease_seconds, loc.url)
+    try:
+        yield held
     finally:
-        client.delete_object(Bucket=bucket, Key=key)
+        held.release()
 
 
-def _take_over_stale(client, bucket: str, key: str, body: bytes, lease_seconds: float) -> bool:
+def _take_over_stale(
+    client, bucket: str, key: str, body: bytes, lease_seconds: float, url: str
+) -> tuple[str | None, str]:
+    """(new etag, '') when the lock was stale and is ours now; else (None, who holds it)."""
     from botocore.exceptions import ClientError
 
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False  # released meanwhile: the next conditional PUT will tell
-    age = time.time() - head["LastModified"].timestamp()
-    if age < lease_seconds:
-        return False
-    log.warning("taking over stale lock s3://%s/%s (%.0fs old)", bucket, key, age)
+        current = client.get_object(Bucket=bucket, Key=key)
+        holder_body = current["Body"].read(4096)
+    except ClientError as exc:
+        if _error_code(exc) in ("NoSuchKey", "404"):
+            return None, "nobody (released meanwhile)"  # the next conditional PUT will tell
+        raise
+    server_now = _server_time(current) or time.time()
+    age = server_now - current["LastModified"].timestamp()
+    holder = _describe_holder(holder_body, age)
+    if age <= lease_seconds + HTTP_DATE_RESOLUTION:  # both dates are whole seconds: the age may read 1 s high
+        return None, holder
+    log.warning("taking over the lock %s: its lease ran out (%s)", url, holder)
     try:
-        client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=head["ETag"])
-        return True
-    except ClientError:
-        return False
+        return client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=current["ETag"])["ETag"], ""
+    except ClientError as exc:
+        if _error_code(exc) in (*_CONFLICT, "NoSuchKey"):
+            return None, holder  # another waiter won
+        raise
+
+
+def _server_time(response: dict) -> float | None:
+    """S3's clock, from the response's Date header (second resolution)."""
+    value = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None

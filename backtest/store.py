@@ -12,10 +12,21 @@ derived from synthetic data can say so.
 Writes merge new candles into the month files (existing candles win on a conflict: history
 is not rewritten), skip files whose content would not change, and replace changed files
 atomically. Writing the same candles twice therefore leaves the same bytes.
+
+Each pair also has one small record, `symbol=BTCUSDT/_pair.json` (the leading `_` keeps it out
+of the Parquet dataset for pyarrow, Athena and Spark): the pair's one source, and the open-time
+ranges already fetched from it (`covered`, half-open, merged). A refresh fetches only what is
+not covered, and extends `covered` (atomically, after the candles it covers are written), so an
+interrupted refresh leaves no permanent hole and hours the source does not have (exchange
+outages) are not asked for again. Example:
+
+    {"symbol": "BTCUSDT", "interval": "1h", "source": "binance",
+     "covered": [["2021-01-01T00:00:00Z", "2024-07-01T00:00:00Z"]]}
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -25,13 +36,14 @@ import pyarrow.parquet as pq
 
 from backtest.candles import SCHEMA, Candles, Gap, find_gaps, validate
 from backtest.errors import DataError
-from backtest.params import HOUR_MS, validate_symbol
+from backtest.params import HOUR_MS, format_time_ms, parse_time_ms, validate_symbol
 from backtest.storage import Location, exclusive_lock, list_dir, read_bytes, resolve, write_bytes_atomic
 
 INTERVAL = "1h"
 PART_FILE = "part-0.parquet"
+RECORD_FILE = "_pair.json"
 SOURCE_KEY = b"backtest.source"
-_MONTH_DIR = re.compile(r"month=[0-9]{4}-[0-9]{2}")
+_MONTH_DIR = re.compile(r"month=([0-9]{4})-(0[1-9]|1[0-2])")
 
 
 def month_of(open_time_ms: np.ndarray) -> np.ndarray:
@@ -45,6 +57,62 @@ def month_start_ms(month: str) -> int:
 
 def next_month_start_ms(month: str) -> int:
     return int((np.datetime64(month, "M") + 1).astype("datetime64[ms]").astype(np.int64))
+
+
+Range = tuple[int, int]  # half-open [start, end) of open times, epoch ms
+
+
+def merge_ranges(ranges: list[Range]) -> tuple[Range, ...]:
+    """Sorted, non-empty, non-overlapping ranges; touching ranges are joined."""
+    merged: list[list[int]] = []
+    for start, end in sorted(r for r in ranges if r[1] > r[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return tuple((a, b) for a, b in merged)
+
+
+def missing_ranges(start: int, end: int, covered: tuple[Range, ...]) -> list[Range]:
+    """The parts of [start, end) that `covered` (merged) does not cover, oldest first."""
+    missing, cursor = [], start
+    for a, b in covered:
+        if b <= cursor or a >= end:
+            continue
+        if a > cursor:
+            missing.append((cursor, a))
+        cursor = max(cursor, b)
+    if cursor < end:
+        missing.append((cursor, end))
+    return missing
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """A pair's one source and the open-time ranges already fetched from it (see the module docstring)."""
+
+    symbol: str
+    source: str
+    covered: tuple[Range, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        covered = [[format_time_ms(a), format_time_ms(b)] for a, b in self.covered]
+        record = {"symbol": self.symbol, "interval": INTERVAL, "source": self.source, "covered": covered}
+        return (json.dumps(record, indent=1) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> PairRecord:
+        try:
+            record = json.loads(data)
+            ranges = [(parse_time_ms(a), parse_time_ms(b)) for a, b in record["covered"]]
+            symbol, source = record["symbol"], record["source"]
+            if not (isinstance(symbol, str) and isinstance(source, str) and record["interval"] == INTERVAL):
+                raise ValueError
+        except Exception:
+            raise DataError(f"{where}: not a valid pair record (delete it; the next refresh rebuilds it)") from None
+        if any(a % HOUR_MS or b % HOUR_MS or a >= b for a, b in ranges):
+            raise DataError(f"{where}: covered ranges must be whole hours, start before end")
+        return cls(symbol, source, merge_ranges(ranges))
 
 
 @dataclass(frozen=True)
@@ -77,13 +145,61 @@ class CandleStore:
     def month_file(self, symbol: str, month: str) -> Location:
         return self.symbol_dir(symbol).join(f"month={month}", PART_FILE)
 
+    def record_file(self, symbol: str) -> Location:
+        return self.symbol_dir(symbol).join(RECORD_FILE)
+
     def months(self, symbol: str) -> list[str]:
-        """Months stored for a pair, oldest first (one listing call)."""
-        names = list_dir(self.symbol_dir(symbol))
-        return [name.removeprefix("month=") for name in names if _MONTH_DIR.fullmatch(name)]
+        """Months stored for a pair, oldest first (one listing call); a stray `month=` name is bad data."""
+        folder = self.symbol_dir(symbol)
+        months = []
+        for name in list_dir(folder):
+            if not name.startswith("month="):
+                continue
+            match = _MONTH_DIR.fullmatch(name)
+            if not match or int(match.group(1)) < 1970:
+                raise DataError(f"{folder.url}/{name}: not a month folder (month=YYYY-MM); move or delete it")
+            months.append(name.removeprefix("month="))
+        return months
+
+    def read_record(self, symbol: str) -> PairRecord | None:
+        """The pair's record, or None for a new pair (or one stored before records existed)."""
+        loc = self.record_file(symbol)
+        data = read_bytes(loc)
+        if data is None:
+            return None
+        record = PairRecord.from_bytes(data, loc.url)
+        if record.symbol != symbol:
+            raise DataError(f"{loc.url}: records {record.symbol}, not {symbol}")
+        return record
+
+    def write_record(self, record: PairRecord) -> None:
+        write_bytes_atomic(self.record_file(record.symbol), record.to_bytes())
+
+    def pair_source(self, symbol: str, record: PairRecord | None = None) -> str | None:
+        """The one source of a pair's candles: from its record, else (older stores) its newest month file."""
+        if record is not None:
+            return record.source
+        for month in reversed(self.months(symbol)):
+            _, source = self._read_month(symbol, month)
+            if source:
+                return source
+        return None
+
+    def check_source(self, symbol: str, source: str) -> PairRecord | None:
+        """The pair's record (None if it has none yet), after checking that `source` is the pair's source."""
+        record = self.read_record(symbol)
+        existing = self.pair_source(symbol, record)
+        if existing is not None and existing != source:
+            raise DataError(
+                f"{symbol} in {self.root.url} holds {existing} candles; refusing to add {source} candles "
+                f"(one source per pair): delete {self.symbol_dir(symbol).url} to start over with {source}, "
+                "or use another data URL"
+            )
+        return record
 
     def lock(self, symbol: str):
-        """Exclusive lock on a pair's candles, so overlapping refreshes cannot lose candles."""
+        """Exclusive lock on a pair's candles (a context manager yielding its `Lease`), so overlapping
+        refreshes cannot lose candles; see `backtest.storage.exclusive_lock`."""
         validate_symbol(symbol)
         return exclusive_lock(self.root.join("locks", f"candles-{INTERVAL}-{symbol}.lock"))
 
@@ -164,11 +280,16 @@ class CandleStore:
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, symbol: str, candles: Candles, source: str) -> WriteSummary:
-        """Merge candles into the pair's month files; a no-op when nothing would change."""
+        """Merge candles into the pair's month files; a no-op when nothing would change.
+
+        A pair holds candles of one source only (checked against its record, DataError otherwise).
+        """
         validate_symbol(symbol)
         validate(candles, f"new candles for {symbol}")
         if len(candles) == 0:
             return WriteSummary(0, (), 0)
+        if self.check_source(symbol, source) is None:
+            self.write_record(PairRecord(symbol, source))  # the pair's source is claimed before any candle
         labels = month_of(candles.open_time)
         new_total = 0
         conflicts = 0

@@ -124,7 +124,7 @@ def bench_store(name: str, new_store, api_url: str, repeat: int) -> list[tuple]:
     fetch_times, cold_times, daily_times, noop_times = [], [], [], []
     cold = daily = noop = None
     for _ in range(repeat):
-        seconds, (candles, fetch_requests) = timed(
+        seconds, (candles, fetch_requests, _) = timed(
             lambda: binance.fetch_klines(SYMBOL, UNTIL - HISTORY_DAYS * 86_400_000, UNTIL, api_url=api_url)
         )
         fetch_times.append(seconds)

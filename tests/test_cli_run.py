@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
 from backtest.synthetic import synthetic_candles
 from tests.conftest import REPO
+from tests.helpers import make_candles
 
 METRICS = [
     "total_return",
@@ -202,3 +204,98 @@ def test_real_binance_candles(capsys, shared_data, tmp_path):
     first, end = parse_time_ms("2021-05-01"), parse_time_ms("2023-12-30")
     assert result["bars"] == (end - first) // HOUR_MS - 7
     assert 0 < result["max_drawdown"] < 1 and result["trades"] > 50
+
+
+def test_end_counts_only_candles_closed_by_it(capsys, store):
+    """The candle that opens at 00:00 closes at 01:00, after an end of 00:30: it is not used."""
+    base = ["--symbol", "BTCUSDT", "--data-url", store, "--start", "2024-04-01", "--window", "24"]
+    mid_hour = json.loads(run_cli(capsys, *base, "--end", "2024-04-10T00:30Z")[1])
+    on_hour = json.loads(run_cli(capsys, *base, "--end", "2024-04-10T00:00Z")[1])
+    assert mid_hour["last_bar"] == "2024-04-09T23:00:00Z" and mid_hour["end"] == "2024-04-10T00:00:00Z"
+    assert mid_hour == on_hour
+
+
+def _write_candles(path, scale: float) -> None:
+    rng = np.random.default_rng(1)
+    close = np.exp(np.cumsum(rng.normal(0, 0.01, 600))) * scale
+    opens = np.concatenate([[close[0]], close[:-1]])
+    pq.write_table(make_candles(opens, close).to_table(), path)
+
+
+def test_prices_that_overflow_the_arithmetic_are_bad_data(capsys, tmp_path):
+    results = {}
+    for scale in (1.0, 1e300, 1e306):
+        path = tmp_path / f"{scale}.parquet"
+        _write_candles(path, scale)
+        results[scale] = run_cli(capsys, "--symbol", "BTCUSDT", "--input", str(path), "--window", "24")
+    same = json.loads(results[1.0][1]), json.loads(results[1e300][1])
+    assert same[0]["trades"] == same[1]["trades"] > 0  # scale-free up to 1e300
+    rc, out, err = results[1e306]  # was exit 0 with trades 0 and total_return 0.0
+    assert (
+        rc == 3
+        and out == ""
+        and err.strip().splitlines()
+        == ["error: prices out of range for float64 arithmetic: the running sum of the closes overflows"]
+    )
+
+
+def _cli_run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "backtest", "run", "--symbol", "BTCUSDT", "--window", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60, **kwargs)
+
+
+def test_inputs_a_retry_cannot_fix_exit_3_not_4(tmp_path):
+    not_gzip = tmp_path / "candles.csv.gz"
+    not_gzip.write_bytes(b"open_time,open,high,low,close,volume\n")
+    folder = tmp_path / "folder.parquet"
+    folder.mkdir()
+    store = tmp_path / "store"
+    os.makedirs(CandleStore(str(store)).month_file("BTCUSDT", "2024-01").path)  # a folder for a month file
+    cases = {
+        "not gzip": (["--input", str(not_gzip)], "not a readable candle file (zlib inflate failed"),
+        "input is a folder": (["--input", str(folder)], "folder.parquet is a folder, not a file"),
+        "month file is a folder": (["--data-url", str(store)], "part-0.parquet is a folder, not a file"),
+    }
+    for name, (args, message) in cases.items():
+        proc = _cli_run(*args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 3 and proc.stdout == "" and len(lines) == 1 and message in lines[0], (name, proc)
+
+
+def test_gzipped_csv_input_is_read(capsys, store, tmp_path):
+    import gzip
+
+    candles = CandleStore(store).read("BTCUSDT").candles.slice(0, 100)
+    rows = ["open_time,open,high,low,close,volume"] + [
+        f"{t},{o!r},{h!r},{lo!r},{c!r},{v!r}"
+        for t, o, h, lo, c, v in zip(
+            *(getattr(candles, n).tolist() for n in ("open_time", "open", "high", "low", "close", "volume")),
+            strict=True,
+        )
+    ]
+    path = tmp_path / "candles.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    rc, out, err = run_cli(capsys, "--symbol", "BTCUSDT", "--input", str(path), "--window", "24")
+    assert rc == 0, err
+    assert json.loads(out)["bars"] == 100
+
+
+def test_an_endless_input_is_refused_after_a_bounded_read():
+    """/dev/zero used to be read until the OOM killer stopped the job (21 GB)."""
+    import resource
+
+    def limit_memory() -> None:  # 1.5 GiB of address space: an unbounded read would fail
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**29, 3 * 2**29))
+
+    proc = _cli_run("--input", "/dev/zero", preexec_fn=limit_memory)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3 and proc.stdout == "" and len(lines) == 1
+    assert lines[0] == "error: /dev/zero is larger than 256 MiB: not a file this job reads"
+
+
+def test_a_file_url_with_a_host_is_refused(capsys, store, tmp_path):
+    rc, out, err = run_cli(
+        capsys, "--symbol", "BTCUSDT", "--data-url", store, "--window", "24", "--results-url", "file://tmp/x"
+    )
+    assert rc == 3 and out == "" and "file URL file://tmp/x names a host 'tmp'" in err
+    assert not os.path.exists("/x")

@@ -176,3 +176,14 @@ def test_moving_the_store_between_runs_in_one_airflow_home_works(airflow_db, tmp
             assert [event.extra for event in events] == [
                 {"end": "2026-10-01T00:00:00Z", "pairs": conf["pairs"], "failed": []}
             ]
+
+
+@pytest.mark.parametrize("fee", [12.3456789, 0.1 + 0.2, 1e-05, 999.9999999999])
+def test_plan_passes_the_fee_with_every_digit(fee):
+    """`%g` sent 12.3456789 as 12.3457; the job must get the very float the user gave."""
+    day = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
+    plan = make_plan({"pairs": ["BTCUSDT"], "fee_bps": fee}, "/store", "dag", "run", day)
+    (job,) = job_kwargs(plan, "/store", "run")
+    command = job["container_overrides"]["command"]
+    sent = command[command.index("--fee-bps") + 1]
+    assert float(sent) == fee

@@ -88,7 +88,7 @@ def test_cold_refresh_stores_exactly_the_exchange_candles(store_url, exchange):
 
 
 def test_klines_requests_page_forward_like_the_api_expects(exchange):
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, UNTIL, api_url=exchange.url)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, UNTIL, api_url=exchange.url)
     assert len(candles) == DAYS_60 and requests_made == 2
     first, second = exchange.klines_requests()
     assert first == f"/api/v3/klines?symbol=BTCUSDT&interval=1h&startTime={SINCE}&endTime={UNTIL - 1}&limit=1000"
@@ -97,7 +97,7 @@ def test_klines_requests_page_forward_like_the_api_expects(exchange):
 
 def test_api_url_comes_from_the_environment(exchange, monkeypatch):
     monkeypatch.setenv(binance.API_URL_ENV, exchange.url + "/")
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS)
     assert len(candles) == 24 and requests_made == 1
     assert binance.api_base_url() == exchange.url
     monkeypatch.delenv(binance.API_URL_ENV)
@@ -177,7 +177,7 @@ def test_the_open_candle_is_never_stored(tmp_path, exchange_factory):
     assert summary.written == 2 * 24 + 10
 
     # With our own clock mid-hour, the open candle is not even asked for.
-    candles, _ = binance.fetch_klines(
+    candles, _, _ = binance.fetch_klines(
         SYMBOL, parse_time_ms("2024-03-01"), parse_time_ms("2024-03-02"), exchange.url, now_ms=exchange.now_ms
     )
     assert candles.open_time[-1] == parse_time_ms("2024-03-01T09:00Z")
@@ -230,7 +230,7 @@ def test_retry_after_is_honoured_with_the_real_sleep(tmp_path, exchange, monkeyp
     monkeypatch.setattr(binance, "fetch_klines", functools.partial(binance.fetch_klines.func, backoff_factor=0.01))
     exchange.push(Fault.rate_limited(retry_after=1))
     started = time.monotonic()
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS, api_url=exchange.url)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS, api_url=exchange.url)
     assert time.monotonic() - started >= 1.0
     assert len(candles) == 24 and requests_made == 2
 
@@ -371,7 +371,7 @@ def test_unreachable_exchange(tmp_path, sleeps):
 
 def test_near_the_weight_limit_the_client_waits_for_the_next_minute(exchange_factory, sleeps):
     exchange = exchange_factory(weight_base=binance.WEIGHT_LIMIT_1M - binance.WEIGHT_SAFETY_MARGIN)
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, SINCE + 2500 * HOUR_MS, api_url=exchange.url)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 2500 * HOUR_MS, api_url=exchange.url)
     assert len(candles) == 2500 and requests_made == 3
     assert len(sleeps) == 2  # before the 2nd and the 3rd request, not after the last
     assert all(1.0 <= s <= 61.0 for s in sleeps)
@@ -379,7 +379,7 @@ def test_near_the_weight_limit_the_client_waits_for_the_next_minute(exchange_fac
 
 def test_far_from_the_weight_limit_the_client_does_not_wait(exchange_factory, sleeps):
     exchange = exchange_factory(weight_base=binance.WEIGHT_LIMIT_1M - binance.WEIGHT_SAFETY_MARGIN - 20)
-    candles, requests_made = binance.fetch_klines(SYMBOL, SINCE, SINCE + 2500 * HOUR_MS, api_url=exchange.url)
+    candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 2500 * HOUR_MS, api_url=exchange.url)
     assert len(candles) == 2500 and requests_made == 3 and sleeps == []
 
 
@@ -492,3 +492,64 @@ def test_synthetic_refresh_is_deterministic_and_incremental(tmp_path, capsys):
     assert first["written"] + second["written"] == whole["written"] == 91 * 24
     assert file_bytes(steps, "SYNUSDT") == file_bytes(once, "SYNUSDT") == file_bytes(again, "SYNUSDT")
     assert CandleStore(steps).read("SYNUSDT").sources == {"synthetic"}
+
+
+# -- history, outages and sources across refreshes ------------------------------------------------
+
+
+def test_cli_since_before_the_stored_history_extends_it(tmp_path, exchange):
+    """`--since` once applied only to a new pair: an earlier one exited 0 and fetched nothing."""
+    url = str(tmp_path / "store")
+    common = ("--symbol", SYMBOL, "--data-url", url, "--api-url", exchange.url, "--until", "2024-03-01")
+    assert _cli(*common, "--since", "2024-01-01").returncode == 0
+    exchange.reset_requests()
+    longer = _cli(*common, "--since", "2023-11-01")
+    assert longer.returncode == 0, longer.stderr
+    summary = json.loads(longer.stdout)
+    assert summary["fetched"] == summary["written"] == (30 + 31) * 24 and summary["requests"] == 2
+    assert summary["first_open_time"] == "2023-11-01T00:00:00Z" and summary["last_open_time"] == "2023-12-31T23:00:00Z"
+    assert all("startTime=" + str(parse_time_ms("2023-11-01")) in r for r in exchange.klines_requests()[:1])
+    assert_same(stored(url), exchange.closed_candles(SYMBOL, parse_time_ms("2023-11-01"), UNTIL))
+
+
+def test_cli_since_after_until_is_invalid(tmp_path, exchange):
+    url = str(tmp_path / "store")
+    args = ("--symbol", SYMBOL, "--data-url", url, "--api-url", exchange.url)
+    bad = _cli(*args, "--since", "2026-11-01", "--until", "2026-10-01")
+    assert bad.returncode == InputError.exit_code and bad.stdout == ""  # was exit 0, doing nothing
+    assert bad.stderr.strip().splitlines() == [
+        "error: --since 2026-11-01T00:00:00Z is not before --until 2026-10-01T00:00:00Z"
+    ]
+    assert exchange.klines_requests() == [] and not (tmp_path / "store").exists()
+
+
+def test_outages_are_recorded_as_fetched_and_not_asked_for_again(store_url, exchange_factory):
+    exchange = exchange_factory(missing=[(parse_time_ms("2024-01-05T04:00Z"), 5), (parse_time_ms("2023-12-20"), 48)])
+    refresh(store_url, exchange)
+    exchange.reset_requests()
+    for extend in (False, True):
+        again = refresh(store_url, exchange, extend_history=extend)
+        assert (again.fetched, again.requests) == (0, 0)
+    longer = refresh(store_url, exchange, since="2023-12-01", extend_history=True)  # Dec, with a 2-day outage
+    assert longer.fetched == 31 * 24 - 48 and longer.requests == 1
+    assert longer.gaps == [{"after": "2023-12-19T23:00:00Z", "missing_hours": 48}]
+    assert (refresh(store_url, exchange, since="2023-12-01", extend_history=True).requests) == 0
+    assert_same(stored(store_url), exchange.closed_candles(SYMBOL, parse_time_ms("2023-12-01"), UNTIL))
+    record = CandleStore(store_url).read_record(SYMBOL)
+    assert record.source == "binance" and record.covered == ((parse_time_ms("2023-12-01"), UNTIL),)
+
+
+def test_a_pair_keeps_one_source_across_months(tmp_path, exchange):
+    """`--source synthetic` then `--source binance` on other months once mixed them in one pair."""
+    url = str(tmp_path / "store")
+    first = _cli(
+        "--source", "synthetic", "--symbol", SYMBOL, "--data-url", url, "--since", "2024-01-01", "--until", "2024-02-01"
+    )
+    assert first.returncode == 0, first.stderr
+    before = file_bytes(url)
+    mixed = _cli("--symbol", SYMBOL, "--data-url", url, "--until", "2024-03-01", "--api-url", exchange.url)
+    assert mixed.returncode == DataError.exit_code and mixed.stdout == ""
+    (line,) = mixed.stderr.strip().splitlines()
+    assert "holds synthetic candles; refusing to add binance candles (one source per pair)" in line
+    assert f"delete {url}/candles/interval=1h/symbol={SYMBOL} to start over with binance" in line
+    assert exchange.klines_requests() == [] and file_bytes(url) == before  # refused before fetching

@@ -311,3 +311,81 @@ def test_huge_sweeps_keep_every_row_table_out_of_the_page(tmp_path):
     assert 'id="all-rows-table"' not in page
     assert f"All {len(table)} (pair, window) rows are in leaderboard.parquet" in page
     assert page.count('data-symbol="P0099USDT"') == 1  # the best-window table still lists every pair
+
+
+def _csp_directive(csp: str, name: str) -> str:
+    (directive,) = [d.strip() for d in csp.split(";") if d.strip().startswith(name + " ")]
+    return directive
+
+
+def _sha256(text: str) -> str:
+    import base64
+    import hashlib
+
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def test_served_pages_run_only_their_own_script(client, finished):
+    """No 'unsafe-inline' script: whoever can write results/* cannot run script in a user's browser."""
+    run = finished["first"]
+    for path in ("/", f"/report/{run['date']}/{run['folder']}"):
+        served = client.get(path)
+        csp = served.headers["content-security-policy"]
+        script_src = _csp_directive(csp, "script-src")
+        assert script_src == f"script-src {report.SCRIPT_HASH}"
+        scripts = re.findall(r"<script>(.*?)</script>", served.text, re.S)
+        assert scripts and {_sha256(s) for s in scripts} == {report.SCRIPT_HASH}  # the page's own script runs
+        assert f"script-src {report.SCRIPT_HASH}" in served.text  # the stored page's own <meta> CSP too
+    assert "sandbox allow-scripts" in csp  # the report: an opaque origin, away from the UI's session
+
+
+def test_a_tampered_report_is_served_under_the_same_policy(tmp_path, finished):
+    import shutil
+
+    run = finished["first"]
+    store = tmp_path / "store"
+    shutil.copytree(finished["store"], store)
+    page = store / "results" / ui.DAG_ID / f"date={run['date']}" / f"run={run['folder']}" / "report.html"
+    injected = "document.title = 'pwned'"
+    page.write_text(
+        page.read_text().replace("</main>", f"<script>{injected}</script><img src=x onerror=alert(1)></main>")
+    )
+    served = TestClient(ui.create_app(str(store), require_auth=False)).get(f"/report/{run['date']}/{run['folder']}")
+    assert served.status_code == 200 and injected in served.text  # served as stored...
+    script_src = _csp_directive(served.headers["content-security-policy"], "script-src")
+    assert _sha256(injected) not in script_src and "unsafe" not in script_src  # ...but it may not run
+
+
+def _write_runs(store: Path, tables: dict[str, pd.DataFrame | bytes]) -> None:
+    for i, (name, table) in enumerate(tables.items()):
+        folder = store / "results" / ui.DAG_ID / f"date=2026-11-0{i + 1}" / f"run={name}"
+        folder.mkdir(parents=True)
+        if isinstance(table, bytes):
+            (folder / "leaderboard.parquet").write_bytes(table)
+        else:
+            table.to_parquet(folder / "leaderboard.parquet")
+
+
+def test_a_malformed_leaderboard_does_not_take_the_page_down(tmp_path, finished):
+    good = finished["first"]["table"]
+    store = tmp_path / "store"
+    _write_runs(
+        store,
+        {
+            "good": good,
+            "no-status": good.drop(columns=["status"]),
+            "text-return": good.assign(total_return="a lot"),
+            "not-parquet": b"PAR1 garbage",
+        },
+    )
+    page = TestClient(ui.create_app(str(store), require_auth=False)).get("/")
+    assert page.status_code == 200  # was 500 for the whole page
+    found = re.findall(r'<section class="run([^"]*)" id="run-[0-9-]+-([a-z-]+)"', page.text)
+    assert {name: kind.strip() for kind, name in found} == {
+        "good": "",
+        "no-status": "unreadable",
+        "text-return": "unreadable",
+        "not-parquet": "unreadable",
+    }
+    assert page.text.count("Leaderboard unreadable.") == 3
+    assert sorted(leaderboard_symbols(page.text, "leaderboard-2026-11-01-good")) == sorted(good["symbol"].unique())

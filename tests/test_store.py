@@ -156,8 +156,39 @@ def test_bad_candles_are_refused_on_write_and_nothing_is_stored(tmp_path):
 def test_sources_are_not_mixed(tmp_path):
     store = CandleStore(str(tmp_path))
     store.write("BTCUSDT", synthetic_candles("BTCUSDT", JAN, JAN + 10 * HOUR_MS), "synthetic")
-    with pytest.raises(DataError, match="refusing to mix"):
-        store.write("BTCUSDT", synthetic_candles("BTCUSDT", JAN + 10 * HOUR_MS, JAN + 20 * HOUR_MS), "binance")
+    before = file_bytes(store, "BTCUSDT")
+    feb = parse_time_ms("2024-02-01")
+    for start in (JAN + 10 * HOUR_MS, feb):  # the same month, and another month (once let through)
+        with pytest.raises(DataError) as caught:
+            store.write("BTCUSDT", synthetic_candles("BTCUSDT", start, start + 10 * HOUR_MS), "binance")
+        assert "holds synthetic candles; refusing to add binance candles (one source per pair)" in str(caught.value)
+        assert "delete " + store.symbol_dir("BTCUSDT").url + " to start over" in str(caught.value)
+    assert file_bytes(store, "BTCUSDT") == before and store.read_record("BTCUSDT").source == "synthetic"
+
+
+def test_older_stores_without_a_record_keep_their_source(tmp_path):
+    store = CandleStore(str(tmp_path))
+    store.write("BTCUSDT", synthetic_candles("BTCUSDT", JAN, JAN + 10 * HOUR_MS), "synthetic")
+    os.remove(store.record_file("BTCUSDT").path)  # as stored before pair records existed
+    feb = parse_time_ms("2024-02-01")
+    with pytest.raises(DataError, match="holds synthetic candles; refusing to add binance"):
+        store.write("BTCUSDT", synthetic_candles("BTCUSDT", feb, feb + 10 * HOUR_MS), "binance")
+
+
+@pytest.mark.parametrize("name", ["month=2026-13", "month=0000-00", "month=2024-1", "month=abc"])
+def test_a_stray_month_folder_is_bad_data_naming_the_path(tmp_path, name):
+    store = CandleStore(str(tmp_path))
+    store.write("BTCUSDT", synthetic_candles("BTCUSDT", JAN, JAN + 10 * HOUR_MS), "synthetic")
+    (tmp_path / "candles" / "interval=1h" / "symbol=BTCUSDT" / name).mkdir()  # even an empty one
+    with pytest.raises(DataError, match=f"symbol=BTCUSDT/{name}: not a month folder"):
+        store.read("BTCUSDT")
+
+
+def test_a_folder_where_a_month_file_should_be_is_bad_data(tmp_path):
+    store = CandleStore(str(tmp_path))
+    os.makedirs(store.month_file("BTCUSDT", "2024-01").path)
+    with pytest.raises(DataError, match=r"part-0\.parquet is a folder, not a file"):
+        store.read("BTCUSDT")
 
 
 def test_symbols_are_validated_before_any_key_is_built(tmp_path):
@@ -177,7 +208,7 @@ def test_local_writes_leave_no_temporary_files(tmp_path):
     store = CandleStore(str(tmp_path))
     store.write("BTCUSDT", synthetic_candles("BTCUSDT", JAN, APR), "synthetic")
     names = [name for _, _, files in os.walk(tmp_path / "candles") for name in files]
-    assert names == ["part-0.parquet"] * 3
+    assert sorted(names) == ["_pair.json"] + ["part-0.parquet"] * 3
 
 
 def test_storage_urls():
@@ -187,6 +218,9 @@ def test_storage_urls():
         resolve("ftp://host/x")
     with pytest.raises(DataError, match="no bucket"):
         resolve("s3:///x")
+    assert resolve("file://localhost/tmp/x").path == "/tmp/x"
+    with pytest.raises(DataError, match="file URL file://tmp/x names a host 'tmp'"):
+        resolve("file://tmp/x")  # was /x, silently
 
 
 @settings(max_examples=25, deadline=None)

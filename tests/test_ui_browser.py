@@ -7,6 +7,7 @@ them); skips without them. Screenshots are saved in tests/artifacts/ (git-ignore
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -94,19 +95,18 @@ def stop(process: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture(scope="module")
-def api_server(finished_run, tmp_path_factory):
-    """`airflow api-server` on a free loopback port: the session's AIRFLOW_HOME and DB, the project's
-    plugins folder, the run's store, every user an admin (no login form). Stopped afterwards."""
+@contextlib.contextmanager
+def running_api_server(log: Path, data_url, **airflow_env: str):
+    """`airflow api-server` on a free loopback port with the session's AIRFLOW_HOME and DB, the
+    project's plugins folder, a store and more settings; yields its base URL, stopped afterwards."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
     env = {
         **os.environ,
-        "BACKTEST_DATA_URL": str(finished_run["data_url"]),
+        "BACKTEST_DATA_URL": str(data_url),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__API__BASE_URL": base,
+        **airflow_env,
     }
     airflow = Path(sys.executable).with_name("airflow")
     command = [str(airflow), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -118,6 +118,16 @@ def api_server(finished_run, tmp_path_factory):
     finally:
         stop(process)
         print(f"api-server log: {log}")
+
+
+@pytest.fixture(scope="module")
+def api_server(finished_run, tmp_path_factory):
+    """The api-server with the run's store, every user an admin (no login form)."""
+    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
+    with running_api_server(
+        log, finished_run["data_url"], AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True"
+    ) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +279,25 @@ def test_rank_task_links_to_its_report(api_server, browser, finished_run):
     screenshot(browser, "rank-task-extra-link.png")
     browser.get(href)
     assert "SYNTHETIC DATA" in wait(browser, visible("#synthetic-banner")).text
+
+
+def test_a_script_written_into_a_stored_report_does_not_run(api_server, browser, finished_run):
+    """Anyone who can write results/* could once run script in every user's browser ('unsafe-inline')."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+
+    date_dir = finished_run["data_url"] / "results" / DAG_ID / f"date={finished_run['date']}"
+    tampered = date_dir / "run=tampered"
+    shutil.copytree(date_dir / f"run={finished_run['folder']}", tampered, dirs_exist_ok=True)
+    page = tampered / "report.html"
+    injected = "<script>document.title = 'pwned'; document.body.dataset.pwned = 'yes';</script>"
+    page.write_text(page.read_text().replace("</main>", injected + '<img id="x" src="x" onerror="alert(1)"></main>'))
+    browser.get(f"{api_server}/backtests/report/{finished_run['date']}/tampered")
+    wait(browser, visible("#leaderboard-table tbody tr"))
+    header = browser.find_element(By.CSS_SELECTOR, "#leaderboard-table thead th:nth-child(2) button")
+    header.click()  # the report's own script still runs (sorting)...
+    assert list(visible_rows(browser, "#leaderboard-table")) == sorted(PAIRS)
+    assert browser.title != "pwned"  # ...the injected one does not
+    assert browser.execute_script("return document.body.dataset.pwned || null") is None
+    assert browser.execute_script("return 1") == 1  # an open alert() would make this call fail

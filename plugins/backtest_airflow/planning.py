@@ -164,7 +164,7 @@ def run_folder_name(run_id: str) -> str:
 def job_command(plan: RunPlan, symbols: list[str], data_url: str) -> list[str]:
     """The container command (after the `python -m backtest` entrypoint) for one chunk of pairs."""
     command = ["run", "--symbol", ",".join(symbols), "--data-url", data_url, "--start", plan.start, "--end", plan.end]
-    command += ["--window", plan.window, "--fee-bps", f"{plan.fee_bps:g}"]
+    command += ["--window", plan.window, "--fee-bps", repr(float(plan.fee_bps)).removesuffix(".0")]  # every digit
     if plan.holdout_days or len(plan.windows) > 1:
         select_by = plan.rank_by if plan.rank_by in SELECT_METRICS else "total_return"
         command += ["--holdout-days", str(plan.holdout_days), "--select-by", select_by]

@@ -3,7 +3,8 @@
 `build_report(results_url, leaderboard_df, run_info)` returns the page; `write(...)` stores it
 atomically as `report.html` in the run's results folder (S3 or local). The page needs no network:
 styles, the table-sorting script and the charts (matplotlib, Agg, rendered to inline SVG) are all
-inside it, and its Content-Security-Policy forbids loading anything else.
+inside it, and its Content-Security-Policy forbids loading anything else and runs no script but
+that one (allowed by its SHA-256 hash).
 
 What it shows:
 
@@ -28,6 +29,8 @@ run parameters show up without a change here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import io
 import json
@@ -113,7 +116,6 @@ PARAMETER_ORDER = (
     "history_days",
 )
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 STYLE = """
 :root { color-scheme: light; --fg: #1d2330; --muted: #5b6475; --line: #d8dde6; --bg: #f6f7f9;
@@ -188,6 +190,11 @@ SORT_SCRIPT = """
   });
 })();
 """
+
+# The only script a report or the Backtests page may run: CSP allows it by its hash, so a script
+# written into a stored report by anyone else (or an inline event handler) does not run.
+SCRIPT_HASH = "'sha256-" + base64.b64encode(hashlib.sha256(SORT_SCRIPT.encode()).digest()).decode() + "'"
+CSP = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {SCRIPT_HASH}; base-uri 'none'; form-action 'none'"
 
 
 # -- small helpers ----------------------------------------------------------------------------

@@ -6,7 +6,9 @@ interface `fastapi_apps`, see `plugins/backtest_ui_plugin.py`); the UI shows it 
 
     GET /                         the latest runs of crypto_backtest_daily, newest first (?limit=20),
                                   each with its leaderboard and a link to its report
-    GET /report/{date}/{run}      that run's report.html, as stored
+    GET /report/{date}/{run}      that run's report.html, as stored, under a CSP that runs only the
+                                  report's own script (by its hash; whoever can write the results
+                                  folder cannot put script into a user's browser) in a sandbox
 
 Runs are discovered in the store (`settings.load_settings().data_url`, S3 or local) from their
 results folders: `results/crypto_backtest_daily/date=<D>/run=<R>/leaderboard.parquet`. Path parts
@@ -54,6 +56,12 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-cache",
+}
+# A stored report is not our own output once it is in the store: besides the hash-only script-src,
+# a sandbox gives it an opaque origin (no cookies, no access to the Airflow UI that frames it).
+REPORT_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"] + "; sandbox allow-scripts",
 }
 PAGE_STYLE = """
 .run { margin: 0 0 22px; }
@@ -208,24 +216,32 @@ def create_app(data_url: str | None = None, require_auth: bool = True) -> FastAP
         data = read_bytes(folder.join(report.REPORT_FILE))
         if data is None:
             raise HTTPException(status_code=404, detail="This run has no report")
-        return HTMLResponse(data, headers=SECURITY_HEADERS)
+        return HTMLResponse(data, headers=REPORT_HEADERS)
 
     return app
 
 
 def _run_section(request: Request, ref: RunRef) -> str:
+    """One run's section; a leaderboard that cannot be read or shown gets a note, not a failed page."""
     esc = report.esc
-    anchor = f"run-{ref.date}-{ref.run}"
+    head = f"<h2><span>{esc(ref.date)} &middot; <code>{esc(ref.run)}</code></span>"
     try:
         table = read_leaderboard(ref.folder)
-    except Exception as exc:  # one unreadable run must not take the page down
-        log.warning("cannot read the leaderboard of %s: %s", ref.folder.url, exc)
-        table = None
-    head = f"<h2><span>{esc(ref.date)} &middot; <code>{esc(ref.run)}</code></span>"
-    if table is None:
+        if table is None:
+            raise ValueError("leaderboard.parquet is gone")
+        return _leaderboard_section(request, ref, table, head)
+    except Exception as exc:  # any malformed file: missing columns, wrong types, not Parquet
+        log.warning("cannot show the leaderboard of %s: %s", ref.folder.url, exc)
+        anchor = f"run-{ref.date}-{ref.run}"
         return (
-            f'<section class="run" id="{esc(anchor)}">{head}</h2><p class="muted">Leaderboard unreadable.</p></section>'
+            f'<section class="run unreadable" id="{esc(anchor)}">{head}</h2>'
+            '<p class="muted">Leaderboard unreadable.</p></section>'
         )
+
+
+def _leaderboard_section(request: Request, ref: RunRef, table: pd.DataFrame, head: str) -> str:
+    esc = report.esc
+    anchor = f"run-{ref.date}-{ref.run}"
     best = report.best_rows(table)
     failed = int((best["status"] != "ok").sum())
     badges = []
