@@ -33,7 +33,7 @@ import pendulum
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
 from airflow.sdk import Asset, Param, Variable, dag, get_current_context, task
 
-from backtest_airflow import leaderboard, planning, report
+from backtest_airflow import alerts, leaderboard, planning, report
 from backtest_airflow.local_batch import LocalBatchOperator
 from backtest_airflow.settings import PAIRS_VARIABLE, asset_uri, load_settings, pairs_from_file, parse_pairs_variable
 
@@ -51,12 +51,15 @@ LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.d
     max_active_runs=3,
     tags=["backtest", "crypto", "aws-batch"],
     doc_md=__doc__,
+    on_failure_callback=alerts.run_failed_callbacks(),
+    on_success_callback=alerts.run_succeeded_callbacks(),
     default_args={
         "owner": "quant-research",
         "retries": SETTINGS.task_retries,
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": alerts.record_task_error,
     },
     params={
         "pairs": Param(
