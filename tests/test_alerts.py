@@ -102,11 +102,14 @@ def notify(inbox, moto_server, monkeypatch) -> Inbox:
 
 
 def run_dag(data_url: Path, conf: dict, exchange=None):
-    """The project's DAG under dag.test(), local mode; with `exchange`, candles from the stand-in."""
-    settings = {"BACKTEST_EXECUTOR": "local", "BACKTEST_DATA_URL": str(data_url), "BACKTEST_SOURCE": "synthetic"}
-    if exchange is not None:
-        settings |= {"BACKTEST_SOURCE": "binance", "BINANCE_API_URL": exchange.url}
-    with environment(**settings):
+    """The project's DAG under dag.test(), local mode; with `exchange`, candles from the stand-in.
+
+    The BACKTEST_* settings apply to parsing this DAG object only (as in the other DAG tests):
+    dag.test() also parses the DAG folder into the session's DB, with the session's settings.
+    """
+    settings = {"BACKTEST_EXECUTOR": "local", "BACKTEST_DATA_URL": str(data_url)}
+    settings["BACKTEST_SOURCE"] = "binance" if exchange else "synthetic"
+    with environment(**({"BINANCE_API_URL": exchange.url} if exchange else {})):
         return load_daily_dag(**settings).test(logical_date=LOGICAL_DATE, run_conf=conf)
 
 
@@ -181,8 +184,16 @@ def test_dag_test_runs_publish_the_digest_and_the_failed_pairs(airflow_db, tmp_p
 def test_without_a_topic_an_alert_is_one_log_line(airflow_db, tmp_path, caplog, monkeypatch):
     """No BACKTEST_NOTIFY_SNS_TOPIC_ARN: one INFO line from the alerts logger, nothing else from it."""
     monkeypatch.delenv("BACKTEST_NOTIFY_SNS_TOPIC_ARN", raising=False)
-    with caplog.at_level(logging.INFO, logger=alerts.__name__):
-        dag_run = run_dag(tmp_path / "store", BAD_CONF)
+    # Airflow replaces the root logger's handlers (caplog's too) when it first sets up logging: the
+    # capture goes on the alerts logger itself.
+    logger = logging.getLogger(alerts.__name__)
+    monkeypatch.setattr(logger, "propagate", False)
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger=alerts.__name__):
+            dag_run = run_dag(tmp_path / "store", BAD_CONF)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert dag_run.state == "failed"
     (record,) = [r for r in caplog.records if r.name == alerts.__name__]
     assert record.levelno == logging.INFO
