@@ -51,8 +51,8 @@ LEADERBOARD = Asset(name="crypto_backtest_leaderboard", uri=asset_uri(SETTINGS.d
     max_active_runs=3,
     tags=["backtest", "crypto", "aws-batch"],
     doc_md=__doc__,
-    on_failure_callback=alerts.run_failed_callbacks(),
-    on_success_callback=alerts.run_succeeded_callbacks(),
+    on_failure_callback=alerts.run_failed_callbacks(SETTINGS),
+    on_success_callback=alerts.run_succeeded_callbacks(SETTINGS),
     default_args={
         "owner": "quant-research",
         "retries": SETTINGS.task_retries,
