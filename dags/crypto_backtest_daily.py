@@ -42,7 +42,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from backtest.errors import BacktestError, InputError
-from backtest_airflow import leaderboard, planning, report
+from backtest_airflow import alerts, leaderboard, planning, report
 from backtest_airflow.local_batch import APPLICATION_ERROR_CODES as PERMANENT_EXIT_CODES
 from backtest_airflow.local_batch import LocalBatchOperator
 from backtest_airflow.settings import EXCHANGE_POOL, LOCAL_POOL, asset_uri, configured_pairs, load_settings
@@ -66,12 +66,15 @@ AFTER_PLAN = "all_done_min_one_success"
     max_active_runs=3,
     tags=["backtest", "crypto", "aws-batch"],
     doc_md=__doc__,
+    on_failure_callback=alerts.run_failed_callbacks(SETTINGS),
+    on_success_callback=alerts.run_succeeded_callbacks(SETTINGS),
     default_args={
         "owner": "quant-research",
         "retries": SETTINGS.task_retries,
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": alerts.record_task_error,
     },
     params={
         "pairs": Param(

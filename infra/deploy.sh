@@ -153,10 +153,13 @@ BACKTEST_BATCH_JOB_QUEUE=$(stack_output JobQueueName)
 BACKTEST_BATCH_JOB_DEFINITION=$(stack_output JobDefinitionName)
 BACKTEST_JOB_VCPU=$(stack_output JobVcpu)
 BACKTEST_JOB_MEMORY_MIB=$(stack_output JobMemory)
+BACKTEST_NOTIFY_SNS_TOPIC_ARN=$(stack_output AlertsTopicArn)
 AWS_DEFAULT_REGION=$REGION
 
-# Attach this policy to the role or user Airflow's workers use (the BACKTEST_AWS_CONN_ID
-# connection's, or the instance/IRSA role), e.g.:
+# Attach this policy to the role or user Airflow's workers and dag-processor use (the
+# BACKTEST_AWS_CONN_ID connection's, or the instance/IRSA role), e.g.:
 #   aws iam attach-role-policy --role-name <airflow-role> --policy-arn $(stack_output AirflowPolicyArn)
 # Job logs: CloudWatch log group $(stack_output LogGroupName)
+# Alerts: subscribe to the topic, e.g.
+#   aws sns subscribe --topic-arn $(stack_output AlertsTopicArn) --protocol email --notification-endpoint <you@example.com>
 EOF

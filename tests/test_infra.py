@@ -61,6 +61,7 @@ REQUIRED_OUTPUTS = {
     "EcrRepositoryUri",
     "AirflowPolicyArn",
     "LogGroupName",
+    "AlertsTopicArn",
 }
 
 
@@ -668,6 +669,12 @@ def test_airflow_policy_submits_watches_and_maintains_the_store(aws, stack):
     assert not allowed(docs, "s3:PutObject", f"arn:aws:s3:::another-bucket/{prefix}/candles/x")
     assert not allowed(docs, "s3:DeleteBucket", store)
 
+    topic = stack.outputs["AlertsTopicArn"]
+    assert allowed(docs, "sns:Publish", topic)
+    assert not allowed(docs, "sns:Publish", f"arn:aws:sns:{account}:another-topic")
+    for action in ("sns:Subscribe", "sns:SetTopicAttributes", "sns:DeleteTopic"):
+        assert not allowed(docs, action, topic)
+
 
 @pytest.mark.slow
 def test_outputs_are_the_dags_configuration(aws, stack):
@@ -681,6 +688,8 @@ def test_outputs_are_the_dags_configuration(aws, stack):
     aws("s3").head_bucket(Bucket=out["BucketName"])
     aws("iam").get_policy(PolicyArn=out["AirflowPolicyArn"])
     assert out["LogGroupName"] == f"/aws/batch/{stack.name}"
+    topic = aws("sns").get_topic_attributes(TopicArn=out["AlertsTopicArn"])["Attributes"]
+    assert topic["TopicArn"] == out["AlertsTopicArn"] and topic["KmsMasterKeyId"] == "alias/aws/sns"
 
 
 @pytest.mark.slow

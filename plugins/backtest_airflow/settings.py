@@ -8,6 +8,7 @@
 | Batch job queue      | BACKTEST_BATCH_JOB_QUEUE         | crypto-backtest                      |
 | Batch job definition | BACKTEST_BATCH_JOB_DEFINITION    | crypto-backtest                      |
 | AWS connection id    | BACKTEST_AWS_CONN_ID             | aws_default                          |
+| alerts SNS topic ARN | BACKTEST_NOTIFY_SNS_TOPIC_ARN    | unset: alerts are log lines          |
 | Batch poll interval  | BACKTEST_BATCH_POLL_SECONDS      | 30                                   |
 | local parallelism    | BACKTEST_LOCAL_MAX_PARALLEL      | 2 (concurrent local jobs per run)    |
 | task retries         | BACKTEST_TASK_RETRIES            | 2 (exponential backoff from 1 min)   |
@@ -66,6 +67,7 @@ class Settings:
     job_vcpu: float
     job_memory_mib: int
     prices: dict[str, float]
+    notify_sns_topic_arn: str
 
 
 def load_settings() -> Settings:
@@ -91,6 +93,7 @@ def load_settings() -> Settings:
             "spot_vcpu_hour": float(os.environ.get("BACKTEST_FARGATE_SPOT_VCPU_HOUR", "0.0129159")),
             "spot_gb_hour": float(os.environ.get("BACKTEST_FARGATE_SPOT_GB_HOUR", "0.001418")),
         },
+        notify_sns_topic_arn=os.environ.get("BACKTEST_NOTIFY_SNS_TOPIC_ARN", ""),
     )
 
 
