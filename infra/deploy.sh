@@ -162,4 +162,6 @@ AWS_DEFAULT_REGION=$REGION
 # Job logs: CloudWatch log group $(stack_output LogGroupName)
 # Alerts: subscribe to the topic, e.g.
 #   aws sns subscribe --topic-arn $(stack_output AlertsTopicArn) --protocol email --notification-endpoint <you@example.com>
+# Pools (once per Airflow deployment; README "Concurrency"): the exchange's API budget
+#   airflow pools set backtest_exchange 2 "Refresh tasks: concurrent request streams to the exchange"
 EOF

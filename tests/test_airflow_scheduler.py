@@ -21,6 +21,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import psutil
 import pytest
 
 from backtest_airflow.local_airflow import PARALLELISM
@@ -89,6 +90,14 @@ def test_make_airflow_starts_everything_from_a_plain_shell(airflow):
         "dag_processor": "healthy",
     }
     assert f"Airflow is ready: {airflow.base_url}  (login: admin / " in airflow.output()
+    # Nothing listens but the API, and only on loopback (PostgreSQL has a Unix socket only, no log servers).
+    listening = {
+        (conn.laddr.ip, conn.laddr.port)
+        for proc in psutil.Process(airflow.process.pid).children(recursive=True)
+        for conn in proc.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+    assert listening == {("127.0.0.1", airflow.port)}
     config = airflow.cli("config", "get-value", "database", "sql_alchemy_conn")
     assert config.returncode == 0 and config.stdout.startswith("postgresql+psycopg2://"), config.stderr
     pools = {pool["name"]: pool["slots"] for pool in airflow.api("GET", "/api/v2/pools")["pools"]}
@@ -181,3 +190,10 @@ def test_every_trigger_path_and_two_backfills_succeed_point_in_time(airflow):
     assert concurrency(every_ti, "refresh") <= pool_slots()[EXCHANGE_POOL][0]
     labels = {ti["rendered_map_index"] for ti in every_ti if ti["task_id"] in ("refresh", "backtest")}
     assert labels == set(PAIRS)  # mapped task instances are labelled by their pairs
+
+    # rank's log: the leaderboard once, as one entry outside the collapsed groups.
+    events = [json.loads(line)["event"] for line in airflow.task_log(backfills[0]["dag_run_id"], "rank").splitlines()]
+    boards = [i for i, event in enumerate(events) if event.startswith("# Leaderboard")]
+    assert len(boards) == 1
+    opened = [event for event in events[: boards[0]] if event.startswith(("::group::", "::endgroup::"))]
+    assert opened and opened[-1] == "::endgroup::"  # every group before it is closed

@@ -196,7 +196,7 @@ def test_without_a_topic_an_alert_is_one_log_line(airflow_db, tmp_path, caplog, 
     assert record.getMessage() == (
         f"{DAG_ID} failed: {dag_run.run_id} | DAG {DAG_ID}, run {dag_run.run_id}: FAILED (task_failure)"
         " | Logical date 2026-06-20T00:00:00+00:00, as of 2026-06-20T00:00:00+00:00"
-        " | Failed tasks (1): | - rank: no error text here, see the task log"
+        " | Failed tasks (1): | - plan: no error text here, see the task log"
     )
 
 

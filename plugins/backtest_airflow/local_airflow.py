@@ -35,7 +35,14 @@ from pathlib import Path
 from backtest_airflow.settings import pool_slots
 
 PROJECT = Path(__file__).resolve().parents[2]
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# One machine: task logs are files the api-server reads itself, so no log servers (they would
+# listen on every interface, on fixed ports 8793/8794). Only the api-server listens.
+COMPONENTS = {
+    "api-server": (),
+    "scheduler": ("--skip-serve-logs",),
+    "dag-processor": (),
+    "triggerer": ("--skip-serve-logs",),
+}
 HEALTH_PARTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 USER = "admin"
 START_TIMEOUT = 180
@@ -156,10 +163,10 @@ class Stack:
     def start(self) -> None:
         airflow = str(Path(sys.executable).with_name("airflow"))
         self.log_path("x").parent.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
+        for name, args in COMPONENTS.items():
             with self.log_path(name).open("ab") as log:
                 self.processes[name] = subprocess.Popen(
-                    [airflow, name],
+                    [airflow, name, *args],
                     env=self.env,
                     cwd=self.home,
                     stdout=log,
