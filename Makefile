@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo airflow test lint lint-infra format bench clean
 
-$(STAMP): requirements.txt constraints.txt docker/requirements.txt
+$(STAMP): requirements.txt constraints.txt docker/requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # Airflow on this machine: the project's dags/ and plugins/, a local store. `make demo` and
@@ -20,7 +21,6 @@ AIRFLOW_PORT ?= 8080
 AIRFLOW_ENV := AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	PYTHONPATH=$(CURDIR):$(CURDIR)/plugins \
 	BACKTEST_SOURCE=$${BACKTEST_SOURCE:-synthetic} \
 	BACKTEST_EXECUTOR=$${BACKTEST_EXECUTOR:-local}
 
@@ -52,7 +52,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_engine.py
+	$(PY) -m benchmarks.bench_engine
 
 clean:
 	rm -rf $(VENV) .venv-* .demo .airflow .pytest_cache

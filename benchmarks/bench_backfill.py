@@ -1,10 +1,11 @@
 """A 3-day backfill of the 10 configured pairs on `make airflow` (PostgreSQL, LocalExecutor).
 
-    .venv/bin/python benchmarks/bench_backfill.py [--days 3]
+    .venv/bin/python -m benchmarks.bench_backfill [--days 3]
 
 Starts Airflow exactly as `make airflow` does (tests/live_airflow.py, fresh home and store,
 synthetic candles, default params: a year of candles, window 15d), runs
-`airflow backfill create` for the days, and reports:
+a bad-params trigger (time to its failed run), then `airflow backfill create` for the days, and
+reports:
 
 - wall time, from the CLI call to the last run's end;
 - the per-task scheduling gap: a task instance's start minus the moment the scheduler found it
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -29,9 +29,7 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package: the shared launcher client
-
-from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, scheduling_gaps
+from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, parse_time, scheduling_gaps
 
 TASK_RUNNER = re.compile(r"airflow worker -- [0-9a-f-]{36}$")  # a task's process title (task_runner.py)
 
@@ -68,6 +66,11 @@ def main() -> int:
         print(f"make airflow ready in {time.perf_counter() - began:.1f} s")
         try:
             stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+            bad = {"pairs": ["btc-usd"], "window": "abc", "fee_bps": -3, "windw": 5}
+            run = stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": bad})
+            (failed,) = stack.wait_for_runs([run["dag_run_id"]], timeout=300)
+            took = (parse_time(failed["end_date"]) - parse_time(failed["queued_at"])).total_seconds()
+            print(f"bad params: run {failed['state']} {took:.1f} s after it was queued")
             stop, peaks = threading.Event(), {}
             sampler = threading.Thread(target=sample_processes, args=(stack.process.pid, stop, peaks), daemon=True)
             sampler.start()

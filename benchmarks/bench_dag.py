@@ -1,6 +1,6 @@
 """Wall time of the daily DAG in local mode, and Airflow's overhead per mapped task.
 
-    .venv/bin/python benchmarks/bench_dag.py [--pairs 10 50]
+    .venv/bin/python -m benchmarks.bench_dag [--pairs 10 50]
 
 For each pair count: one `make demo`-style run (dag.test, synthetic data, local runner, lookback
 365 days, window 15d) in a fresh store, timed end to end; then the same work without Airflow —
@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from backtest.params import parse_time_ms
+from backtest.refresh import refresh_pair
 
-from backtest.params import parse_time_ms  # noqa: E402
-from backtest.refresh import refresh_pair  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATE = "2026-11-01"
 
@@ -39,7 +38,6 @@ def airflow_env(home: Path, store: Path) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}",
         "BACKTEST_DATA_URL": str(store),
         "BACKTEST_SOURCE": "synthetic",
         "BACKTEST_EXECUTOR": "local",

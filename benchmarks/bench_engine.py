@@ -1,6 +1,6 @@
 """How fast is the backtest job? Engine, a window sweep, a cold CLI run, and vectorbt for scale.
 
-    .venv/bin/python benchmarks/bench_engine.py            (or: make bench)
+    .venv/bin/python -m benchmarks.bench_engine            (or: make bench)
 
 Data: the real Binance BTCUSDT hourly candles in ../shared/data/binance-spot-1h/ when present,
 else ~24,000 bars of synthetic candles (backtest.synthetic); the output says which.
@@ -32,20 +32,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from backtest.candles import Candles, find_gaps, read_candle_file
+from backtest.engine import run_windows
+from backtest.metrics import compute_metrics
+from backtest.params import HOUR_MS, format_time_ms
+from backtest.storage import resolve
+from backtest.synthetic import EPOCH_MS, synthetic_candles
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.csv as pacsv  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from backtest.candles import Candles, find_gaps, read_candle_file  # noqa: E402
-from backtest.engine import run_windows  # noqa: E402
-from backtest.metrics import compute_metrics  # noqa: E402
-from backtest.params import HOUR_MS, format_time_ms  # noqa: E402
-from backtest.storage import resolve  # noqa: E402
-from backtest.synthetic import EPOCH_MS, synthetic_candles  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data" / "binance-spot-1h"
 SYMBOL = "BTCUSDT"
@@ -198,7 +197,7 @@ def backtest_cmd(symbol: str, path: Path) -> list[str]:
 
 
 def bench_cold(symbol: str, csv_path: Path, parquet_path: Path, repeats: int, in_process: dict):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)  # the project is installed in this venv
     floor_code = f"import pandas as pd; pd.read_parquet({str(parquet_path)!r})"
     # As in the image, where pandas is not installed: a finder that fails every `import pandas`.
     no_pandas_code = (

@@ -1,6 +1,6 @@
 """How fast is the hourly candle refresh? Binance klines (a loopback stand-in) into the store.
 
-    .venv/bin/python benchmarks/bench_refresh.py [--repeat 3] [--no-s3]
+    .venv/bin/python -m benchmarks.bench_refresh [--repeat 3] [--no-s3]
 
 The exchange is tests/exchange.py (a real HTTP server speaking Binance's klines API), run in its
 own process so that its JSON rendering does not compete with the client for the GIL; moto's S3
@@ -31,12 +31,11 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from backtest import binance
+from backtest.params import parse_time_ms
+from backtest.refresh import refresh_pair
 
-from backtest import binance  # noqa: E402
-from backtest.params import parse_time_ms  # noqa: E402
-from backtest.refresh import refresh_pair  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SYMBOL = "BTCUSDT"
 UNTIL = parse_time_ms("2026-01-01")  # the cold refresh: 730 days before this
@@ -46,9 +45,8 @@ HISTORY_DAYS = 730
 
 _SERVE = """
 import sys
-sys.path.insert(0, sys.argv[1])
-from tests.exchange import FakeExchange
-exchange = FakeExchange(now_ms=int(sys.argv[2])).start()
+from tests.exchange import FakeExchange  # run with cwd = the repo root
+exchange = FakeExchange(now_ms=int(sys.argv[1])).start()
 exchange.series("BTCUSDT")  # generate the candles before anyone times anything
 print(exchange.url, flush=True)
 sys.stdin.read()  # until the parent closes our stdin
@@ -58,7 +56,8 @@ exchange.stop()
 
 def start_exchange() -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVE, str(REPO), str(EXCHANGE_NOW)],
+        [sys.executable, "-c", _SERVE, str(EXCHANGE_NOW)],
+        cwd=REPO,  # `tests` is importable from the repo root
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -1,6 +1,6 @@
 """Scale: the daily DAG in local mode for 100 and 1,000 pairs, one window and a 60-window sweep.
 
-    .venv/bin/python benchmarks/bench_scale.py [--pairs 100 1000]
+    .venv/bin/python -m benchmarks.bench_scale [--pairs 100 1000]
 
 Synthetic data, 3 years (1,095 days) of hourly candles per pair in the backtest window. For
 each pair count, in one fresh store and AIRFLOW_HOME:
@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.bench_dag import airflow_env
 
-from bench_dag import airflow_env  # noqa: E402  (benchmarks/ is on the path: scripts run from it)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def dag_run(env: dict, pairs: int, date: str, window: str) -> tuple[float, int, float]:

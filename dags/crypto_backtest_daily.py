@@ -27,7 +27,7 @@ flat otherwise) on every configured pair, every day, and ranks the pairs.
 Trigger it with the form to override the pairs, window (or a sweep of windows, with an optional
 out-of-sample hold-out), fee, lookback or ranking metric. Configuration (store URL, executor
 mode, Batch queue and job definition, AWS connection, pair list) is described in the README and
-in `plugins/backtest_airflow/settings.py`.
+in `backtest_airflow/settings.py`.
 """
 
 from __future__ import annotations

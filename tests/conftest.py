@@ -24,15 +24,11 @@ AIRFLOW_ENV = {
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.sqlite_settings.CONNECT_ARGS",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "backtest_airflow.settings.SQLITE_CONNECT_ARGS",
     "BACKTEST_DATA_URL": str(AIRFLOW_HOME / "backtest-data"),
     "BACKTEST_TASK_RETRIES": "0",
-    "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")]),
 }
 os.environ.update(AIRFLOW_ENV)
-for _path in (str(REPO / "plugins"), str(REPO / "dags")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
 
 @pytest.fixture(scope="session")

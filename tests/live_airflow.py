@@ -103,7 +103,7 @@ class LiveAirflow:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """The `airflow` CLI against this stack, as a user runs it (`AIRFLOW_HOME=... airflow ...`)."""
-        env = plain_shell_env(AIRFLOW_HOME=str(self.home), PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'plugins'}")
+        env = plain_shell_env(AIRFLOW_HOME=str(self.home))
         return subprocess.run(
             [str(AIRFLOW), *args], cwd=self.home, env=env, capture_output=True, text=True, timeout=timeout
         )

@@ -1,4 +1,4 @@
-"""Alerts (plugins/backtest_airflow/alerts.py) published to moto's SNS and read back from SQS.
+"""Alerts (backtest_airflow/alerts.py) published to moto's SNS and read back from SQS.
 
 The alerts come from real runs of the project's DAG (wired with the callbacks in its file), with
 the context Airflow gives the callbacks, and travel through the amazon provider's `SnsNotifier` to

@@ -63,7 +63,7 @@ def env(exchange, monkeypatch) -> dict:
     return {
         "BINANCE_API_URL": exchange.url,
         "BACKTEST_LOCK_LEASE_SECONDS": LEASE_SECONDS,
-        "PYTHONPATH": os.pathsep.join([KILLPOINT, str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": KILLPOINT,  # its sitecustomize only: the project itself is installed
     }
 
 

@@ -14,7 +14,7 @@
 | task retries         | BACKTEST_TASK_RETRIES            | 2 (exponential backoff from 1 min)   |
 | job size             | BACKTEST_JOB_VCPU / _MEMORY_MIB  | 1 vCPU / 2048 MiB (a Fargate combo)  |
 | Fargate prices (USD) | BACKTEST_FARGATE_VCPU_HOUR, ..._GB_HOUR, ..._SPOT_VCPU_HOUR, ..._SPOT_GB_HOUR | see below |
-| pair list            | Variable `backtest_pairs`        | plugins/backtest_airflow/pairs.txt   |
+| pair list            | Variable `backtest_pairs`        | backtest_airflow/pairs.txt   |
 
 Fargate prices default to AWS's published us-east-1 Linux/x86 rates: on-demand $0.04048 per
 vCPU-hour and $0.004445 per GB-hour; Spot $0.01291590 per vCPU-hour and $0.00141800 per
@@ -41,6 +41,10 @@ from pathlib import Path
 
 PAIRS_FILE = Path(__file__).with_name("pairs.txt")
 PAIRS_VARIABLE = "backtest_pairs"
+# A SQLite metadata DB written by several processes (the tests' Airflow components, a CLI beside
+# them) waits up to a minute for a lock instead of failing with "database is locked" after 5 s:
+# AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=backtest_airflow.settings.SQLITE_CONNECT_ARGS
+SQLITE_CONNECT_ARGS = {"timeout": 60}
 EXCHANGE_POOL = "backtest_exchange"
 LOCAL_POOL = "backtest_local"
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from backtest_airflow.settings import pool_slots
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 # One machine: task logs are files the api-server reads itself, so no log servers (they would
 # listen on every interface, on fixed ports 8793/8794). Only the api-server listens.
 COMPONENTS = {
