@@ -32,6 +32,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import requests
@@ -57,17 +58,30 @@ KLINES_WEIGHT = 2
 WEIGHT_LIMIT_1M = 6000
 WEIGHT_SAFETY_MARGIN = 600  # stop at 90% of the limit and wait for the next minute
 
-# Transport: timeouts and retries (module constants so that tests and callers can tighten them).
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 20.0
-MAX_ATTEMPTS = 5  # first try plus retries, across all kinds of fault
-BACKOFF_FACTOR = 0.5  # waits 0, 1, 2, 4 s ... (urllib3: factor * 2 ** (n - 1) from the 2nd retry)
-BACKOFF_MAX = 30.0
-BACKOFF_JITTER = 0.5  # plus up to this many seconds, uniformly
-MAX_RETRY_AFTER = 120.0  # a longer Retry-After (a 418 ban) fails instead of waiting
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
 
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the client waits and retries: one value, so that callers and tests tighten it in one place."""
+
+    max_attempts: int = 5  # first try plus retries, across all kinds of fault
+    backoff_factor: float = 0.5  # waits 0, 1, 2, 4 s ... (urllib3: factor * 2 ** (n - 1) from the 2nd retry)
+    backoff_max: float = 30.0
+    backoff_jitter: float = 0.5  # plus up to this many seconds, uniformly
+    max_retry_after: float = 120.0  # a longer Retry-After (a 418 ban) fails instead of waiting
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    sleep: Callable[[float], object] = time.sleep  # every wait: retries and rate-limit pauses
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+
+RETRY_POLICY = RetryPolicy()  # what fetch_klines uses unless given another
 
 
 class KlinesRetry(Retry):
@@ -77,7 +91,7 @@ class KlinesRetry(Retry):
     RETRY_AFTER_STATUS_CODES = frozenset({*Retry.RETRY_AFTER_STATUS_CODES, 418, 429})
 
     sleep_fn: Callable[[float], object] = staticmethod(time.sleep)
-    max_retry_after: float = MAX_RETRY_AFTER
+    max_retry_after: float = RetryPolicy.max_retry_after
 
     def new(self, **kw) -> KlinesRetry:
         retry = super().new(**kw)
@@ -91,13 +105,14 @@ class KlinesRetry(Retry):
         except InvalidHeader:
             return None  # unparseable: back off instead
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None) -> KlinesRetry:
+    def increment(self, method=None, url=None, *args, response=None, **kwargs) -> KlinesRetry:
+        # Only the public arguments are read; urllib3's private ones pass through untouched.
         if response is not None and response.status in self.RETRY_AFTER_STATUS_CODES:
             wait = self.get_retry_after(response)
             if wait is not None and wait > self.max_retry_after:
                 # Give up now; with raise_on_status=False the caller gets this response to report.
-                raise MaxRetryError(_pool, url, ResponseError(f"Retry-After {wait:.0f}s is too long"))
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+                raise MaxRetryError(kwargs.get("_pool"), url, ResponseError(f"Retry-After {wait:.0f}s is too long"))
+        return super().increment(method, url, *args, response=response, **kwargs)
 
     def sleep_for_retry(self, response) -> bool:
         wait = self.get_retry_after(response)
@@ -114,31 +129,20 @@ class KlinesRetry(Retry):
             self.sleep_fn(backoff)
 
 
-def make_session(
-    *,
-    max_attempts: int | None = None,
-    backoff_factor: float | None = None,
-    backoff_max: float | None = None,
-    backoff_jitter: float | None = None,
-    max_retry_after: float | None = None,
-    sleep: Callable[[float], object] = time.sleep,
-) -> requests.Session:
-    """A requests session whose adapter retries as described in the module docstring."""
-    attempts = MAX_ATTEMPTS if max_attempts is None else max_attempts
-    if attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
+def make_session(policy: RetryPolicy) -> requests.Session:
+    """A requests session whose adapter retries as the policy says (see the module docstring)."""
     retry = KlinesRetry(
-        total=attempts - 1,
+        total=policy.max_attempts - 1,
         status_forcelist=RETRY_STATUSES,
         allowed_methods=frozenset({"GET"}),
-        backoff_factor=BACKOFF_FACTOR if backoff_factor is None else backoff_factor,
-        backoff_max=BACKOFF_MAX if backoff_max is None else backoff_max,
-        backoff_jitter=BACKOFF_JITTER if backoff_jitter is None else backoff_jitter,
+        backoff_factor=policy.backoff_factor,
+        backoff_max=policy.backoff_max,
+        backoff_jitter=policy.backoff_jitter,
         raise_on_status=False,  # the last answer comes back, so that we can say what it was
         respect_retry_after_header=True,
     )
-    retry.sleep_fn = sleep
-    retry.max_retry_after = MAX_RETRY_AFTER if max_retry_after is None else max_retry_after
+    retry.sleep_fn = policy.sleep
+    retry.max_retry_after = policy.max_retry_after
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
@@ -159,40 +163,27 @@ def fetch_klines(
     api_url: str | None = None,
     now_ms: int | None = None,
     *,
+    policy: RetryPolicy | None = None,
     session: requests.Session | None = None,
-    sleep: Callable[[float], object] = time.sleep,
-    timeout: tuple[float, float] | None = None,
-    max_attempts: int | None = None,
-    backoff_factor: float | None = None,
-    backoff_max: float | None = None,
-    backoff_jitter: float | None = None,
-    max_retry_after: float | None = None,
 ) -> tuple[Candles, int, int]:
     """Closed hourly candles with start <= open_time < until: (candles, HTTP requests made, covered until).
 
     Every candle Binance has with an open time in [start, covered until) was served and closed
     (`covered until` is `until`, or earlier when the exchange's clock says later candles are not
-    closed yet). The request count includes retried attempts. With `session` given, that session is used as it
-    is (its own retry policy, if any; the retry keywords here apply only to the session built
-    when `session` is None). `sleep` is used for every wait (retries and rate-limit pauses).
+    closed yet). The request count includes retried attempts. `policy` (default `RETRY_POLICY`)
+    sets timeouts, retries and waits; with `session` given, that session's own retries apply.
     """
     validate_symbol(symbol)
     base = api_base_url(api_url)
     url = base + KLINES_PATH
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
-    timeout = (CONNECT_TIMEOUT, READ_TIMEOUT) if timeout is None else timeout
-    attempts_allowed = MAX_ATTEMPTS if max_attempts is None else max_attempts
+    policy = RETRY_POLICY if policy is None else policy
+    timeout = (policy.connect_timeout, policy.read_timeout)
+    attempts_allowed = policy.max_attempts
     what = f"Binance klines for {symbol}"
     own_session = session is None
     if session is None:
-        session = make_session(
-            max_attempts=attempts_allowed,
-            backoff_factor=backoff_factor,
-            backoff_max=backoff_max,
-            backoff_jitter=backoff_jitter,
-            max_retry_after=max_retry_after,
-            sleep=sleep,
-        )
+        session = make_session(policy)
     pages: list[_Page] = []
     requests_made = 0
     used_weight: int | None = None
@@ -204,7 +195,7 @@ def fetch_klines(
                 log.info(
                     "%s: used weight %d of %d per minute, waiting %.1fs", symbol, used_weight, WEIGHT_LIMIT_1M, wait
                 )
-                sleep(wait)
+                policy.sleep(wait)
             params = {
                 "symbol": symbol,
                 "interval": INTERVAL,

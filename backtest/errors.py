@@ -1,42 +1,64 @@
-"""Errors the CLI reports as one line on stderr with a non-zero exit (never a traceback).
+"""Errors the CLI reports as one line on stderr with a non-zero exit (never a traceback), and
+the one home of the job's exit codes and of which of them a retry cannot fix.
 
-Exit codes: 2 invalid arguments, 3 missing or bad data (neither is worth a retry),
-4 a storage or network I/O error (worth a retry), 1 an unexpected error (a bug: traceback).
+| exit | meaning                                   | retried (Airflow, Batch) |
+|------|-------------------------------------------|--------------------------|
+| 0    | ok                                        |                          |
+| 1    | unexpected error (a bug: traceback)       | yes                      |
+| 2    | invalid arguments                         | no                       |
+| 3    | missing or bad data                       | no                       |
+| 4    | storage, network or source I/O, just now  | yes                      |
+
+The Batch job definition's retry strategy (infra/backtest-stack.yaml) says the same in its own terms.
 """
 
 from __future__ import annotations
 
 import errno
 
+EXIT_BUG = 1
+EXIT_INPUT = 2
+EXIT_DATA = 3
+EXIT_IO = 4
+# Failures a retry cannot fix: the local runner and the refresh task fail at once on these.
+PERMANENT_EXIT_CODES = frozenset({EXIT_INPUT, EXIT_DATA})
+
 
 class BacktestError(Exception):
     """Base class: a problem the user can fix, reported as one line."""
 
-    exit_code = 1
+    exit_code = EXIT_BUG
+
+    @property
+    def permanent(self) -> bool:
+        """Whether retrying the same command can only fail the same way."""
+        return self.exit_code in PERMANENT_EXIT_CODES
 
 
 class InputError(BacktestError):
     """Bad arguments: an invalid symbol, window, fee or time."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class DataError(BacktestError):
     """Missing, malformed or insufficient candles or storage locations."""
 
-    exit_code = 3
+    exit_code = EXIT_DATA
 
 
-class SourceUnavailable(DataError):
-    """The data source did not answer usefully within the attempt budget: worth a later retry."""
+class RetryableError(BacktestError):
+    """Something outside the job failed just now: the same command may succeed later."""
 
-    exit_code = 4
+    exit_code = EXIT_IO
 
 
-class StorageError(BacktestError):
-    """The store could not be read or written just now (network, S3 outage, disk full, a busy lock): worth a retry."""
+class SourceUnavailable(RetryableError):
+    """The data source did not answer usefully within the attempt budget."""
 
-    exit_code = 4
+
+class StorageError(RetryableError):
+    """The store could not be read or written just now (network, S3 outage, disk full, a busy lock)."""
 
 
 # OS errors a retry cannot fix: the path itself is wrong or may not be touched.

@@ -22,10 +22,9 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from backtest.errors import PERMANENT_EXIT_CODES
+
 ENTRYPOINT = (sys.executable, "-m", "backtest")
-# The job's own exit codes for bad input (2) and bad or missing data (3): retrying cannot help,
-# like a Batch retry strategy that does not retry application errors.
-APPLICATION_ERROR_CODES = (2, 3)
 
 
 class LocalBatchOperator(BaseOperator):
@@ -87,5 +86,6 @@ class LocalBatchOperator(BaseOperator):
         reader.join(timeout=10)
         if code != 0:
             last = "\n".join(tail) or "(no stderr)"
-            error = AirflowFailException if code in APPLICATION_ERROR_CODES else AirflowException
+            # The job's own input and data errors: a retry cannot help, as Batch's retry strategy says.
+            error = AirflowFailException if code in PERMANENT_EXIT_CODES else AirflowException
             raise error(f"job {self.job_name} exited with code {code}; last stderr lines:\n{last}")

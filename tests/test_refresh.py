@@ -7,7 +7,6 @@ an injected `sleep` that records them, so nothing here really waits for them.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 from backtest import binance
 from backtest.candles import Candles
 from backtest.cli import main
-from backtest.errors import DataError, InputError
+from backtest.errors import EXIT_DATA, EXIT_IO, BacktestError, DataError, InputError, SourceUnavailable
 from backtest.params import HOUR_MS, parse_time_ms
 from backtest.refresh import refresh_pair
 from backtest.storage import read_bytes
@@ -40,14 +39,10 @@ READ_TIMEOUT = 1.0  # the client's read timeout in these tests (loaded CI machin
 def sleeps(monkeypatch) -> list[float]:
     """Every wait of the Binance client, recorded instead of slept; short timeouts and backoff."""
     recorded: list[float] = []
-    fast = functools.partial(
-        binance.fetch_klines,
-        sleep=recorded.append,
-        timeout=(2.0, READ_TIMEOUT),
-        backoff_factor=0.01,
-        backoff_jitter=0.01,
+    fast = binance.RetryPolicy(
+        sleep=recorded.append, connect_timeout=2.0, read_timeout=READ_TIMEOUT, backoff_factor=0.01, backoff_jitter=0.01
     )
-    monkeypatch.setattr(binance, "fetch_klines", fast)
+    monkeypatch.setattr(binance, "RETRY_POLICY", fast)
     monkeypatch.delenv(binance.API_URL_ENV, raising=False)
     return recorded
 
@@ -227,7 +222,7 @@ def test_recoverable_faults_end_with_exactly_the_right_candles(tmp_path, exchang
 
 def test_retry_after_is_honoured_with_the_real_sleep(tmp_path, exchange, monkeypatch):
     """Not through the injected sleep: the client really waits the 1 s the server asks for."""
-    monkeypatch.setattr(binance, "fetch_klines", functools.partial(binance.fetch_klines.func, backoff_factor=0.01))
+    monkeypatch.setattr(binance, "RETRY_POLICY", binance.RetryPolicy(backoff_factor=0.01))
     exchange.push(Fault.rate_limited(retry_after=1))
     started = time.monotonic()
     candles, requests_made, _ = binance.fetch_klines(SYMBOL, SINCE, SINCE + 24 * HOUR_MS, api_url=exchange.url)
@@ -301,17 +296,17 @@ UNRECOVERABLE = {
         1,
     ),
     "500 beyond the attempt budget": (
-        [Fault.server_error(500, times=binance.MAX_ATTEMPTS)],
+        [Fault.server_error(500, times=binance.RETRY_POLICY.max_attempts)],
         "Binance klines for BTCUSDT: Binance failed (HTTP 500, code -1001) after 5 attempt(s)",
         5,
     ),
     "timeouts beyond the attempt budget": (
-        [Fault.slow(READ_TIMEOUT + 0.5, times=binance.MAX_ATTEMPTS)],
+        [Fault.slow(READ_TIMEOUT + 0.5, times=binance.RETRY_POLICY.max_attempts)],
         "Binance klines for BTCUSDT: no usable answer from http://127.0.0.1:",
         5,
     ),
     "429 beyond the attempt budget": (
-        [Fault.rate_limited(retry_after=1, times=binance.MAX_ATTEMPTS)],
+        [Fault.rate_limited(retry_after=1, times=binance.RETRY_POLICY.max_attempts)],
         "rate limited by Binance (HTTP 429, code -1003, Retry-After 1s) after 5 attempt(s)",
         5,
     ),
@@ -323,6 +318,9 @@ UNRECOVERABLE = {
     "403 from a firewall": ([Fault(403, b"<html>Forbidden</html>")], "Binance refused the request (HTTP 403)", 1),
     "body stalls past the read timeout": ([Fault.stalled_body(READ_TIMEOUT + 0.5)], "(ReadTimeoutError", 1),
 }
+
+
+REFUSED = ("400 unknown symbol", "403 from a firewall")
 
 
 @pytest.mark.parametrize(
@@ -341,16 +339,18 @@ def test_unrecoverable_faults_raise_one_clear_error_and_store_nothing(tmp_path, 
     url = str(tmp_path / "store")
     before = prefilled(url, exchange)
     exchange.push(*([Fault()] if page == 2 else []), *faults)
-    with pytest.raises(DataError) as caught:
+    with pytest.raises(BacktestError) as caught:
         refresh(url, exchange, until="2024-03-15")
     assert message in str(caught.value) and "\n" not in str(caught.value)
+    # The exchange's word that it cannot serve this request is final (3); running out of attempts is not (4).
+    assert caught.value.exit_code == (EXIT_DATA if case in REFUSED else EXIT_IO)
     assert len(exchange.klines_requests()) == page - 1 + attempts  # and no retry of what cannot succeed
     assert file_bytes(url) == before  # the first page was good, yet nothing of it was stored
 
 
 def test_a_failed_cold_refresh_leaves_no_candle_files(store_url, exchange):
-    exchange.push(Fault(), Fault.server_error(500, times=binance.MAX_ATTEMPTS))
-    with pytest.raises(DataError, match="after 5 attempt"):
+    exchange.push(Fault(), Fault.server_error(500, times=binance.RETRY_POLICY.max_attempts))
+    with pytest.raises(SourceUnavailable, match="after 5 attempt"):
         refresh(store_url, exchange)
     assert CandleStore(store_url).months(SYMBOL) == []
 
@@ -361,9 +361,9 @@ def test_unreachable_exchange(tmp_path, sleeps):
     with socket.socket() as probe:  # a free port that nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(DataError, match=rf"no usable answer from http://127.0.0.1:{port}/api/v3/klines"):
+    with pytest.raises(SourceUnavailable, match=rf"no usable answer from http://127.0.0.1:{port}/api/v3/klines"):
         refresh_pair(SYMBOL, str(tmp_path / "s"), until_ms=UNTIL, since_ms=SINCE, api_url=f"http://127.0.0.1:{port}")
-    assert len(sleeps) == binance.MAX_ATTEMPTS - 2  # backoff between attempts (the first retry is at once)
+    assert len(sleeps) == binance.RETRY_POLICY.max_attempts - 2  # backoff between attempts (the first retry is at once)
 
 
 # -- the rate limit -----------------------------------------------------------------------------
