@@ -34,6 +34,8 @@ from backtest.store import CandleStore
 
 log = logging.getLogger("backtest")
 
+JOBS_DIR = "_jobs"  # {results_url}/_jobs/{job}.json: each job's wall time and size (its cost)
+
 STRATEGY = "sma_trend"
 DAY_MS = 24 * HOUR_MS
 SELECT_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate")
@@ -211,7 +213,7 @@ def write_error(results_url: str, symbol: str, message: str, exit_code: int) -> 
 
 def write_job_record(results_url: str, record: dict) -> None:
     """Record a job's wall time and size under `_jobs/` (the rank step sums them into a cost)."""
-    write_bytes_atomic(resolve(results_url).join("_jobs", f"{record['job_name']}.json"), to_json(record).encode())
+    write_bytes_atomic(resolve(results_url).join(JOBS_DIR, f"{record['job_name']}.json"), to_json(record).encode())
 
 
 def to_json(result: dict) -> str:

@@ -27,7 +27,8 @@ from typing import Any
 import pandas as pd
 
 from backtest.storage import read_bytes, resolve
-from backtest_airflow.planning import as_of, run_folder_name
+from backtest_airflow import layout
+from backtest_airflow.planning import as_of
 from backtest_airflow.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -177,14 +178,14 @@ def run_results(context: Context, data_url: str) -> tuple[pd.DataFrame | None, d
     if has_task_api():
         url = (ti.xcom_pull(task_ids="plan") or {}).get("results_url")
     else:
-        url = f"{data_url.rstrip('/')}/results/{ti.dag_id}/date={end:%Y-%m-%d}/run={run_folder_name(ti.run_id)}"
+        url = layout.results_url(data_url, end, ti.run_id, ti.dag_id)
     folder = resolve(url) if url else None
-    parquet = read_bytes(folder.join("leaderboard.parquet")) if folder else None
+    parquet = read_bytes(folder.join(layout.LEADERBOARD_PARQUET)) if folder else None
     if not parquet:
         return None, None, None
-    summary = read_bytes(folder.join("summary.json"))
+    summary = read_bytes(folder.join(layout.SUMMARY_JSON))
     cost = json.loads(summary)["cost"] if summary else None
-    return pd.read_parquet(io.BytesIO(parquet)), cost, folder.join("report.html").url  # rank writes the report too
+    return pd.read_parquet(io.BytesIO(parquet)), cost, folder.join(layout.REPORT_HTML).url  # rank writes it too
 
 
 def send(subject: str, body: str, context: Context, settings: Settings) -> None:

@@ -16,7 +16,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from backtest_airflow.planning import run_folder_name
+from backtest_airflow import layout
 
 
 def quiet_third_party_warnings() -> None:
@@ -43,7 +43,7 @@ def main() -> int:
     if bag.import_errors:
         print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
         return 1
-    dag = bag.get_dag("crypto_backtest_daily")
+    dag = bag.get_dag(layout.DAG_ID)
     conf = {}
     if args.pairs:
         conf["pairs"] = [f"SYN{i:04d}USDT" for i in range(args.pairs)]
@@ -57,12 +57,11 @@ def main() -> int:
     dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     elapsed = time.perf_counter() - began
 
-    folder = Path(os.environ["BACKTEST_DATA_URL"], "results", dag.dag_id, f"date={args.date}")
-    folder /= f"run={run_folder_name(dag_run.run_id)}"
+    folder = Path(layout.results_url(os.environ["BACKTEST_DATA_URL"], args.date, dag_run.run_id))
     print()
-    if (folder / "leaderboard.md").exists():
-        print((folder / "leaderboard.md").read_text())
-        for name in ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md", "report.html"):
+    if (folder / layout.LEADERBOARD_MD).exists():
+        print((folder / layout.LEADERBOARD_MD).read_text())
+        for name in layout.RANK_FILES:
             print(f"{name}: {folder / name}")
     else:
         print(f"no leaderboard was written (expected in {folder}): see the task errors above", file=sys.stderr)

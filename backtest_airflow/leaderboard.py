@@ -21,10 +21,12 @@ import math
 
 import pandas as pd
 
-from backtest.job import LOWER_IS_BETTER
+from backtest.job import JOBS_DIR, LOWER_IS_BETTER
 from backtest.metrics import METRIC_NAMES
 from backtest.params import HOUR_MS, parse_time_ms
 from backtest.storage import list_dir, read_bytes, resolve, write_bytes_atomic
+from backtest_airflow import layout
+from backtest_airflow.planning import RunPlan
 
 STALE_HOURS = 6
 FARGATE_MINIMUM_SECONDS = 60
@@ -90,23 +92,22 @@ def _rows(symbol: str, result: dict, status: str) -> list[dict]:
     return rows
 
 
-def build(plan: dict, failed_tasks: dict[str, str]) -> pd.DataFrame:
+def build(plan: RunPlan, failed_tasks: dict[str, str]) -> pd.DataFrame:
     """The leaderboard of a run (see the module docstring for the rules)."""
-    folder = resolve(plan["results_url"])
+    folder = resolve(plan.results_url)
     rows = []
-    for symbol in plan["pairs"]:
+    for symbol in plan.pairs:
         result = _read_json(folder, f"{symbol}.json")
         error = None if result else _read_json(folder, f"{symbol}.error.json")
-        status = pair_status(result, error, failed_tasks.get(symbol), plan["end"])
+        status = pair_status(result, error, failed_tasks.get(symbol), plan.end)
         if result:
             rows.extend(_rows(symbol, result, status))
         else:
             rows.append({"symbol": symbol, "status": status, "best": True})
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"])
     table["best"] = table["best"].fillna(False).astype(bool)
-    metric = f"oos_{plan['rank_by']}" if plan.get("rank_on") == "out_of_sample" else plan["rank_by"]
     ranked = table[table["best"] & (table["status"] == "ok")].sort_values(
-        metric, ascending=plan["rank_by"] in LOWER_IS_BETTER, na_position="last", kind="stable"
+        plan.metric, ascending=plan.rank_by in LOWER_IS_BETTER, na_position="last", kind="stable"
     )
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     failed = table[table["best"] & (table["status"] != "ok")].sort_values("symbol", kind="stable")
@@ -132,17 +133,17 @@ def job_cost(record: dict, prices: dict[str, float]) -> dict:
     }
 
 
-def cost_summary(plan: dict, prices: dict[str, float]) -> dict:
+def cost_summary(plan: RunPlan, prices: dict[str, float]) -> dict:
     """Add up the run's job records: pairs, jobs, vCPU-seconds and the Fargate price of them."""
-    folder = resolve(plan["results_url"]).join("_jobs")
+    folder = resolve(plan.results_url).join(JOBS_DIR)
     records = [_read_json(folder, name) for name in list_dir(folder) if name.endswith(".json")]
     jobs = [job_cost(record, prices) for record in records if record]
     on_demand = sum(job["cost_on_demand_usd"] for job in jobs)
     spot = sum(job["cost_spot_usd"] for job in jobs)
     summary = {
-        "pairs": len(plan["pairs"]),
+        "pairs": len(plan.pairs),
         "jobs": len(jobs),
-        "jobs_planned": len(plan["chunks"]),
+        "jobs_planned": len(plan.chunks),
         "job_seconds": round(sum(job["wall_seconds"] for job in jobs), 3),
         "vcpu_seconds": round(sum(job["vcpu"] * job["wall_seconds"] for job in jobs), 3),
         "billed_vcpu_seconds": round(sum(job["vcpu"] * job["billed_seconds"] for job in jobs), 3),
@@ -162,6 +163,14 @@ def _percent(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value) else f"{value:.2%}"
 
 
+def title(plan: RunPlan, table: pd.DataFrame) -> str:
+    """The leaderboard's title (also the report's), flagged when the candles were synthetic."""
+    text = f"Leaderboard {plan.start} to {plan.end} (window {plan.window}, by {plan.rank_by})"
+    if table["synthetic"].eq(True).any():  # all-NaN (float) when every pair failed: no fillna(False)
+        text += " - SYNTHETIC DATA"
+    return text
+
+
 def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None) -> str:
     best = table[table["best"]]
     sweep = best["window"].nunique() > 1 or len(table) > len(best)
@@ -178,7 +187,7 @@ def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None) -> st
     text = f"# {title}\n\n" + view.to_markdown(index=False) + "\n"
     if sweep:
         text += f"\n`window` is each pair's best of {len(table) // max(len(best), 1)} windows; "
-        text += "every (pair, window) row is in leaderboard.parquet / leaderboard.csv.\n"
+        text += f"every (pair, window) row is in {layout.LEADERBOARD_PARQUET} / {layout.LEADERBOARD_CSV}.\n"
     if cost:
         text += f"\nRun cost: {cost['text']}.\n"
     return text
@@ -190,12 +199,12 @@ def write(table: pd.DataFrame, results_url: str, title: str, cost: dict | None =
     parquet = io.BytesIO()
     table.to_parquet(parquet, index=False)
     contents = {
-        "leaderboard.parquet": parquet.getvalue(),
-        "leaderboard.csv": table.to_csv(index=False).encode(),
-        "leaderboard.md": to_markdown(table, title, cost).encode(),
+        layout.LEADERBOARD_PARQUET: parquet.getvalue(),
+        layout.LEADERBOARD_CSV: table.to_csv(index=False).encode(),
+        layout.LEADERBOARD_MD: to_markdown(table, title, cost).encode(),
     }
     if cost:
-        contents["summary.json"] = json.dumps({"title": title, "cost": cost}, indent=1).encode()
+        contents[layout.SUMMARY_JSON] = json.dumps({"title": title, "cost": cost}, indent=1).encode()
     paths = {}
     for name, data in contents.items():
         loc = folder.join(name)

@@ -23,6 +23,7 @@ from typing import Any
 from backtest.errors import InputError
 from backtest.job import SELECT_METRICS
 from backtest.params import SYMBOL_PATTERN, parse_fee_bps, parse_windows
+from backtest_airflow import layout
 
 # What a leaderboard can rank by: what a sweep can select by, and buy-and-hold (same for every window).
 RANK_METRICS = (*SELECT_METRICS, "buy_hold_return")
@@ -63,6 +64,16 @@ class RunPlan:
     end: str  # ISO, exclusive: the run's as-of moment (point-in-time), see `as_of`
     results_url: str
     history_days: int  # candle history the refresh must keep for this run (window + warm-up)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunPlan:
+        """The plan again from its XCom form (`dataclasses.asdict`); unknown or missing keys fail loudly."""
+        return cls(**values)
+
+    @property
+    def metric(self) -> str:
+        """The leaderboard's ranking column: `rank_by`, on the out-of-sample figures when ranked on them."""
+        return f"oos_{self.rank_by}" if self.rank_on == "out_of_sample" else self.rank_by
 
 
 def _whole(value, name: str, low: int, high: int, problems: list[str]) -> int:
@@ -134,9 +145,7 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
     per_job = per_job or math.ceil(len(pairs) / MAX_JOBS)
     max_bars = max(bars for _, bars in windows)
     start = end - timedelta(days=lookback)
-    results_url = "/".join(
-        [data_url.rstrip("/"), "results", dag_id, f"date={end:%Y-%m-%d}", f"run={run_folder_name(run_id)}"]
-    )
+    results_url = layout.results_url(data_url, end, run_id, dag_id)
     return RunPlan(
         pairs=list(pairs),
         chunks=[pairs[i : i + per_job] for i in range(0, len(pairs), per_job)],
@@ -154,11 +163,6 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
         results_url=results_url,
         history_days=lookback + math.ceil(max_bars / 24) + 1,
     )
-
-
-def run_folder_name(run_id: str) -> str:
-    """A storage-key-safe, deterministic folder name for a DAG run id."""
-    return re.sub(r"[^A-Za-z0-9._=-]", "-", run_id)
 
 
 def job_command(plan: RunPlan, symbols: list[str], data_url: str) -> list[str]:

@@ -38,7 +38,8 @@ from fastapi.responses import HTMLResponse
 
 from backtest.storage import Location, list_dir, read_bytes, resolve
 from backtest_airflow import report
-from backtest_airflow.planning import as_of, run_folder_name
+from backtest_airflow.layout import run_folder_name
+from backtest_airflow.planning import as_of
 from backtest_airflow.settings import load_settings
 
 log = logging.getLogger("backtest_airflow.ui")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
+
+import pandas as pd
 
 from backtest.job import RunSpec, backtest, write_result
 from backtest.params import parse_time_ms, parse_windows
 from backtest.refresh import refresh_pair
-from backtest_airflow import leaderboard, report
-from backtest_airflow.planning import make_plan, run_folder_name
-
-DAG_ID = "crypto_backtest_daily"
+from backtest_airflow import layout, tasks
+from backtest_airflow.layout import run_folder_name
+from backtest_airflow.planning import make_plan
+from backtest_airflow.settings import load_settings
 
 
 def make_run(
@@ -22,14 +25,13 @@ def make_run(
     lookback_days: int = 30,
     window: str = "2d",
     holdout_days: int = 0,
-    with_report: bool = True,
 ) -> dict:
-    """Refresh synthetic candles, backtest every pair not in `failed`, write leaderboard (and report)."""
+    """Refresh synthetic candles, backtest every pair not in `failed`, then rank as the DAG does."""
     as_of = datetime.fromisoformat(f"{date}T00:00:00+00:00")  # a run of date D is as of D 00:00
     run_id = run_id or f"manual__{as_of.isoformat()}"
     params = {"pairs": pairs, "window": window, "lookback_days": lookback_days, "fee_bps": 10}
     params["holdout_days"] = holdout_days
-    plan = make_plan(params, data_url, DAG_ID, run_id, as_of)
+    plan = make_plan(params, data_url, layout.DAG_ID, run_id, as_of)
     for symbol in pairs:
         refresh_pair(
             symbol, data_url, until_ms=parse_time_ms(plan.end), history_days=plan.history_days, source="synthetic"
@@ -48,12 +50,10 @@ def make_run(
         )
         result, equity = backtest(spec)
         write_result(plan.results_url, result, equity)
-    table = leaderboard.build(plan.__dict__, dict.fromkeys(failed, "backtest task failed"))
-    title = f"Leaderboard {plan.start} to {plan.end} (window {plan.window}, by {plan.rank_by})"
-    leaderboard.write(table, plan.results_url, title)
-    info = {**plan.__dict__, "dag_id": DAG_ID, "run_id": run_id, "data_url": data_url, "title": title}
-    if with_report:
-        report.write(table, plan.results_url, info)
+    settings = dataclasses.replace(load_settings(), data_url=data_url)
+    ranked = tasks.rank(plan, dict.fromkeys(failed, "backtest task failed"), settings, run_id)  # what `rank` runs
+    table = pd.read_parquet(ranked["leaderboard"])
+    info = {**dataclasses.asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": data_url}
     return {
         "plan": plan,
         "table": table,

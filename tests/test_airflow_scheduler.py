@@ -24,8 +24,8 @@ import pandas as pd
 import psutil
 import pytest
 
+from backtest_airflow.layout import run_folder_name
 from backtest_airflow.local_airflow import PARALLELISM
-from backtest_airflow.planning import run_folder_name
 from backtest_airflow.settings import EXCHANGE_POOL, pairs_from_file, pool_slots
 from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, parse_time
 

@@ -34,7 +34,7 @@ import pytest
 
 from backtest.params import parse_time_ms
 from backtest_airflow import alerts
-from backtest_airflow.planning import run_folder_name
+from backtest_airflow.layout import run_folder_name
 from backtest_airflow.settings import load_settings
 from tests.airflow_helpers import environment, load_daily_dag
 

@@ -249,7 +249,7 @@ def test_batch_mode_submits_the_planned_jobs_and_ranks_what_they_leave(
     result = json.loads((Path(plan.results_url) / f"{symbol}.json").read_text())
     assert (result["symbol"], result["start"], result["end"]) == (symbol, plan.start, plan.end)
     assert result["last_bar"] == "2026-09-30T23:00:00Z" and result["bars"] == 30 * 24
-    rebuilt = leaderboard.build(plan.__dict__, {}).set_index("symbol")["status"]
+    rebuilt = leaderboard.build(plan, {}).set_index("symbol")["status"]
     assert rebuilt.to_dict() == {symbol: "ok", **dict.fromkeys(PAIRS[1:], "failed: no result")}
 
 

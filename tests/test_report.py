@@ -16,7 +16,7 @@ from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
 from backtest.synthetic import synthetic_candles
 from backtest_airflow import report, ui
-from backtest_airflow.planning import run_folder_name
+from backtest_airflow.layout import run_folder_name
 from tests.airflow_helpers import load_daily_dag
 from tests.report_helpers import make_run
 
@@ -149,7 +149,7 @@ def test_report_shows_every_row_failed_pairs_and_top_and_bottom_curves(finished)
     assert "XRPUSDT" in failed and "failed: backtest task failed" in failed
     assert "XRPUSDT" not in shown
     assert 'id="synthetic-banner"' in page
-    assert 'id="cost-summary"' not in page  # no cost in run_info: no section
+    assert 'id="cost-summary"' in page  # rank prices the run (no job records here: 0 jobs)
     for text in ("lookback_days", "rank_by", "total_return", "as of <code>2026-10-01T00:00:00Z</code>"):
         assert text in page
     assert_self_contained(page)
@@ -203,6 +203,7 @@ def test_report_escapes_text_and_shows_the_cost(finished):
     failed_only = run["table"][run["table"]["status"] != "ok"]  # no charts: quick
     text_cost = report.build_report(run["plan"].results_url, failed_only, {**run["info"], "cost": "$0.01 <i>"})
     assert "<pre>$0.01 &lt;i&gt;</pre>" in text_cost
+    assert 'id="cost-summary"' not in report.build_report(run["plan"].results_url, failed_only, run["info"])
 
 
 # -- the Backtests app ---------------------------------------------------------------------------

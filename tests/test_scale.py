@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 
@@ -132,8 +133,9 @@ def test_cost_summary_adds_up_job_records(tmp_path):
             "memory_mib": 2048,
         }
         (results / "_jobs" / f"{name}.json").write_text(json.dumps(record))
-    plan = {"pairs": ["A", "B"], "chunks": [["A"], ["B"]], "results_url": str(results)}
-    cost = leaderboard.cost_summary(plan, PRICES)
+    day = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
+    plan = make_plan({"pairs": ["AAUSDT", "BBUSDT"], "pairs_per_job": 1}, "/unused", "dag", "run", day)
+    cost = leaderboard.cost_summary(dataclasses.replace(plan, results_url=str(results)), PRICES)
     assert cost["jobs"] == 2 and cost["vcpu_seconds"] == 180.0
     assert cost["billed_vcpu_seconds"] == 60 + 150  # one-minute minimum for the short job
     hours = 210 / 3600

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import pytest
 
-from backtest_airflow.planning import run_folder_name
+from backtest_airflow.layout import run_folder_name
 from tests.airflow_helpers import load_daily_dag
 from tests.conftest import REPO
 

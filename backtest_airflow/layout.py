@@ -1,0 +1,41 @@
+"""Names and places shared by the DAG, its tasks, the UI, the alerts, the demo and the tests.
+
+A run's results folder (the job writes the per-pair files, `rank` the rest):
+
+    {store}/results/crypto_backtest_daily/date=<as-of date>/run=<run folder>/
+        {symbol}.json  {symbol}.equity.parquet  {symbol}.error.json  _jobs/<job>.json   (backtest.job)
+        leaderboard.parquet  leaderboard.csv  leaderboard.md  summary.json  report.html  (rank)
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+DAG_ID = "crypto_backtest_daily"
+RESULTS_DIR = "results"
+LEADERBOARD_PARQUET = "leaderboard.parquet"
+LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_MD = "leaderboard.md"
+SUMMARY_JSON = "summary.json"
+REPORT_HTML = "report.html"
+RANK_FILES = (LEADERBOARD_PARQUET, LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_HTML)  # what a finished run shows
+# `date=` and `run=` folder names, as the UI checks them before they reach a storage key.
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+RUN_PATTERN = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]{0,249}")  # run_folder_name's output, no "." or ".."
+
+
+def run_folder_name(run_id: str) -> str:
+    """A storage-key-safe, deterministic folder name for a DAG run id."""
+    return re.sub(r"[^A-Za-z0-9._=-]", "-", run_id)
+
+
+def results_root(data_url: str, dag_id: str = DAG_ID) -> str:
+    """The folder holding every run's results folder of a DAG."""
+    return "/".join([data_url.rstrip("/"), RESULTS_DIR, dag_id])
+
+
+def results_url(data_url: str, as_of: datetime | str, run_id: str, dag_id: str = DAG_ID) -> str:
+    """A run's results folder; `as_of` is its as-of moment or that moment's date (YYYY-MM-DD)."""
+    date = as_of if isinstance(as_of, str) else f"{as_of:%Y-%m-%d}"
+    return "/".join([results_root(data_url, dag_id), f"date={date}", f"run={run_folder_name(run_id)}"])

@@ -1,0 +1,123 @@
+"""The daily DAG's task bodies: plain typed functions of a `RunPlan`, called by the DAG's tasks
+(dags/crypto_backtest_daily.py only wires them) and by the tests, which so test the real thing.
+
+Failures that a retry cannot fix raise `AirflowFailException` (the task fails at once, no retry);
+anything else raises an ordinary exception, retried with the DAG's back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from backtest.errors import BacktestError, InputError
+from backtest.params import parse_time_ms
+from backtest.refresh import refresh_pair
+from backtest_airflow import layout, leaderboard, planning, report
+from backtest_airflow.planning import RunPlan
+from backtest_airflow.settings import Settings
+
+log = logging.getLogger("backtest_airflow.tasks")
+
+
+def plan(
+    params: dict[str, Any],
+    conf: dict[str, Any] | None,
+    run_id: str,
+    data_url: str,
+    *,
+    interval_end: datetime | None,
+    logical_date: datetime | None,
+    run_after: datetime,
+) -> RunPlan:
+    """The run's plan from its params (conf keys the form does not know included, to be refused)."""
+    end = planning.as_of(interval_end, logical_date, run_after)
+    try:
+        return planning.make_plan({**params, **(conf or {})}, data_url, layout.DAG_ID, run_id, end)
+    except InputError as exc:
+        log.error("invalid params: %s", exc)  # the first thing the task log shows
+        raise AirflowFailException(f"invalid params: {exc}") from None
+
+
+def refresh(symbols: list[str], plan: RunPlan, settings: Settings) -> list[dict]:
+    """Bring one chunk's stored candles up to the run's as-of moment, pair by pair.
+
+    One pair's failure does not stop the others; the task fails afterwards, for good when every
+    failure is permanent (bad symbols, bad data).
+    """
+    summaries, errors = [], {}
+    for symbol in symbols:
+        try:
+            summary = refresh_pair(
+                symbol,
+                settings.data_url,
+                until_ms=parse_time_ms(plan.end),
+                history_days=plan.history_days,
+                source=settings.source,
+                extend_history=True,  # a backfill's window may start before the stored candles
+            )
+            summaries.append(asdict(summary))
+        except BacktestError as exc:
+            log.warning("refresh of %s failed: %s", symbol, exc)
+            errors[symbol] = exc
+    if errors:
+        message = "; ".join(f"{symbol}: {exc}" for symbol, exc in errors.items())
+        if all(exc.permanent for exc in errors.values()):
+            raise AirflowFailException(message)
+        raise RuntimeError(message)
+    return summaries
+
+
+def failed_pairs(states: dict[str, str], task_id: str, chunks: list[list[str]]) -> dict[str, str]:
+    """Pairs whose chunk's `task_id` instance failed, from one run's task states.
+
+    `states` is what the task API's `get_task_states` gives for a run: keys `<task_id>_<map index>`
+    for mapped task instances (map index = chunk index).
+    """
+    failed: dict[str, str] = {}
+    prefix = f"{task_id}_"
+    for key, state in states.items():
+        index = key.removeprefix(prefix)
+        mapped = key.startswith(prefix) and index.isdigit() and int(index) < len(chunks)
+        if mapped and state in ("failed", "upstream_failed"):
+            failed.update(dict.fromkeys(chunks[int(index)], f"{task_id} task {state}"))
+    return failed
+
+
+def candles_event(plan: RunPlan, failed: dict[str, str]) -> dict | None:
+    """The candle asset's event for the run: the pairs refreshed up to when (None: no pair was)."""
+    refreshed = [symbol for symbol in plan.pairs if symbol not in failed]
+    return {"end": plan.end, "pairs": refreshed, "failed": sorted(failed)} if refreshed else None
+
+
+def rank(plan: RunPlan, failed_tasks: dict[str, str], settings: Settings, run_id: str) -> dict:
+    """Write the run's leaderboard, cost summary and report; log the leaderboard once.
+
+    Returns what the task returns (file URLs, failed pairs, cost); `fail_if_pairs_failed` then
+    applies the run's failure policy, after everything is written.
+    """
+    table = leaderboard.build(plan, failed_tasks)
+    title = leaderboard.title(plan, table)
+    cost = leaderboard.cost_summary(plan, settings.prices)
+    paths = leaderboard.write(table, plan.results_url, title, cost)
+    info = {**asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": settings.data_url}
+    paths[layout.REPORT_HTML] = report.write(table, plan.results_url, {**info, "title": title, "cost": cost})
+    files = "\n".join(f"{name}: {url}" for name, url in paths.items())
+    log.info("%s\n%s", leaderboard.to_markdown(table, title, cost), files)  # one entry, in order
+    return {
+        "leaderboard": paths[layout.LEADERBOARD_PARQUET],
+        "report": paths[layout.REPORT_HTML],
+        "failed": table.loc[table["best"] & (table["status"] != "ok"), "symbol"].tolist(),
+        "cost": cost,
+    }
+
+
+def fail_if_pairs_failed(plan: RunPlan, ranked: dict) -> None:
+    """The run fails when a pair failed, unless the run allows it (the leaderboard is written either way)."""
+    failed = ranked["failed"]
+    if failed and not plan.allow_failed_pairs:
+        raise AirflowFailException(f"{len(failed)} pair(s) failed: {', '.join(failed)} (leaderboard written)")
