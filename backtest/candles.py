@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from backtest.errors import DataError
 from backtest.params import HOUR_MS
-from backtest.storage import Location, read_bytes
+from backtest.storage import Location, read_bytes, read_parquet_bytes
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
@@ -166,11 +166,7 @@ def read_candle_file(loc: Location) -> Candles:
         if name.endswith(".csv") or name.endswith(".csv.gz"):
             table = _read_csv(data, name.endswith(".gz"))
         else:
-            import pyarrow.parquet as pq
-
-            # On the calling thread: a thread-pool worker may otherwise still hold `data` at exit and
-            # abort the process ("terminate called without an active exception", apache/arrow#34314).
-            table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+            table = read_parquet_bytes(data)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise DataError(f"{loc.url}: not a readable candle file ({str(exc).splitlines()[0]})") from None
     if "open_time" not in table.column_names and "date" in table.column_names:

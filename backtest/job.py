@@ -28,7 +28,7 @@ from backtest.candles import Candles, find_gaps, read_candle_file, to_arrow
 from backtest.engine import WindowRun, run_windows
 from backtest.errors import DataError, InputError
 from backtest.metrics import compute_metrics
-from backtest.params import HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
+from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
 from backtest.storage import resolve, write_bytes_atomic
 from backtest.store import CandleStore
 
@@ -37,7 +37,6 @@ log = logging.getLogger("backtest")
 JOBS_DIR = "_jobs"  # {results_url}/_jobs/{job}.json: each job's wall time and size (its cost)
 
 STRATEGY = "sma_trend"
-DAY_MS = 24 * HOUR_MS
 SELECT_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate")
 LOWER_IS_BETTER = ("max_drawdown",)
 

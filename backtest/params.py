@@ -17,6 +17,8 @@ _WINDOW_RE = re.compile(r"^([0-9]+)([hdw]?)$")
 _HOURS_PER_UNIT = {"": 1, "h": 1, "d": 24, "w": 168}
 
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # every time the job and the DAG print or store: UTC, whole seconds
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_WINDOW_BARS = 2
 MAX_WINDOW_BARS = 100_000
@@ -102,9 +104,14 @@ def parse_time_ms(text: str, what: str = "time") -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
+def format_time(moment: datetime) -> str:
+    """A moment as `YYYY-MM-DDTHH:MM:SSZ` (in UTC)."""
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
 def format_time_ms(ms: int) -> str:
     """Epoch milliseconds to `YYYY-MM-DDTHH:MM:SSZ`."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
 def floor_hour_ms(ms: int) -> int:

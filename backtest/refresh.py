@@ -32,7 +32,7 @@ import numpy as np
 from backtest import synthetic
 from backtest.candles import Candles, find_gaps, validate
 from backtest.errors import InputError
-from backtest.params import HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
+from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
 from backtest.store import (
     CandleStore,
     PairRecord,
@@ -45,7 +45,6 @@ from backtest.store import (
 
 log = logging.getLogger("backtest.refresh")
 
-DAY_MS = 24 * HOUR_MS
 SOURCES = ("binance", synthetic.SOURCE_NAME)
 
 

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from backtest.errors import DataError, StorageError
@@ -62,11 +63,26 @@ class Location:
         return isinstance(self.fs, pafs.S3FileSystem)
 
 
+def read_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file's table from its bytes, read on the calling thread.
+
+    A thread-pool worker may otherwise still hold `data` when the process exits and abort it
+    ("terminate called without an active exception", apache/arrow#34314).
+    """
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
+
+
+def aws_region() -> str:
+    """The region the AWS SDKs would use (pyarrow and boto3 are both given it explicitly)."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def s3_filesystem() -> pafs.S3FileSystem:
     """S3 filesystem honouring the endpoint variables the AWS SDKs use (pyarrow ignores them)."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    kwargs: dict = {"region": region}
+    kwargs: dict = {"region": aws_region()}
     if endpoint:
         parsed = urlparse(endpoint)
         kwargs["endpoint_override"] = parsed.netloc or parsed.path
@@ -243,9 +259,8 @@ def _s3_client():
     import boto3
     from botocore.config import Config
 
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
-    return boto3.client("s3", region_name=region, config=config)
+    return boto3.client("s3", region_name=aws_region(), config=config)
 
 
 def _error_code(exc: Exception) -> str:

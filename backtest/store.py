@@ -37,7 +37,15 @@ import pyarrow.parquet as pq
 from backtest.candles import SCHEMA, Candles, Gap, find_gaps, validate
 from backtest.errors import DataError
 from backtest.params import HOUR_MS, format_time_ms, parse_time_ms, validate_symbol
-from backtest.storage import Location, exclusive_lock, list_dir, read_bytes, resolve, write_bytes_atomic
+from backtest.storage import (
+    Location,
+    exclusive_lock,
+    list_dir,
+    read_bytes,
+    read_parquet_bytes,
+    resolve,
+    write_bytes_atomic,
+)
 
 INTERVAL = "1h"
 PART_FILE = "part-0.parquet"
@@ -211,9 +219,7 @@ class CandleStore:
         if data is None:
             return Candles.empty(), None
         try:
-            # On the calling thread: a thread-pool worker may otherwise still hold `data` at exit and
-            # abort the process ("terminate called without an active exception", apache/arrow#34314).
-            table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+            table = read_parquet_bytes(data)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{loc.url}: unreadable Parquet ({str(exc).splitlines()[0]})") from None
         candles = Candles.from_table(table, loc.url)

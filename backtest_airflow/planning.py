@@ -22,7 +22,7 @@ from typing import Any
 
 from backtest.errors import InputError
 from backtest.job import SELECT_METRICS
-from backtest.params import SYMBOL_PATTERN, parse_fee_bps, parse_windows
+from backtest.params import SYMBOL_PATTERN, format_time, parse_fee_bps, parse_windows
 from backtest_airflow import layout
 
 # What a leaderboard can rank by: what a sweep can select by, and buy-and-hold (same for every window).
@@ -223,4 +223,4 @@ def job_pairs(job: dict) -> list[str]:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(moment)

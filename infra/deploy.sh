@@ -33,12 +33,8 @@
 #   -h, --help
 set -euo pipefail
 
-PROG=deploy.sh
 # shellcheck source=infra/lib.sh
-source "$(dirname "$0")/lib.sh"
-
-STACK_NAME=${STACK_NAME:-crypto-backtest}
-REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
+source "$(dirname "$0")/lib.sh"  # PROG, STACK_NAME and REGION defaults, and the helpers
 TAG=""
 SKIP_BUILD=0
 PLACEHOLDER_IMAGE="public.ecr.aws/docker/library/python:3.11-slim"

@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # Helpers shared by deploy.sh and teardown.sh; sourced after `set -euo pipefail`, not run.
-# The caller sets PROG (its name, for messages), and STACK_NAME and REGION before calling
-# resolve_region, cfn or stack_output.
+# Options the caller parses afterwards (--stack, --region) override the defaults set here.
+
+PROG=$(basename "$0")  # for messages
+STACK_NAME=${STACK_NAME:-crypto-backtest}
+REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "$PROG: error: $*" >&2; exit 2; }

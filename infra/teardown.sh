@@ -17,12 +17,8 @@
 #   -h, --help
 set -euo pipefail
 
-PROG=teardown.sh
 # shellcheck source=infra/lib.sh
-source "$(dirname "$0")/lib.sh"
-
-STACK_NAME=${STACK_NAME:-crypto-backtest}
-REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
+source "$(dirname "$0")/lib.sh"  # PROG, STACK_NAME and REGION defaults, and the helpers
 DELETE_IMAGES=0
 
 while [[ $# -gt 0 ]]; do
