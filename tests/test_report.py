@@ -390,3 +390,36 @@ def test_a_malformed_leaderboard_does_not_take_the_page_down(tmp_path, finished)
     }
     assert page.text.count("Leaderboard unreadable.") == 3
     assert sorted(leaderboard_symbols(page.text, "leaderboard-2026-11-01-good")) == sorted(good["symbol"].unique())
+
+
+HOSTILE_SYMBOL = '"><img src=x onerror=alert(3)>'
+HOSTILE_STATUS = "failed: <script>alert(4)</script>"
+
+
+def _with_hostile_row(table: pd.DataFrame) -> pd.DataFrame:
+    row = {"symbol": HOSTILE_SYMBOL, "status": HOSTILE_STATUS, **({"best": True} if "best" in table else {})}
+    return pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+
+
+def assert_escaped(page: str) -> None:
+    assert "<img" not in page and "<script>alert(4)" not in page
+    assert 'data-symbol="&#34;&gt;&lt;img src=x onerror=alert(3)&gt;"' in page  # in an attribute
+    assert "&lt;script&gt;alert(4)&lt;/script&gt;" in page  # in text
+
+
+def test_hostile_values_are_escaped_in_the_report_and_the_page(tmp_path, finished):
+    """Autoescaping: a symbol, status or title with markup in it shows as text, in the report and the page."""
+    run = finished["first"]
+    failed_only = run["table"][run["table"]["status"] != "ok"]  # no charts: quick
+    title = '<script>alert(1)</script>"><img src=x>'
+    page = report.build_report(run["plan"].results_url, _with_hostile_row(failed_only), {**run["info"], "title": title})
+    assert_escaped(page)
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x&gt;</title>" in page
+    assert page.count("<script>") == 1  # the page's own
+
+    store = tmp_path / "store"
+    _write_runs(store, {"hostile": _with_hostile_row(run["table"])})
+    listing = TestClient(ui.create_app(str(store), require_auth=False)).get("/").text
+    assert '<section class="run" id="run-2026-11-01-hostile"' in listing  # shown, not "unreadable"
+    assert_escaped(listing)
+    assert listing.count("<script>") == 1
