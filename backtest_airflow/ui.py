@@ -17,6 +17,8 @@ outside the results folders. Every route requires what the Airflow UI requires: 
 (the UI's session cookie, or a bearer token) allowed to read the DAG's runs, as decided by the
 configured auth manager; `create_app(require_auth=False)` is for tests only.
 
+The page is `templates/backtests.html.j2` (the report's leaderboard table and styles, plus its own).
+
 `BacktestReportLink` is a global operator extra link ("Backtest report") that only the `rank`
 task of the DAG shows: the run's report, from the date of the run's as-of moment and its run id
 (the folder name `planning.run_folder_name` makes).
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -37,23 +38,22 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from backtest.storage import Location, list_dir, read_bytes, resolve
-from backtest_airflow import report
+from backtest_airflow import layout
+from backtest_airflow.formatting import best_rows, is_synthetic, leaderboard_view, report_columns
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.planning import as_of
 from backtest_airflow.settings import load_settings
+from backtest_airflow.templating import CSP, render
 
 log = logging.getLogger("backtest_airflow.ui")
 
-DAG_ID = "crypto_backtest_daily"
+DAG_ID = layout.DAG_ID
 RANK_TASK_ID = "rank"
 URL_PREFIX = "/backtests"
 URL_ROUTE = "backtests"  # the UI's own route for the embedded page: /plugin/backtests
 DEFAULT_LIMIT = 20
-DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-# What planning.run_folder_name produces, minus names that start with a dot ("." and "..").
-RUN_PATTERN = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]{0,249}")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": report.CSP + "; frame-ancestors 'self'",
+    "Content-Security-Policy": CSP + "; frame-ancestors 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-cache",
@@ -64,15 +64,6 @@ REPORT_HEADERS = {
     **SECURITY_HEADERS,
     "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"] + "; sandbox allow-scripts",
 }
-PAGE_STYLE = """
-.run { margin: 0 0 22px; }
-.run h2 { display: flex; flex-wrap: wrap; align-items: baseline; gap: 10px; margin: 0 0 6px; }
-.run h2 a { font-size: 14px; font-weight: 600; }
-.badge { font-size: 11.5px; font-weight: 700; padding: 2px 7px; border-radius: 10px; }
-.badge.synthetic { background: var(--warn-bg); color: var(--warn-fg); border: 1px solid #e0b400; }
-.badge.failed { background: var(--bad-bg); color: var(--neg); }
-.badge.ok { background: #e3f4ea; color: var(--pos); }
-"""
 
 
 @dataclass(frozen=True)
@@ -86,7 +77,7 @@ class RunRef:
 
 
 def results_root(data_url: str) -> Location:
-    return resolve(data_url).join("results", DAG_ID)
+    return resolve(layout.results_root(data_url))
 
 
 def list_runs(data_url: str, limit: int = DEFAULT_LIMIT) -> list[RunRef]:
@@ -97,16 +88,16 @@ def list_runs(data_url: str, limit: int = DEFAULT_LIMIT) -> list[RunRef]:
     """
     root = results_root(data_url)
     dates = sorted(
-        (n[5:] for n in list_dir(root) if n.startswith("date=") and DATE_PATTERN.fullmatch(n[5:])), reverse=True
+        (n[5:] for n in list_dir(root) if n.startswith("date=") and layout.DATE_PATTERN.fullmatch(n[5:])), reverse=True
     )
     runs: list[RunRef] = []
     for date in dates:
         date_dir = root.join(f"date={date}")
-        names = [n[4:] for n in list_dir(date_dir) if n.startswith("run=") and RUN_PATTERN.fullmatch(n[4:])]
+        names = [n[4:] for n in list_dir(date_dir) if n.startswith("run=") and layout.RUN_PATTERN.fullmatch(n[4:])]
         if not names:
             continue
         folders = [date_dir.join(f"run={name}") for name in names]
-        infos = root.fs.get_file_info([f.join("leaderboard.parquet").path for f in folders])
+        infos = root.fs.get_file_info([f.join(layout.LEADERBOARD_PARQUET).path for f in folders])
         found = [
             RunRef(date, name, folder, info.mtime.timestamp() if info.mtime else 0.0)
             for name, folder, info in zip(names, folders, infos, strict=True)
@@ -120,13 +111,13 @@ def list_runs(data_url: str, limit: int = DEFAULT_LIMIT) -> list[RunRef]:
 
 def run_folder(data_url: str, date: str, run: str) -> Location:
     """The results folder of (date, run), after checking both against the strict patterns (404 otherwise)."""
-    if not DATE_PATTERN.fullmatch(date) or not RUN_PATTERN.fullmatch(run):
+    if not layout.DATE_PATTERN.fullmatch(date) or not layout.RUN_PATTERN.fullmatch(run):
         raise HTTPException(status_code=404, detail="No such run")
     return results_root(data_url).join(f"date={date}", f"run={run}")
 
 
 def read_leaderboard(folder: Location) -> pd.DataFrame | None:
-    data = read_bytes(folder.join("leaderboard.parquet"))
+    data = read_bytes(folder.join(layout.LEADERBOARD_PARQUET))
     return pd.read_parquet(io.BytesIO(data)) if data else None
 
 
@@ -200,21 +191,14 @@ def create_app(data_url: str | None = None, require_auth: bool = True) -> FastAP
     @app.get("/", response_class=HTMLResponse, name="runs")
     def runs_page(request: Request, limit: int = Query(DEFAULT_LIMIT, ge=1, le=100)) -> HTMLResponse:
         url = store()
-        runs = list_runs(url, limit)
-        sections = [_run_section(request, ref) for ref in runs]
-        if not sections:
-            sections = [f'<p class="muted" id="no-runs">No finished run of {report.esc(DAG_ID)} in this store yet.</p>']
-        body = (
-            '<h1>Backtests</h1><p class="muted">The latest runs of <code>'
-            f"{report.esc(DAG_ID)}</code>, newest first (up to {limit}), from <code>{report.esc(url)}</code>. "
-            "Click a column header to sort a leaderboard; open a run's report for its charts.</p>" + "".join(sections)
-        )
-        return HTMLResponse(_page("Backtests", body), headers=SECURITY_HEADERS)
+        runs = [_run_view(request, ref) for ref in list_runs(url, limit)]
+        page = render("backtests.html.j2", title="Backtests", dag_id=DAG_ID, limit=limit, store=url, runs=runs)
+        return HTMLResponse(page, headers=SECURITY_HEADERS)
 
     @app.get("/report/{date}/{run}", response_class=HTMLResponse, name="report")
     def report_page(date: str, run: str) -> HTMLResponse:
         folder = run_folder(store(), date, run)
-        data = read_bytes(folder.join(report.REPORT_FILE))
+        data = read_bytes(folder.join(layout.REPORT_HTML))
         if data is None:
             raise HTTPException(status_code=404, detail="This run has no report")
         return HTMLResponse(data, headers=REPORT_HEADERS)
@@ -222,61 +206,29 @@ def create_app(data_url: str | None = None, require_auth: bool = True) -> FastAP
     return app
 
 
-def _run_section(request: Request, ref: RunRef) -> str:
-    """One run's section; a leaderboard that cannot be read or shown gets a note, not a failed page."""
-    esc = report.esc
-    head = f"<h2><span>{esc(ref.date)} &middot; <code>{esc(ref.run)}</code></span>"
+def _run_view(request: Request, ref: RunRef) -> dict:
+    """One run's section of the page; a leaderboard that cannot be read or shown gets a note
+    (`board` None), not a failed page."""
+    view = {"date": ref.date, "run": ref.run, "anchor": f"run-{ref.date}-{ref.run}", "board": None}
     try:
         table = read_leaderboard(ref.folder)
         if table is None:
             raise ValueError("leaderboard.parquet is gone")
-        return _leaderboard_section(request, ref, table, head)
+        best = best_rows(table)
+        columns = report_columns(best, sweep=len(table) > len(best), compact=True)
+        has_report = ref.folder.fs.get_file_info(ref.folder.join(layout.REPORT_HTML).path).type == pafs.FileType.File
+        return {
+            **view,
+            "board": leaderboard_view(best, columns, f"leaderboard-{ref.date}-{ref.run}"),
+            "failed": int((best["status"] != "ok").sum()),
+            "synthetic": is_synthetic(table),
+            "pairs": len(best),
+            "url": ref.folder.url,
+            "report_url": request.url_for("report", date=ref.date, run=ref.run).path if has_report else None,
+        }
     except Exception as exc:  # any malformed file: missing columns, wrong types, not Parquet
         log.warning("cannot show the leaderboard of %s: %s", ref.folder.url, exc)
-        anchor = f"run-{ref.date}-{ref.run}"
-        return (
-            f'<section class="run unreadable" id="{esc(anchor)}">{head}</h2>'
-            '<p class="muted">Leaderboard unreadable.</p></section>'
-        )
-
-
-def _leaderboard_section(request: Request, ref: RunRef, table: pd.DataFrame, head: str) -> str:
-    esc = report.esc
-    anchor = f"run-{ref.date}-{ref.run}"
-    best = report.best_rows(table)
-    failed = int((best["status"] != "ok").sum())
-    badges = []
-    if report.is_synthetic(table):
-        badges.append('<span class="badge synthetic">SYNTHETIC DATA</span>')
-    badges.append(
-        f'<span class="badge failed">{failed} failed</span>' if failed else '<span class="badge ok">all ok</span>'
-    )
-    has_report = ref.folder.fs.get_file_info(ref.folder.join(report.REPORT_FILE).path).type == pafs.FileType.File
-    link = (
-        f'<a class="report-link" href="{esc(request.url_for("report", date=ref.date, run=ref.run).path)}">Open report</a>'
-        if has_report
-        else '<span class="muted">no report</span>'
-    )
-    sweep = len(table) > len(best)
-    columns = report.report_columns(best, report.COMPACT_COLUMNS, sweep=sweep)
-    columns = [c for c in columns if c in report.COMPACT_COLUMNS or c == "window"]
-    board = report.leaderboard_table(best, columns, f"leaderboard-{ref.date}-{ref.run}")
-    return (
-        f'<section class="run" id="{esc(anchor)}" data-date="{esc(ref.date)}" data-run="{esc(ref.run)}">'
-        f"{head}{''.join(badges)}{link}</h2>"
-        f'<p class="muted">{len(best)} pairs in <code>{esc(ref.folder.url)}</code></p>'
-        f'<div class="panel">{board}</div></section>'
-    )
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{report.CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{report.esc(title)}</title><style>{report.STYLE}{PAGE_STYLE}</style></head>"
-        f"<body><main>{body}</main><script>{report.SORT_SCRIPT}</script></body></html>"
-    )
+        return view
 
 
 # -- the rank task's extra link ----------------------------------------------------------------

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
 from backtest.synthetic import synthetic_candles
-from backtest_airflow import report, ui
+from backtest_airflow import report, templating, ui
+from backtest_airflow.charts import bucket_max, drawdown, load_buy_hold, load_equity, shown_pairs, thin_index
 from backtest_airflow.layout import run_folder_name
 from tests.airflow_helpers import load_daily_dag
 from tests.report_helpers import make_run
@@ -139,7 +140,7 @@ def test_report_shows_every_row_failed_pairs_and_top_and_bottom_curves(finished)
     run = finished["first"]
     page = read_report(run)
     assert leaderboard_symbols(page) == run["table"]["symbol"].tolist()  # in rank order, failed last
-    shown = [s for s, _ in report.shown_pairs(run["table"])]
+    shown = [s for s, _ in shown_pairs(run["table"])]
     ranked = run["table"].dropna(subset=["rank"])["symbol"].tolist()
     assert shown == ranked[:3] + ranked[-3:] and len(ranked) == 7
     charts = re.findall(r'<figure class="chart pair-chart" data-symbol="([A-Z0-9]+)" data-end="(top|bottom)"', page)
@@ -168,23 +169,23 @@ def test_sweep_report_shows_best_windows_hold_out_figures_and_every_row(finished
 def test_buy_hold_and_drawdown_curves_match_the_metrics(finished):
     run = finished["first"]
     for row in run["table"].dropna(subset=["rank"]).to_dict("records"):
-        times, equity = report.load_equity(run["plan"].results_url, row["symbol"])
-        buy_hold = report.load_buy_hold(finished["store"], row["symbol"], times)
+        times, equity = load_equity(run["plan"].results_url, row["symbol"])
+        buy_hold = load_buy_hold(finished["store"], row["symbol"], times)
         assert len(times) == row["bars"]
         assert buy_hold[0] == 1.0 and buy_hold[-1] - 1 == pytest.approx(row["buy_hold_return"], rel=1e-12)
         assert equity[-1] - 1 == pytest.approx(row["total_return"], rel=1e-12)
-        assert report.drawdown(equity).max() == pytest.approx(row["max_drawdown"], rel=1e-12)
-    assert report.load_buy_hold(None, "BTCUSDT", times) is None
-    assert report.load_buy_hold(str(Path(finished["store"]) / "nowhere"), "BTCUSDT", times) is None
+        assert drawdown(equity).max() == pytest.approx(row["max_drawdown"], rel=1e-12)
+    assert load_buy_hold(None, "BTCUSDT", times) is None
+    assert load_buy_hold(str(Path(finished["store"]) / "nowhere"), "BTCUSDT", times) is None
 
 
 def test_thinning_keeps_ends_and_drawdown_depth():
     values = np.zeros(10_000)
     values[4321] = 0.9
-    index = report.thin_index(len(values), 800)
+    index = thin_index(len(values), 800)
     assert index[0] == 0 and index[-1] == len(values) - 1 and len(index) <= 801
-    assert report.bucket_max(values, index).max() == 0.9
-    assert report.thin_index(5).tolist() == [0, 1, 2, 3, 4]
+    assert bucket_max(values, index).max() == 0.9
+    assert thin_index(5).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_report_escapes_text_and_shows_the_cost(finished):
@@ -198,7 +199,7 @@ def test_report_escapes_text_and_shows_the_cost(finished):
     page = report.build_report(run["plan"].results_url, run["table"], info)
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>cheap</b>" not in page and "2 jobs &lt;b&gt;cheap&lt;/b&gt;" in page
-    assert "<img" not in page and "&quot;&gt;&lt;img src=x" in page
+    assert "<img" not in page and "&#34;&gt;&lt;img src=x" in page  # markupsafe writes " as &#34; (was &quot;)
     assert 'id="cost-summary"' in page and "vcpu_hour: 0.04" in page
     failed_only = run["table"][run["table"]["status"] != "ok"]  # no charts: quick
     text_cost = report.build_report(run["plan"].results_url, failed_only, {**run["info"], "cost": "$0.01 <i>"})
@@ -333,10 +334,10 @@ def test_served_pages_run_only_their_own_script(client, finished):
         served = client.get(path)
         csp = served.headers["content-security-policy"]
         script_src = _csp_directive(csp, "script-src")
-        assert script_src == f"script-src {report.SCRIPT_HASH}"
+        assert script_src == f"script-src {templating.SCRIPT_HASH}"
         scripts = re.findall(r"<script>(.*?)</script>", served.text, re.S)
-        assert scripts and {_sha256(s) for s in scripts} == {report.SCRIPT_HASH}  # the page's own script runs
-        assert f"script-src {report.SCRIPT_HASH}" in served.text  # the stored page's own <meta> CSP too
+        assert scripts and {_sha256(s) for s in scripts} == {templating.SCRIPT_HASH}  # the page's own script runs
+        assert f"script-src {templating.SCRIPT_HASH}" in served.text  # the stored page's own <meta> CSP too
     assert "sandbox allow-scripts" in csp  # the report: an opaque origin, away from the UI's session
 
 
@@ -390,3 +391,36 @@ def test_a_malformed_leaderboard_does_not_take_the_page_down(tmp_path, finished)
     }
     assert page.text.count("Leaderboard unreadable.") == 3
     assert sorted(leaderboard_symbols(page.text, "leaderboard-2026-11-01-good")) == sorted(good["symbol"].unique())
+
+
+HOSTILE_SYMBOL = '"><img src=x onerror=alert(3)>'
+HOSTILE_STATUS = "failed: <script>alert(4)</script>"
+
+
+def _with_hostile_row(table: pd.DataFrame) -> pd.DataFrame:
+    row = {"symbol": HOSTILE_SYMBOL, "status": HOSTILE_STATUS, **({"best": True} if "best" in table else {})}
+    return pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+
+
+def assert_escaped(page: str) -> None:
+    assert "<img" not in page and "<script>alert(4)" not in page
+    assert 'data-symbol="&#34;&gt;&lt;img src=x onerror=alert(3)&gt;"' in page  # in an attribute
+    assert "&lt;script&gt;alert(4)&lt;/script&gt;" in page  # in text
+
+
+def test_hostile_values_are_escaped_in_the_report_and_the_page(tmp_path, finished):
+    """Autoescaping: a symbol, status or title with markup in it shows as text, in the report and the page."""
+    run = finished["first"]
+    failed_only = run["table"][run["table"]["status"] != "ok"]  # no charts: quick
+    title = '<script>alert(1)</script>"><img src=x>'
+    page = report.build_report(run["plan"].results_url, _with_hostile_row(failed_only), {**run["info"], "title": title})
+    assert_escaped(page)
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x&gt;</title>" in page
+    assert page.count("<script>") == 1  # the page's own
+
+    store = tmp_path / "store"
+    _write_runs(store, {"hostile": _with_hostile_row(run["table"])})
+    listing = TestClient(ui.create_app(str(store), require_auth=False)).get("/").text
+    assert '<section class="run" id="run-2026-11-01-hostile"' in listing  # shown, not "unreadable"
+    assert_escaped(listing)
+    assert listing.count("<script>") == 1
