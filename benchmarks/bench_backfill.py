@@ -31,7 +31,7 @@ import psutil
 
 from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, parse_time, scheduling_gaps
 
-TASK_RUNNER = re.compile(r"airflow worker -- [0-9a-f-]{36}$")  # a task's process title (task_runner.py)
+TASK_RUNNER = re.compile(r"airflow worker -- [0-9a-f-]{36}")  # a task's process title (task_runner.py)
 
 
 def sample_processes(root: int, stop: threading.Event, peaks: dict[str, int]) -> None:
