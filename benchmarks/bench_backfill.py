@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_backfill [--days 3]
 
-Starts Airflow exactly as `make airflow` does (tests/live_airflow.py, fresh home and store,
+Starts Airflow exactly as `make airflow` does (tests/support/live_airflow.py, fresh home and store,
 synthetic candles, default params: a year of candles, window 15d), runs
 a bad-params trigger (time to its failed run), then `airflow backfill create` for the days, and
 reports:
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, parse_time, scheduling_gaps
+from tests.support import free_port
+from tests.support.live_airflow import DAG_ID, LiveAirflow, concurrency, parse_time, scheduling_gaps
 
 TASK_RUNNER = re.compile(r"airflow worker -- [0-9a-f-]{36}$")  # a task's process title (task_runner.py)
 

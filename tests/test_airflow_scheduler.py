@@ -27,7 +27,8 @@ import pytest
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.local_airflow import PARALLELISM
 from backtest_airflow.settings import EXCHANGE_POOL, pairs_from_file, pool_slots
-from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, parse_time
+from tests.support import free_port
+from tests.support.live_airflow import DAG_ID, LiveAirflow, concurrency, parse_time
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +39,10 @@ RUN_TIMEOUT = 600
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
-    stack = LiveAirflow(
-        home=tmp_path_factory.mktemp("make-airflow"),
-        port=free_port(),
-        extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
-    )
-    try:
-        stack.start()
+    home, settings = tmp_path_factory.mktemp("make-airflow"), {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+    with LiveAirflow(home=home, port=free_port(), extra_env=settings) as stack:
         yield stack
-    finally:
-        leftovers = stack.stop()
-        assert "stopping Airflow" in stack.output() and leftovers == [], leftovers  # Postgres included
+    assert "stopping Airflow" in stack.output() and stack.leftovers == [], stack.leftovers  # Postgres included
 
 
 def z(moment: datetime) -> str:

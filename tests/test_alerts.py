@@ -36,7 +36,9 @@ from backtest.params import parse_time_ms
 from backtest_airflow import alerts
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.settings import load_settings
-from tests.airflow_helpers import environment, load_daily_dag
+from tests.support import environment, free_port
+from tests.support.dag import load_daily_dag
+from tests.support.live_airflow import LiveAirflow
 
 DAG_ID = "crypto_backtest_daily"
 CONN_ID = "aws_alerts"
@@ -216,9 +218,7 @@ def test_message_text_is_sent_verbatim_and_the_subject_fits_sns(notify):
 
 @pytest.fixture
 def scheduler(tmp_path_factory, inbox, moto_server, exchange_factory):
-    """`make airflow` (tests/live_airflow.py) with alerts on, candles from the Binance stand-in."""
-    from tests.live_airflow import LiveAirflow, free_port
-
+    """`make airflow` (tests/support/live_airflow.py) with alerts on, candles from the Binance stand-in."""
     exchange = exchange_factory(symbols=("BTCUSDT", "ETHUSDT"), now_ms=parse_time_ms(NOW))
     settings = {
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
@@ -233,12 +233,10 @@ def scheduler(tmp_path_factory, inbox, moto_server, exchange_factory):
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    stack = LiveAirflow(home=tmp_path_factory.mktemp("airflow-alerts-home"), port=free_port(), extra_env=settings)
-    try:
-        stack.start()
+    with LiveAirflow(
+        home=tmp_path_factory.mktemp("airflow-alerts-home"), port=free_port(), extra_env=settings
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from backtest_airflow import leaderboard
 from backtest_airflow.local_batch import LocalBatchOperator
 from backtest_airflow.planning import RunPlan, as_of, job_kwargs, make_plan
 from backtest_airflow.settings import load_settings
-from tests.airflow_helpers import load_daily_dag
+from tests.support.dag import load_daily_dag
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 CONF = {"pairs": PAIRS, "lookback_days": 30}

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import REPO
+from tests.support import REPO, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..S3..BucketPolicy:UserWarning")
 
@@ -180,9 +179,7 @@ def iam_moto():
     moto's switch (INITIAL_NO_AUTH_ACTION_COUNT, the requests let through before it enforces IAM)
     is process-wide: the shared in-process server of the other tests stays open.
     """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},  # the three requests making the administrator

@@ -1,6 +1,6 @@
 """A live Airflow started exactly as a user starts it: `make airflow`, from a plain shell.
 
-Used by tests/test_airflow_scheduler.py and benchmarks/bench_backfill.py. `make airflow` runs
+Used by tests/test_airflow_scheduler.py, tests/test_alerts.py and benchmarks/bench_backfill.py. `make airflow` runs
 PostgreSQL (pgserver) and api-server, scheduler, dag-processor and triggerer on a free loopback
 port in a temp `AIRFLOW_HOME`; this module talks to it through the REST API and the `airflow` CLI
 (which reads the home's airflow.cfg), and stops it like Ctrl-C would (SIGTERM).
@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DAG_ID = "crypto_backtest_daily"
-AIRFLOW = Path(sys.executable).with_name("airflow")
+from backtest_airflow.layout import DAG_ID
+from tests.support import AIRFLOW, REPO
+
 TERMINAL = ("success", "failed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def plain_shell_env(**extra: str) -> dict[str, str]:
@@ -55,6 +48,18 @@ class LiveAirflow:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     token: str | None = None
+    leftovers: list[str] = field(default_factory=list)  # what `stop` found still running, and killed
+
+    def __enter__(self) -> LiveAirflow:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.leftovers = self.stop()
 
     @property
     def base_url(self) -> str:
