@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import AIRFLOW, REPO, STORE_PAIRS, STORE_SINCE, STORE_UNTIL, airflow_env, environment
+from tests.support import AIRFLOW, REPO, STORE_PAIRS, STORE_SINCE, STORE_UNTIL, airflow_env, aws_env, environment
 
 SHARED_DATA = REPO.parent / "shared" / "data" / "binance-spot-1h"
 _AIRFLOW_HOME = pytest.StashKey[Path]()
@@ -56,9 +56,8 @@ def moto_server():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     try:
-        with environment(AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=None, AWS_REGION="us-east-1", **aws):
+        with environment(**aws_env(endpoint), AWS_ENDPOINT_URL_S3=None, AWS_REGION="us-east-1"):
             yield endpoint
     finally:
         server.stop()

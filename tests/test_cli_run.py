@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,27 +13,12 @@ import pytest
 
 from backtest.errors import InputError
 from backtest.job import RunSpec, backtest
+from backtest.metrics import METRIC_NAMES as METRICS
 from backtest.params import HOUR_MS, parse_time_ms, parse_windows
 from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
 from backtest.synthetic import synthetic_candles
-from tests.support import REPO, STORE_SINCE, STORE_UNTIL, make_candles, run_cli, run_json
-
-METRICS = [
-    "total_return",
-    "buy_hold_return",
-    "cagr",
-    "volatility",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "calmar",
-    "trades",
-    "win_rate",
-    "exposure",
-    "bars",
-    "gaps",
-]
+from tests.support import STORE_SINCE, STORE_UNTIL, backtest_process, make_candles, run_cli, run_json
 
 
 def test_prints_exactly_one_json_object_and_writes_result_files(capsys, store, tmp_path):
@@ -154,26 +138,14 @@ def test_missing_input_file(capsys, tmp_path):
 
 def test_subprocess_entrypoint(store):
     """The container's entrypoint, as a process: stdout is the JSON, stderr the logs."""
-    args = [
-        sys.executable,
-        "-m",
-        "backtest",
-        "run",
-        "--symbol",
-        "BTCUSDT",
-        "--data-url",
-        store,
-        "--start",
-        "2024-04-01",
-    ]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=60)
+    proc = backtest_process("run", "--symbol", "BTCUSDT", "--data-url", store, "--start", "2024-04-01")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     spec = RunSpec("BTCUSDT", "15d", (("15d", 360),), 10.0, start_ms=parse_time_ms("2024-04-01"), data_url=store)
     assert result == backtest(spec)[0]
     assert "INFO backtest: read" in proc.stderr  # logs go to stderr
 
-    bad = subprocess.run([*args[:5], "bad!"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    bad = backtest_process("run", "--symbol", "bad!")
     assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1
 
 
@@ -226,8 +198,7 @@ def test_prices_that_overflow_the_arithmetic_are_bad_data(capsys, tmp_path):
 
 
 def _cli_run(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "backtest", "run", "--symbol", "BTCUSDT", "--window", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60, **kwargs)
+    return backtest_process("run", "--symbol", "BTCUSDT", "--window", "2", *args, **kwargs)
 
 
 def test_inputs_a_retry_cannot_fix_exit_3_not_4(tmp_path):

@@ -4,8 +4,6 @@ a failed pair from the Binance stand-in, bad trigger input, a moved store."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import datetime
 
 import pandas as pd
@@ -14,8 +12,8 @@ import pytest
 from backtest.errors import InputError
 from backtest.params import parse_time_ms
 from backtest_airflow.planning import make_plan
-from tests.support import REPO, environment
-from tests.support.dag import load_daily_dag
+from tests.support import backtest_process, environment
+from tests.support.dag import load_daily_dag, run_daily_dag
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
@@ -28,9 +26,8 @@ def run_folders(data_url) -> list:
 @pytest.mark.slow
 def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
     data_url = tmp_path / "store"
-    dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_SOURCE="synthetic", BACKTEST_DATA_URL=str(data_url))
     conf = {"pairs": PAIRS, "window": "2d", "lookback_days": 30, "rank_by": "sharpe", "fee_bps": 5}
-    dag_run = dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
+    dag_run = run_daily_dag(data_url, conf, LOGICAL_DATE)
     assert dag_run.state == "success"
 
     (folder,) = run_folders(data_url)
@@ -48,14 +45,10 @@ def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
     # Each row equals what `python -m backtest run` prints for that pair and window by itself.
     for row in board.to_dict("records"):
         result = json.loads((folder / f"{row['symbol']}.json").read_text())
-        cli = subprocess.run(
-            [sys.executable, "-m", "backtest", "run", "--symbol", row["symbol"], "--data-url", str(data_url)]
-            + ["--start", result["start"], "--end", result["end"], "--window", "2d", "--fee-bps", "5"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            check=True,
-        )
+        cli = backtest_process(
+            "run", "--symbol", row["symbol"], "--data-url", str(data_url), "--start", result["start"],
+            "--end", result["end"], "--window", "2d", "--fee-bps", "5", check=True,
+        )  # fmt: skip
         alone = json.loads(cli.stdout)
         assert alone == result
         for metric in ("total_return", "sharpe", "max_drawdown", "trades", "bars"):
@@ -78,8 +71,7 @@ def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_pa
         make_plan({"pairs": ["BTCUSDT"], **conf}, "/store", "dag", "run", LOGICAL_DATE)
 
     data_url = tmp_path / "store"
-    dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_DATA_URL=str(data_url))
-    dag_run = dag.test(logical_date=LOGICAL_DATE, run_conf={"pairs": ["BTCUSDT"], **conf})
+    dag_run = run_daily_dag(data_url, {"pairs": ["BTCUSDT"], **conf}, LOGICAL_DATE)
     assert dag_run.state == "failed"
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states["plan"] == "failed"
@@ -118,7 +110,6 @@ def test_moving_the_store_between_runs_in_one_airflow_home_works(airflow_db, tmp
 @pytest.mark.slow
 def test_dag_sweep_holdout_and_chunks(airflow_db, tmp_path):
     data_url = tmp_path / "store"
-    dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_SOURCE="synthetic", BACKTEST_DATA_URL=str(data_url))
     pairs = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
     conf = {
         "pairs": pairs,
@@ -129,7 +120,7 @@ def test_dag_sweep_holdout_and_chunks(airflow_db, tmp_path):
         "rank_on": "out_of_sample",
         "pairs_per_job": 2,
     }
-    dag_run = dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
+    dag_run = run_daily_dag(data_url, conf, LOGICAL_DATE)
     assert dag_run.state == "success"
     mapped = [ti for ti in dag_run.get_task_instances() if ti.task_id in ("refresh", "backtest")]
     assert len(mapped) == 2 * 3  # 5 pairs in chunks of 2: 3 refresh + 3 backtest task instances
@@ -149,9 +140,9 @@ def test_dag_lists_a_failed_pair_without_losing_its_chunk(airflow_db, tmp_path, 
     exchange = exchange_factory(symbols=("BTCUSDT", "ETHUSDT"), now_ms=parse_time_ms("2026-06-20T12:30:00Z"))
     data_url = tmp_path / "store"
     with environment(BINANCE_API_URL=exchange.url):
-        dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_SOURCE="binance", BACKTEST_DATA_URL=str(data_url))
         conf = {"pairs": ["BTCUSDT", "NOPEUSDT", "ETHUSDT"], "window": "1d", "lookback_days": 10, "pairs_per_job": 3}
-        dag_run = dag.test(logical_date=datetime.fromisoformat("2026-06-20T00:00:00+00:00"), run_conf=conf)
+        as_of = datetime.fromisoformat("2026-06-20T00:00:00+00:00")
+        dag_run = run_daily_dag(data_url, conf, as_of, BACKTEST_SOURCE="binance")
     assert dag_run.state == "failed"
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {

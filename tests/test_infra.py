@@ -34,7 +34,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support import REPO, free_port
+from tests.support import REPO, aws_env, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..S3..BucketPolicy:UserWarning")
 
@@ -762,13 +762,7 @@ def test_teardown_deletes_the_stack_but_keeps_the_store_and_the_images(aws, netw
     doomed = deploy(aws, network)
     bucket, repository = doomed.outputs["BucketName"], doomed.params["RepositoryName"]
     if shutil.which("aws"):  # the script, with the AWS CLI, against moto
-        run = subprocess.run(
-            ["bash", str(INFRA / "teardown.sh"), "--stack", doomed.name, "--region", REGION],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=_cli_env(moto_server),
-        )
+        run = infra_script("teardown.sh", "--stack", doomed.name, "--region", REGION, endpoint=moto_server)
         assert run.returncode == 0, run.stderr
         assert f"S3 bucket {bucket} (store {doomed.outputs['DataUrl']};" in run.stdout
         assert f"ECR repository {repository} with its images" in run.stdout
@@ -783,17 +777,15 @@ def test_teardown_deletes_the_stack_but_keeps_the_store_and_the_images(aws, netw
         aws("iam").get_role(RoleName=doomed.outputs["JobRoleArn"].rsplit("/", 1)[1])
 
 
-def _cli_env(endpoint: str) -> dict[str, str]:
-    """The AWS CLI's environment for the moto server (no user config or credentials)."""
-    return {
+def infra_script(name: str, *args: str, endpoint: str) -> subprocess.CompletedProcess:
+    """An infra/ script, its AWS CLI on the moto server (no user config or credentials)."""
+    env = {
         **os.environ,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
+        **aws_env(endpoint),
         "AWS_CONFIG_FILE": "/dev/null",
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     }
+    return subprocess.run(["bash", str(INFRA / name), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_deploy_script_checks_its_input(moto_server):
@@ -804,13 +796,8 @@ def test_deploy_script_checks_its_input(moto_server):
     assert bad.returncode == 2 and "--vcpu needs a value" in bad.stderr
     if not shutil.which("aws"):
         pytest.skip("the AWS CLI is not installed")
-    new = subprocess.run(
-        ["bash", script, "--stack", f"nothing-{uuid.uuid4().hex[:8]}", "--skip-build", "--region", REGION],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_cli_env(moto_server),
-    )
+    stack_name = f"nothing-{uuid.uuid4().hex[:8]}"
+    new = infra_script("deploy.sh", "--stack", stack_name, "--skip-build", "--region", REGION, endpoint=moto_server)
     assert new.returncode == 2 and "a new stack needs --subnets" in new.stderr, new.stderr
 
 

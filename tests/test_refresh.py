@@ -25,7 +25,7 @@ from backtest.params import HOUR_MS, parse_time_ms
 from backtest.refresh import refresh_pair
 from backtest.store import CandleStore
 from tests.exchange import Fault, kline_row
-from tests.support import REPO, assert_same, file_bytes
+from tests.support import REPO, assert_same, backtest_process, file_bytes
 
 SYMBOL = "BTCUSDT"
 SINCE = parse_time_ms("2024-01-01")
@@ -375,8 +375,7 @@ def test_far_from_the_weight_limit_the_client_does_not_wait(exchange_factory, sl
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "backtest", "refresh", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
+    return backtest_process("refresh", *args, env=env)
 
 
 def test_cli_refresh_end_to_end(tmp_path, exchange):

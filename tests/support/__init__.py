@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +58,12 @@ def _set_env(key: str, value: str | None) -> None:
         os.environ.pop(key, None)
     else:
         os.environ[key] = value
+
+
+def aws_env(endpoint: str | None = None) -> dict[str, str]:
+    """Test credentials and region for boto3 and the AWS CLI; with `endpoint`, every client goes there."""
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    return {**env, "AWS_ENDPOINT_URL": endpoint} if endpoint else env
 
 
 def airflow_env(home: Path, data_url: Path | str) -> dict[str, str]:
@@ -125,7 +132,15 @@ def reference_backtest(opens, closes, window: int, first_bar: int, fee: float) -
     return positions, equity
 
 
-# -- the job's CLI, in this process ----------------------------------------------------------------
+# -- the job's CLI ---------------------------------------------------------------------------------
+
+
+def backtest_process(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m backtest ARGS` (the container's entrypoint) as a process from the repo root; its
+    output captured as text. `kwargs` go to subprocess.run (env, timeout: 120 s, ...)."""
+    kwargs.setdefault("timeout", 120)
+    command = [sys.executable, "-m", "backtest", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, **kwargs)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -38,6 +38,21 @@ def load_daily_dag(**settings: str):
     return module.crypto_backtest_daily_dag
 
 
+def run_daily_dag(data_url: Path | str, conf: dict, logical_date: datetime, **settings: str):
+    """One run of the daily DAG under dag.test(); its DagRun. The DAG is parsed in local mode on
+    synthetic candles with the store at `data_url`, unless `settings` (BACKTEST_*) say otherwise.
+
+    The settings apply to parsing this DAG object only: dag.test() also parses the DAG folder into
+    the session's DB, with the session's settings."""
+    settings = {
+        "BACKTEST_EXECUTOR": "local",
+        "BACKTEST_SOURCE": "synthetic",
+        "BACKTEST_DATA_URL": str(data_url),
+        **settings,
+    }
+    return load_daily_dag(**settings).test(logical_date=logical_date, run_conf=conf)
+
+
 def make_run(
     data_url: str,
     pairs: list[str],
