@@ -25,7 +25,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from itertools import product
@@ -804,28 +803,18 @@ def test_deploy_script_checks_its_input(moto_server):
 # ---------------------------------------------------------------------------------- the DAG on the stack
 
 
-@contextmanager
-def moto_batch_without_docker(endpoint: str):
-    """moto's Batch marks submitted jobs SUCCEEDED instead of running their containers."""
-
-    def config(body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{endpoint}/moto-api/config", data=data, method="POST" if data else "GET")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    saved = config()
-    config({"batch": {"use_docker": False}})
-    try:
-        yield
-    finally:
-        config({"batch": saved["batch"]})
-
-
 @pytest.mark.slow
 def test_dag_batch_mode_runs_on_the_stack_outputs(airflow_db, aws, stack, moto_server, monkeypatch):
-    """tests/test_dag_batch.py's batch-mode run, configured from the stack's outputs only."""
-    from tests.test_dag_batch import PAIRS, Batch, assert_jobs_are_the_plans, environment_of, planned, run_batch_dag
+    """tests/test_dag_batch.py's batch-mode run (tests/support/batch.py), configured from the stack's outputs only."""
+    from tests.support.batch import (
+        PAIRS,
+        Batch,
+        assert_jobs_are_the_plans,
+        environment_of,
+        moto_batch_without_docker,
+        planned,
+        run_batch_dag,
+    )
 
     out = stack.outputs
     batch = Batch(
