@@ -133,7 +133,12 @@ class LiveAirflow:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def unpause(self) -> None:
+    def unpause(self, timeout: float = 120) -> None:
+        """Unpause the DAG, once the dag-processor has parsed it: `make airflow` says it is ready when
+        its components are healthy, which can be a moment before the DAG file is parsed."""
+        deadline = time.monotonic() + timeout
+        while self.request("GET", f"/api/v2/dags/{DAG_ID}")[0] == 404 and time.monotonic() < deadline:
+            time.sleep(1)
         self.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
 
     def trigger(self, conf: dict, logical_date: str | None = None) -> dict:
