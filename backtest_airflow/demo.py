@@ -15,8 +15,12 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backtest_airflow import layout
+
+if TYPE_CHECKING:
+    from airflow.models.dagrun import DagRun
 
 
 def quiet_third_party_warnings() -> None:
@@ -26,14 +30,18 @@ def quiet_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", message="Multiple rows returned with uselist=False")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--date", default="2026-11-01", help="logical date of the run (default 2026-11-01)")
-    parser.add_argument("--pairs", type=int, default=0, help="use this many synthetic pairs instead of the list")
-    parser.add_argument("--window", help="override the window param (e.g. 15d, or a sweep 1d:60d:1d)")
-    parser.add_argument("--lookback-days", type=int, help="override the lookback_days param")
-    args = parser.parse_args()
+class DagImportError(RuntimeError):
+    """The DAG folder did not import cleanly."""
 
+
+def run_demo(
+    date: str = "2026-11-01", pairs: int = 0, window: str | None = None, lookback_days: int | None = None
+) -> tuple[DagRun, Path, float]:
+    """One run of the daily DAG under dag.test() in this process, with the environment's settings
+    (AIRFLOW_HOME, BACKTEST_DATA_URL, ...): (the DAG run, its results folder, seconds dag.test took).
+
+    Migrates the metadata DB first; `pairs` > 0 backtests that many synthetic pairs instead of the
+    configured list; `window` and `lookback_days` override those params."""
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
@@ -41,23 +49,36 @@ def main() -> int:
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
-        print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
-        return 1
+        raise DagImportError(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag(layout.DAG_ID)
     conf = {}
-    if args.pairs:
-        conf["pairs"] = [f"SYN{i:04d}USDT" for i in range(args.pairs)]
-    if args.window:
-        conf["window"] = args.window
-    if args.lookback_days:
-        conf["lookback_days"] = args.lookback_days
+    if pairs:
+        conf["pairs"] = [f"SYN{i:04d}USDT" for i in range(pairs)]
+    if window:
+        conf["window"] = window
+    if lookback_days:
+        conf["lookback_days"] = lookback_days
     quiet_third_party_warnings()  # after Airflow's imports, which install filters of their own
     began = time.perf_counter()
-    logical_date = datetime.fromisoformat(args.date + "T00:00:00+00:00")
+    logical_date = datetime.fromisoformat(date + "T00:00:00+00:00")
     dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     elapsed = time.perf_counter() - began
+    return dag_run, Path(layout.results_url(os.environ["BACKTEST_DATA_URL"], date, dag_run.run_id)), elapsed
 
-    folder = Path(layout.results_url(os.environ["BACKTEST_DATA_URL"], args.date, dag_run.run_id))
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--date", default="2026-11-01", help="logical date of the run (default 2026-11-01)")
+    parser.add_argument("--pairs", type=int, default=0, help="use this many synthetic pairs instead of the list")
+    parser.add_argument("--window", help="override the window param (e.g. 15d, or a sweep 1d:60d:1d)")
+    parser.add_argument("--lookback-days", type=int, help="override the lookback_days param")
+    args = parser.parse_args()
+    try:
+        dag_run, folder, elapsed = run_demo(args.date, args.pairs, args.window, args.lookback_days)
+    except DagImportError as error:
+        print(error, file=sys.stderr)
+        return 1
+
     print()
     if (folder / layout.LEADERBOARD_MD).exists():
         print((folder / layout.LEADERBOARD_MD).read_text())

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_backfill [--days 3]
 
-Starts Airflow exactly as `make airflow` does (tests/live_airflow.py, fresh home and store,
+Starts Airflow exactly as `make airflow` does (tests/support/live_airflow.py, fresh home and store,
 synthetic candles, default params: a year of candles, window 15d), runs
 a bad-params trigger (time to its failed run), then `airflow backfill create` for the days, and
 reports:
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, parse_time, scheduling_gaps
+from tests.support import free_port
+from tests.support.live_airflow import DAG_ID, LiveAirflow, concurrency, queued_seconds, scheduling_gaps
 
 TASK_RUNNER = re.compile(r"airflow worker -- [0-9a-f-]{36}")  # a task's process title (task_runner.py)
 
@@ -65,12 +66,10 @@ def main() -> int:
         stack.start()
         print(f"make airflow ready in {time.perf_counter() - began:.1f} s")
         try:
-            stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+            stack.unpause()
             bad = {"pairs": ["btc-usd"], "window": "abc", "fee_bps": -3, "windw": 5}
-            run = stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": bad})
-            (failed,) = stack.wait_for_runs([run["dag_run_id"]], timeout=300)
-            took = (parse_time(failed["end_date"]) - parse_time(failed["queued_at"])).total_seconds()
-            print(f"bad params: run {failed['state']} {took:.1f} s after it was queued")
+            failed = stack.run_to_end(bad)
+            print(f"bad params: run {failed['state']} {queued_seconds(failed):.1f} s after it was queued")
             stop, peaks = threading.Event(), {}
             sampler = threading.Thread(target=sample_processes, args=(stack.process.pid, stop, peaks), daemon=True)
             sampler.start()

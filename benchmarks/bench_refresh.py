@@ -34,8 +34,7 @@ from pathlib import Path
 from backtest import binance
 from backtest.params import parse_time_ms
 from backtest.refresh import refresh_pair
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO, aws_env, free_port
 
 SYMBOL = "BTCUSDT"
 UNTIL = parse_time_ms("2026-01-01")  # the cold refresh: 730 days before this
@@ -68,12 +67,6 @@ def start_exchange() -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_moto() -> tuple[subprocess.Popen, str] | None:
     server = Path(sys.executable).with_name("moto_server")
     if not server.exists():
@@ -93,13 +86,7 @@ def start_moto() -> tuple[subprocess.Popen, str] | None:
     else:
         proc.terminate()
         return None
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
+    os.environ.update(aws_env(endpoint), AWS_REGION="us-east-1")
     os.environ.pop("AWS_ENDPOINT_URL_S3", None)
     return proc, endpoint
 

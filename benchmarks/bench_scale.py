@@ -7,15 +7,16 @@ each pair count, in one fresh store and AIRFLOW_HOME:
   1. cold: the first run refreshes 3 years + warm-up per pair, then backtests one window (15d);
   2. daily: the next day's run, one window (incremental refresh of 24 candles per pair);
   3. sweep: the same day again with 60 windows (1d:60d:1d).
-Each run is a `make demo`-style process (dag.test, runs task instances one after another).
-Reported: wall time, per pair, peak memory (largest process: the DAG runner or a job), and
-the number of task instances. Then the engine alone: a 60-window sweep over 24,000 bars.
+Each run is `make demo`'s run_demo (dag.test, runs task instances one after another), in one
+process per pair count.
+Reported: wall time (DB migration, DAG parse and dag.test), per pair, peak memory so far
+(largest process: the DAG runner or a job), and the number of task instances. Then the engine alone: a 60-window sweep over 24,000 bars.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import os
 import resource
 import subprocess
 import sys
@@ -23,28 +24,36 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_dag import airflow_env
+from tests.support import REPO, airflow_env
 
-REPO = Path(__file__).resolve().parents[1]
+RUNS = (  # label, logical date, window
+    ("cold store, 1 window (15d)", "2026-11-01", "15d"),
+    ("next day, 1 window (15d)", "2026-11-02", "15d"),
+    ("same day, 60 windows", "2026-11-02", "1d:60d:1d"),
+)
 
 
-def dag_run(env: dict, pairs: int, date: str, window: str) -> tuple[float, int, float]:
-    """(wall seconds, task instances, peak RSS in MiB of the largest process) of one DAG run."""
-    began = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "backtest_airflow.demo", "--date", date, "--pairs", str(pairs)]
-        + ["--window", window, "--lookback-days", "1095"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    wall = time.perf_counter() - began
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    match = re.search(r": success in [0-9.]+ s, ([0-9]+) task instances", done.stdout)
-    if not match:
-        raise SystemExit(f"DAG run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return wall, int(match.group(1)), peak_mib
+def dag_runs(pairs: int) -> None:
+    """The three runs of one pair count in this process, in a fresh AIRFLOW_HOME and store (set
+    before Airflow is imported: hence one process per pair count); a line each."""
+    from backtest_airflow.demo import run_demo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.update(airflow_env(Path(tmp) / "airflow", Path(tmp) / "store"))
+        for label, date, window in RUNS:
+            began = time.perf_counter()
+            dag_run, _, _ = run_demo(date, pairs, window, lookback_days=1095)
+            wall = time.perf_counter() - began
+            if dag_run.state != "success":
+                raise SystemExit(f"DAG run {dag_run.run_id}: {dag_run.state}")
+            peak_mib = max(
+                resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            )
+            tasks = len(dag_run.get_task_instances())
+            print(
+                f"{pairs:>6} {label:<28} {tasks:>5} {wall:>8.1f} {wall / pairs * 1000:>8.1f} {peak_mib / 1024:>9.0f}",
+                flush=True,
+            )
 
 
 def engine_sweep_ms() -> float:
@@ -74,28 +83,16 @@ def engine_sweep_ms() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--dag-runs-only", action="store_true", help=argparse.SUPPRESS)  # one pair count's process
     args = parser.parse_args()
+    if args.dag_runs_only:
+        dag_runs(args.pairs[0])
+        return
     print(f"engine alone: 60-window sweep (1d..60d) over 24,000 bars, with metrics: {engine_sweep_ms():.1f} ms")
-    print(f"{'pairs':>6} {'run':<28} {'tasks':>5} {'wall s':>8} {'ms/pair':>8} {'peak MiB':>9}")
+    print(f"{'pairs':>6} {'run':<28} {'tasks':>5} {'wall s':>8} {'ms/pair':>8} {'peak MiB':>9}", flush=True)
     for pairs in args.pairs:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = airflow_env(Path(tmp) / "airflow", Path(tmp) / "store")
-            subprocess.run(
-                [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-            for label, date, window in (
-                ("cold store, 1 window (15d)", "2026-11-01", "15d"),
-                ("next day, 1 window (15d)", "2026-11-02", "15d"),
-                ("same day, 60 windows", "2026-11-02", "1d:60d:1d"),
-            ):
-                wall, tasks, peak = dag_run(env, pairs, date, window)
-                print(
-                    f"{pairs:>6} {label:<28} {tasks:>5} {wall:>8.1f} {wall / pairs * 1000:>8.1f} {peak:>9.0f}",
-                    flush=True,
-                )
+        command = [sys.executable, "-m", "benchmarks.bench_scale", "--dag-runs-only", "--pairs", str(pairs)]
+        subprocess.run(command, cwd=REPO, check=True)
 
 
 if __name__ == "__main__":

@@ -1,42 +1,50 @@
-"""Shared fixtures: a real S3 API (moto's server on loopback) and store URLs on S3 and on disk."""
+"""Fixtures of the test session: its Airflow home, a real S3 API (moto's server on loopback), stores
+on S3 and on disk, the Binance stand-in. Importing this file changes nothing: the session's
+environment is set up by `pytest_configure` and undone by `pytest_unconfigure`."""
 
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "binance-spot-1h"
+from tests.support import AIRFLOW, REPO, STORE_PAIRS, STORE_SINCE, STORE_UNTIL, airflow_env, aws_env, environment
 
-# Airflow reads its configuration when first imported, so the test session's AIRFLOW_HOME (a
-# fresh temp folder with a SQLite DB) is set here, before any test module imports airflow.
-AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
-AIRFLOW_ENV = {
-    "AIRFLOW_HOME": str(AIRFLOW_HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "backtest_airflow.settings.SQLITE_CONNECT_ARGS",
-    "BACKTEST_DATA_URL": str(AIRFLOW_HOME / "backtest-data"),
-    "BACKTEST_TASK_RETRIES": "0",
-}
-os.environ.update(AIRFLOW_ENV)
+SHARED_DATA = REPO.parent / "shared" / "data" / "binance-spot-1h"
+_AIRFLOW_HOME = pytest.StashKey[Path]()
+_SESSION = pytest.StashKey[ExitStack]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's AIRFLOW_HOME (a fresh temp folder, SQLite DB) and settings, in os.environ.
+
+    Airflow reads its configuration when first imported: this runs before any test module is
+    collected, so before any of them imports airflow."""
+    home = Path(tempfile.mkdtemp(prefix="airflow-home-"))
+    session = ExitStack()
+    session.callback(shutil.rmtree, home, ignore_errors=True)
+    session.enter_context(
+        environment(**airflow_env(home, home / "backtest-data"), AIRFLOW__CORE__UNIT_TEST_MODE="False")
+    )
+    config.stash[_AIRFLOW_HOME], config.stash[_SESSION] = home, session
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The environment as it was before the session; its Airflow home deleted."""
+    if _SESSION in config.stash:
+        config.stash[_SESSION].close()
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> Path:
+def airflow_db(pytestconfig) -> Path:
     """The session's Airflow metadata DB (SQLite), migrated once."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
-    return AIRFLOW_HOME
+    subprocess.run([str(AIRFLOW), "db", "migrate"], check=True, capture_output=True, timeout=300)
+    return pytestconfig.stash[_AIRFLOW_HOME]
 
 
 @pytest.fixture(scope="session")
@@ -48,34 +56,11 @@ def moto_server():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in _AWS_ENV}
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
-    os.environ.pop("AWS_ENDPOINT_URL_S3", None)
     try:
-        yield endpoint
+        with environment(**aws_env(endpoint), AWS_ENDPOINT_URL_S3=None, AWS_REGION="us-east-1"):
+            yield endpoint
     finally:
         server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-_AWS_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-)
 
 
 @pytest.fixture
@@ -95,6 +80,18 @@ def store_url(request, tmp_path) -> str:
         return str(tmp_path / "store")
     bucket = request.getfixturevalue("s3_bucket")
     return f"s3://{bucket}/prefix"
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """A local store holding synthetic candles of STORE_PAIRS from STORE_SINCE to STORE_UNTIL."""
+    from backtest.store import CandleStore
+    from backtest.synthetic import synthetic_candles
+
+    url = str(tmp_path / "store")
+    for symbol in STORE_PAIRS:
+        CandleStore(url).write(symbol, synthetic_candles(symbol, STORE_SINCE, STORE_UNTIL), "synthetic")
+    return url
 
 
 @pytest.fixture

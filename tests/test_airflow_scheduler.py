@@ -27,7 +27,8 @@ import pytest
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.local_airflow import PARALLELISM
 from backtest_airflow.settings import EXCHANGE_POOL, pairs_from_file, pool_slots
-from tests.live_airflow import DAG_ID, LiveAirflow, concurrency, free_port, parse_time
+from tests.support import free_port
+from tests.support.live_airflow import DAG_ID, LiveAirflow, concurrency, parse_time, queued_seconds
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +39,10 @@ RUN_TIMEOUT = 600
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
-    stack = LiveAirflow(
-        home=tmp_path_factory.mktemp("make-airflow"),
-        port=free_port(),
-        extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
-    )
-    try:
-        stack.start()
+    home, settings = tmp_path_factory.mktemp("make-airflow"), {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+    with LiveAirflow(home=home, port=free_port(), extra_env=settings) as stack:
         yield stack
-    finally:
-        leftovers = stack.stop()
-        assert "stopping Airflow" in stack.output() and leftovers == [], leftovers  # Postgres included
+    assert "stopping Airflow" in stack.output() and stack.leftovers == [], stack.leftovers  # Postgres included
 
 
 def z(moment: datetime) -> str:
@@ -119,18 +113,17 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def test_bad_params_fail_the_run_in_seconds_without_a_retry(airflow):
-    airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    airflow.unpause()
     conf = {"pairs": ["btc-usd"], "window": "abc", "fee_bps": -3, "windw": 5}
-    run = airflow.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
-    (failed,) = airflow.wait_for_runs([run["dag_run_id"]], timeout=120)
+    failed = airflow.run_to_end(conf, timeout=120)
     assert failed["state"] == "failed"
-    took = (parse_time(failed["end_date"]) - parse_time(failed["queued_at"])).total_seconds()
+    took = queued_seconds(failed)
     assert took < 60, took
-    tis = {ti["task_id"]: ti for ti in airflow.task_instances(run["dag_run_id"])}
+    tis = {ti["task_id"]: ti for ti in airflow.task_instances(failed["dag_run_id"])}
     assert tis["plan"]["state"] == "failed" and tis["plan"]["try_number"] == 1  # not retried (retries: 2)
     assert tis["rank"]["state"] == "upstream_failed" and tis["rank"]["pid"] is None  # never ran
     assert {tis[task]["state"] for task in ("jobs", "refresh", "backtest", "candles")} == {"upstream_failed"}
-    log = airflow.task_log(run["dag_run_id"], "plan")
+    log = airflow.task_log(failed["dag_run_id"], "plan")
     for problem in ("unknown param(s) 'windw'", "invalid symbol(s) 'btc-usd'", "invalid window 'abc'", "invalid fee"):
         assert problem in log
     assert not (airflow.store / "candles").exists()  # nothing refreshed, nothing launched
@@ -143,11 +136,10 @@ def test_bad_params_fail_the_run_in_seconds_without_a_retry(airflow):
 
 
 def test_every_trigger_path_and_two_backfills_succeed_point_in_time(airflow):
-    airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    runs_path = f"/api/v2/dags/{DAG_ID}/dagRuns"
+    airflow.unpause()
     # The UI form and REST: with a logical date, and without one (as of the hour it was queued in).
-    with_date = airflow.api("POST", runs_path, {"logical_date": "2026-11-20T00:00:00Z", "conf": SMALL})
-    without_date = airflow.api("POST", runs_path, {"logical_date": None, "conf": SMALL})
+    with_date = airflow.trigger(SMALL, "2026-11-20T00:00:00Z")
+    without_date = airflow.trigger(SMALL)
     # `airflow dags trigger`, with no logical date.
     cli = airflow.cli("dags", "trigger", DAG_ID, "--conf", json.dumps(SMALL), "--output", "json")
     assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]

@@ -36,7 +36,9 @@ from backtest.params import parse_time_ms
 from backtest_airflow import alerts
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.settings import load_settings
-from tests.airflow_helpers import environment, load_daily_dag
+from tests.support import aws_env, environment, free_port
+from tests.support.dag import load_daily_dag, run_daily_dag
+from tests.support.live_airflow import LiveAirflow
 
 DAG_ID = "crypto_backtest_daily"
 CONN_ID = "aws_alerts"
@@ -98,15 +100,11 @@ def notify(inbox, moto_server, monkeypatch) -> Inbox:
 
 
 def run_dag(data_url: Path, conf: dict, exchange=None):
-    """The project's DAG under dag.test(), local mode; with `exchange`, candles from the stand-in.
-
-    The BACKTEST_* settings apply to parsing this DAG object only (as in the other DAG tests):
-    dag.test() also parses the DAG folder into the session's DB, with the session's settings.
-    """
-    settings = {"BACKTEST_EXECUTOR": "local", "BACKTEST_DATA_URL": str(data_url)}
-    settings["BACKTEST_SOURCE"] = "binance" if exchange else "synthetic"
-    with environment(**({"BINANCE_API_URL": exchange.url} if exchange else {})):
-        return load_daily_dag(**settings).test(logical_date=LOGICAL_DATE, run_conf=conf)
+    """The project's DAG under dag.test(), local mode; with `exchange`, candles from the stand-in."""
+    if exchange is None:
+        return run_daily_dag(data_url, conf, LOGICAL_DATE)
+    with environment(BINANCE_API_URL=exchange.url):
+        return run_daily_dag(data_url, conf, LOGICAL_DATE, BACKTEST_SOURCE="binance")
 
 
 def results_folder(data_url: Path, run_id: str, date: str = "2026-06-20") -> Path:
@@ -216,9 +214,7 @@ def test_message_text_is_sent_verbatim_and_the_subject_fits_sns(notify):
 
 @pytest.fixture
 def scheduler(tmp_path_factory, inbox, moto_server, exchange_factory):
-    """`make airflow` (tests/live_airflow.py) with alerts on, candles from the Binance stand-in."""
-    from tests.live_airflow import LiveAirflow, free_port
-
+    """`make airflow` (tests/support/live_airflow.py) with alerts on, candles from the Binance stand-in."""
     exchange = exchange_factory(symbols=("BTCUSDT", "ETHUSDT"), now_ms=parse_time_ms(NOW))
     settings = {
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
@@ -229,31 +225,24 @@ def scheduler(tmp_path_factory, inbox, moto_server, exchange_factory):
         "BACKTEST_NOTIFY_SNS_TOPIC_ARN": inbox.topic_arn,
         "BACKTEST_AWS_CONN_ID": CONN_ID,
         f"AIRFLOW_CONN_{CONN_ID.upper()}": aws_connection(moto_server),  # the only way to moto
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **aws_env(),
     }
-    stack = LiveAirflow(home=tmp_path_factory.mktemp("airflow-alerts-home"), port=free_port(), extra_env=settings)
-    try:
-        stack.start()
+    with LiveAirflow(
+        home=tmp_path_factory.mktemp("airflow-alerts-home"), port=free_port(), extra_env=settings
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.mark.slow
 def test_in_a_real_scheduler_the_dag_processor_publishes_the_alerts(scheduler, inbox):
     """Three runs through the REST API: bad input, a digest with a failed pair, a run failed by that pair."""
-    scheduler.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    scheduler.unpause()
     confs = {
         "2026-06-18T00:00:00Z": BAD_CONF,
         "2026-06-19T00:00:00Z": {**CONF, "allow_failed_pairs": True},
         "2026-06-20T00:00:00Z": CONF,
     }
-    run_ids = [
-        scheduler.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": date, "conf": conf})["dag_run_id"]
-        for date, conf in confs.items()
-    ]
+    run_ids = [scheduler.trigger(conf, date)["dag_run_id"] for date, conf in confs.items()]
     runs = {run["logical_date"]: run for run in scheduler.wait_for_runs(run_ids, timeout=300)}
     assert [runs[date]["state"] for date in confs] == ["failed", "success", "failed"]
     messages = {message["Subject"]: message["Message"] for message in inbox.messages(3, timeout=90)}

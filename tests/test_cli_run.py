@@ -1,54 +1,24 @@
-"""`python -m backtest run`: one JSON object out, result files, and clean failures."""
+"""`python -m backtest run`: one JSON object out, result files, clean failures; window sweeps, hold-out
+and a chunk of pairs in one job."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from backtest.cli import main
+from backtest.errors import InputError
 from backtest.job import RunSpec, backtest
-from backtest.params import HOUR_MS, parse_time_ms
+from backtest.metrics import METRIC_NAMES as METRICS
+from backtest.params import HOUR_MS, parse_time_ms, parse_windows
 from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
 from backtest.synthetic import synthetic_candles
-from tests.conftest import REPO
-from tests.helpers import make_candles
-
-METRICS = [
-    "total_return",
-    "buy_hold_return",
-    "cagr",
-    "volatility",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "calmar",
-    "trades",
-    "win_rate",
-    "exposure",
-    "bars",
-    "gaps",
-]
-SINCE, UNTIL = parse_time_ms("2024-01-01"), parse_time_ms("2024-05-01")
-
-
-@pytest.fixture
-def store(tmp_path) -> str:
-    url = str(tmp_path / "store")
-    CandleStore(url).write("BTCUSDT", synthetic_candles("BTCUSDT", SINCE, UNTIL), "synthetic")
-    return url
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(["run", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.support import STORE_SINCE, STORE_UNTIL, backtest_process, make_candles, run_cli, run_json
 
 
 def test_prints_exactly_one_json_object_and_writes_result_files(capsys, store, tmp_path):
@@ -110,7 +80,7 @@ def test_input_file_parquet_and_csv_agree_with_the_store(capsys, store, tmp_path
 
 def test_s3_store_and_results(capsys, s3_bucket):
     url = f"s3://{s3_bucket}/data"
-    CandleStore(url).write("ETHUSDT", synthetic_candles("ETHUSDT", SINCE, UNTIL), "synthetic")
+    CandleStore(url).write("ETHUSDT", synthetic_candles("ETHUSDT", STORE_SINCE, STORE_UNTIL), "synthetic")
     results = f"s3://{s3_bucket}/results/run-1"
     code, out, _ = run_cli(
         capsys, "--symbol", "ETHUSDT", "--data-url", url, "--start", "2024-04-01", "--results-url", results
@@ -168,26 +138,14 @@ def test_missing_input_file(capsys, tmp_path):
 
 def test_subprocess_entrypoint(store):
     """The container's entrypoint, as a process: stdout is the JSON, stderr the logs."""
-    args = [
-        sys.executable,
-        "-m",
-        "backtest",
-        "run",
-        "--symbol",
-        "BTCUSDT",
-        "--data-url",
-        store,
-        "--start",
-        "2024-04-01",
-    ]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=60)
+    proc = backtest_process("run", "--symbol", "BTCUSDT", "--data-url", store, "--start", "2024-04-01")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     spec = RunSpec("BTCUSDT", "15d", (("15d", 360),), 10.0, start_ms=parse_time_ms("2024-04-01"), data_url=store)
     assert result == backtest(spec)[0]
     assert "INFO backtest: read" in proc.stderr  # logs go to stderr
 
-    bad = subprocess.run([*args[:5], "bad!"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    bad = backtest_process("run", "--symbol", "bad!")
     assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1
 
 
@@ -240,8 +198,7 @@ def test_prices_that_overflow_the_arithmetic_are_bad_data(capsys, tmp_path):
 
 
 def _cli_run(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "backtest", "run", "--symbol", "BTCUSDT", "--window", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60, **kwargs)
+    return backtest_process("run", "--symbol", "BTCUSDT", "--window", "2", *args, **kwargs)
 
 
 def test_inputs_a_retry_cannot_fix_exit_3_not_4(tmp_path):
@@ -299,3 +256,66 @@ def test_a_file_url_with_a_host_is_refused(capsys, store, tmp_path):
     )
     assert rc == 3 and out == "" and "file URL file://tmp/x names a host 'tmp'" in err
     assert not os.path.exists("/x")
+
+
+# -- window sweeps, hold-out, a chunk of pairs ---------------------------------------------------
+
+
+def test_window_lists_and_ranges():
+    assert parse_windows("5d,10d,360") == [("5d", 120), ("10d", 240), ("360", 360)]
+    assert [bars for _, bars in parse_windows("1d:60d:1d")] == list(range(24, 1441, 24))
+    assert parse_windows("12h:2d:12h") == [("12h", 12), ("1d", 24), ("36h", 36), ("2d", 48)]
+    for bad in ("5d:1d:1d", "1d:2d", "1d:2d:0", "1d:2000d:1h"):
+        with pytest.raises(InputError):
+            parse_windows(bad)
+
+
+def test_sweep_equals_single_window_runs(capsys, store):
+    base = ["--symbol", "BTCUSDT", "--data-url", store, "--start", "2024-03-01", "--end", "2024-05-01"]
+    _, (sweep,) = run_json(capsys, *base, "--window", "2d,5d,15d", "--select-by", "sharpe")
+    assert [item["window"] for item in sweep["sweep"]] == ["2d", "5d", "15d"]
+    for item in sweep["sweep"]:
+        _, (alone,) = run_json(capsys, *base, "--window", item["window"])
+        for metric in ("total_return", "sharpe", "max_drawdown", "trades", "bars"):
+            assert item[metric] == alone[metric], (item["window"], metric)
+    best = max(sweep["sweep"], key=lambda item: item["sharpe"])
+    assert sweep["best_window"] == best["window"] and sweep["sharpe"] == best["sharpe"]
+
+
+def test_holdout_splits_in_and_out_of_sample(capsys, store):
+    base = ["--symbol", "ETHUSDT", "--data-url", store, "--fee-bps", "10"]
+    _, (result,) = run_json(
+        capsys, *base, "--start", "2024-03-01", "--end", "2024-05-01", "--window", "1d,3d", "--holdout-days", "10"
+    )
+    assert result["split"] == "2024-04-21T00:00:00Z"
+    for item in result["sweep"]:
+        _, (inside,) = run_json(
+            capsys, *base, "--start", "2024-03-01", "--end", "2024-04-21", "--window", item["window"]
+        )
+        _, (outside,) = run_json(
+            capsys, *base, "--start", "2024-04-21", "--end", "2024-05-01", "--window", item["window"]
+        )
+        assert item["total_return"] == inside["total_return"] and item["bars"] == inside["bars"]
+        assert item["oos"]["total_return"] == outside["total_return"] and item["oos"]["bars"] == 10 * 24
+    best = max(result["sweep"], key=lambda item: item["total_return"])
+    assert result["best_window"] == best["window"] and result["oos"] == best["oos"]
+
+
+def test_one_failing_pair_in_a_chunk_keeps_the_others(capsys, store, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    monkeypatch.setenv("BACKTEST_JOB_NAME", "job-1")
+    monkeypatch.setenv("BACKTEST_JOB_VCPU", "0.5")
+    monkeypatch.setenv("BACKTEST_JOB_MEMORY_MIB", "1024")
+    code, lines = run_json(
+        capsys, "--symbol", "BTCUSDT,DOGEUSDT,ETHUSDT", "--data-url", store, "--start", "2024-04-01",
+        "--results-url", str(results),
+    )  # fmt: skip
+    assert code == 3
+    assert [line["symbol"] for line in lines] == ["BTCUSDT", "DOGEUSDT", "ETHUSDT"]
+    assert "no candles stored for DOGEUSDT" in lines[1]["error"]
+    assert (results / "BTCUSDT.json").exists() and (results / "ETHUSDT.json").exists()
+    assert not (results / "DOGEUSDT.json").exists()
+    assert json.loads((results / "DOGEUSDT.error.json").read_text())["exit_code"] == 3
+    record = json.loads((results / "_jobs" / "job-1.json").read_text())
+    assert record["symbols"] == ["BTCUSDT", "DOGEUSDT", "ETHUSDT"] and record["failed"] == ["DOGEUSDT"]
+    assert record["vcpu"] == 0.5 and record["memory_mib"] == 1024 and record["wall_seconds"] > 0

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.request
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -27,37 +24,19 @@ import pytest
 
 from backtest_airflow import leaderboard
 from backtest_airflow.local_batch import LocalBatchOperator
-from backtest_airflow.planning import RunPlan, as_of, job_kwargs, make_plan
-from backtest_airflow.settings import load_settings
-from tests.airflow_helpers import load_daily_dag
+from backtest_airflow.planning import RunPlan
+from tests.support.batch import (
+    PAIRS,
+    POLL_SECONDS,
+    Batch,
+    assert_jobs_are_the_plans,
+    moto_batch_without_docker,
+    planned,
+    run_batch_dag,
+)
 
-PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-CONF = {"pairs": PAIRS, "lookback_days": 30}
-LOGICAL_DATE = datetime(2026, 10, 1, tzinfo=UTC)
-CONN_ID = "aws_moto"
-POLL_SECONDS = 1
 RUNNING_SECONDS = 1.0
 LEADERBOARD_FILES = ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md")
-
-
-@dataclass(frozen=True)
-class Batch:
-    client: object
-    queue: str
-    queue_arn: str
-    job_definition: str
-    job_definition_arn: str
-
-
-def _moto_config(endpoint: str, config: dict) -> None:
-    request = urllib.request.Request(
-        f"{endpoint}/moto-api/config",
-        data=json.dumps(config).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status in (200, 201)
 
 
 @pytest.fixture
@@ -65,7 +44,6 @@ def batch(moto_server) -> Batch:
     """A Fargate compute environment, job queue and job definition on moto's docker-less Batch."""
     import boto3
 
-    _moto_config(moto_server, {"batch": {"use_docker": False}})
     suffix = uuid.uuid4().hex[:8]
     iam = boto3.client("iam", endpoint_url=moto_server)
     ec2 = boto3.client("ec2", endpoint_url=moto_server)
@@ -107,10 +85,8 @@ def batch(moto_server) -> Batch:
             "fargatePlatformConfiguration": {"platformVersion": "LATEST"},
         },
     )["jobDefinitionArn"]
-    try:
+    with moto_batch_without_docker(moto_server):
         yield Batch(client, queue, queue_arn, definition, definition_arn)
-    finally:
-        _moto_config(moto_server, {"batch": {"use_docker": True}})
 
 
 @pytest.fixture
@@ -151,41 +127,6 @@ def inline_triggers(monkeypatch) -> list:
     return runs
 
 
-def run_batch_dag(batch: Batch, data_url, moto_server: str, monkeypatch):
-    connection = {"conn_type": "aws", "extra": {"endpoint_url": moto_server, "region_name": "us-east-1"}}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
-    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the connection leads to moto
-    dag = load_daily_dag(
-        BACKTEST_EXECUTOR="batch",
-        BACKTEST_BATCH_JOB_QUEUE=batch.queue,
-        BACKTEST_BATCH_JOB_DEFINITION=batch.job_definition,
-        BACKTEST_AWS_CONN_ID=CONN_ID,
-        BACKTEST_BATCH_POLL_SECONDS=str(POLL_SECONDS),
-        BACKTEST_SOURCE="synthetic",
-        BACKTEST_DATA_URL=str(data_url),
-    )
-    return dag, dag.test(logical_date=LOGICAL_DATE, run_conf=CONF)
-
-
-def planned(dag, dag_run, data_url) -> tuple[RunPlan, list[dict]]:
-    """The run's plan and jobs as `planning` renders them (what local mode would run)."""
-    params = {name: dag.params[name] for name in dag.params} | CONF
-    end = as_of(dag_run.data_interval_end, dag_run.logical_date, dag_run.run_after)
-    plan = make_plan(params, str(data_url), dag.dag_id, dag_run.run_id, end)
-    settings = load_settings()
-    return plan, job_kwargs(plan, str(data_url), dag_run.run_id, settings.job_vcpu, settings.job_memory_mib)
-
-
-def submitted_jobs(batch: Batch) -> list[dict]:
-    summaries = batch.client.list_jobs(jobQueue=batch.queue, filters=[{"name": "JOB_NAME", "values": ["*"]}])
-    ids = [job["jobId"] for job in summaries["jobSummaryList"]]
-    return batch.client.describe_jobs(jobs=ids)["jobs"] if ids else []
-
-
-def environment_of(job: dict) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in job["container"]["environment"]}
-
-
 def task_states(dag_run) -> dict[tuple[str, int], str]:
     return {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
 
@@ -194,25 +135,6 @@ def read_leaderboard(plan: RunPlan) -> pd.DataFrame:
     folder = Path(plan.results_url)
     assert sorted(path.name for path in folder.glob("leaderboard.*")) == sorted(LEADERBOARD_FILES)
     return pd.read_parquet(folder / "leaderboard.parquet")
-
-
-def assert_jobs_are_the_plans(batch: Batch, plan: RunPlan, jobs: list[dict], status: str) -> dict[str, dict]:
-    """One Batch job per planned job, on the configured queue and definition, with the planned command."""
-    described = submitted_jobs(batch)
-    assert len(described) == len(jobs) == len(PAIRS)  # up to 40 pairs: one pair a job
-    by_name = {job["jobName"]: job for job in described}
-    assert sorted(by_name) == sorted(job["job_name"] for job in jobs)
-    for job in jobs:
-        submitted = by_name[job["job_name"]]
-        assert submitted["jobQueue"] == batch.queue_arn
-        assert submitted["jobDefinition"] == batch.job_definition_arn
-        assert submitted["status"] == status
-        assert submitted["container"]["command"] == job["container_overrides"]["command"]
-        assert plan.results_url in submitted["container"]["command"]
-        planned_env = {item["name"]: item["value"] for item in job["container_overrides"]["environment"]}
-        assert planned_env.items() <= environment_of(submitted).items()
-        assert submitted["tags"] == job["tags"]
-    return by_name
 
 
 @pytest.mark.slow

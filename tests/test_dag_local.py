@@ -1,19 +1,19 @@
-"""The daily DAG end to end in local mode (dag.test, synthetic data), and bad trigger input."""
+"""The daily DAG end to end in local mode (dag.test): synthetic data, a sweep with hold-out in chunks,
+a failed pair from the Binance stand-in, bad trigger input, a moved store."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import datetime
 
 import pandas as pd
 import pytest
 
 from backtest.errors import InputError
-from backtest_airflow.planning import as_of, job_kwargs, make_plan
-from tests.airflow_helpers import environment, load_daily_dag
-from tests.conftest import REPO
+from backtest.params import parse_time_ms
+from backtest_airflow.planning import make_plan
+from tests.support import backtest_process, environment
+from tests.support.dag import load_daily_dag, run_daily_dag
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
@@ -26,9 +26,8 @@ def run_folders(data_url) -> list:
 @pytest.mark.slow
 def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
     data_url = tmp_path / "store"
-    dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_SOURCE="synthetic", BACKTEST_DATA_URL=str(data_url))
     conf = {"pairs": PAIRS, "window": "2d", "lookback_days": 30, "rank_by": "sharpe", "fee_bps": 5}
-    dag_run = dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
+    dag_run = run_daily_dag(data_url, conf, LOGICAL_DATE)
     assert dag_run.state == "success"
 
     (folder,) = run_folders(data_url)
@@ -46,14 +45,10 @@ def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
     # Each row equals what `python -m backtest run` prints for that pair and window by itself.
     for row in board.to_dict("records"):
         result = json.loads((folder / f"{row['symbol']}.json").read_text())
-        cli = subprocess.run(
-            [sys.executable, "-m", "backtest", "run", "--symbol", row["symbol"], "--data-url", str(data_url)]
-            + ["--start", result["start"], "--end", result["end"], "--window", "2d", "--fee-bps", "5"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            check=True,
-        )
+        cli = backtest_process(
+            "run", "--symbol", row["symbol"], "--data-url", str(data_url), "--start", result["start"],
+            "--end", result["end"], "--window", "2d", "--fee-bps", "5", check=True,
+        )  # fmt: skip
         alone = json.loads(cli.stdout)
         assert alone == result
         for metric in ("total_return", "sharpe", "max_drawdown", "trades", "bars"):
@@ -76,78 +71,12 @@ def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_pa
         make_plan({"pairs": ["BTCUSDT"], **conf}, "/store", "dag", "run", LOGICAL_DATE)
 
     data_url = tmp_path / "store"
-    dag = load_daily_dag(BACKTEST_EXECUTOR="local", BACKTEST_DATA_URL=str(data_url))
-    dag_run = dag.test(logical_date=LOGICAL_DATE, run_conf={"pairs": ["BTCUSDT"], **conf})
+    dag_run = run_daily_dag(data_url, {"pairs": ["BTCUSDT"], **conf}, LOGICAL_DATE)
     assert dag_run.state == "failed"
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states["plan"] == "failed"
     assert states.get("backtest") != "success"
     assert not data_url.exists()  # no refresh, no job, no results
-
-
-def test_plan_renders_the_container_command():
-    end = datetime.fromisoformat("2026-10-02T00:00:00+00:00")
-    plan = make_plan(
-        {"pairs": ["BTCUSDT"], "window": "15d", "fee_bps": 10, "lookback_days": 90},
-        "s3://bucket/data",
-        "crypto_backtest_daily",
-        "scheduled__2026-10-02T00:00:00+00:00",
-        end,
-    )
-    assert plan.results_url == (
-        "s3://bucket/data/results/crypto_backtest_daily/date=2026-10-02/run=scheduled__2026-10-02T00-00-00-00-00"
-    )
-    assert plan.history_days == 90 + 15 + 1
-    (job,) = job_kwargs(plan, "s3://bucket/data", "scheduled__2026-10-02T00:00:00+00:00")
-    assert job["container_overrides"]["command"] == [
-        "run",
-        "--symbol",
-        "BTCUSDT",
-        "--data-url",
-        "s3://bucket/data",
-        "--start",
-        "2026-07-04T00:00:00Z",
-        "--end",
-        "2026-10-02T00:00:00Z",
-        "--window",
-        "15d",
-        "--fee-bps",
-        "10",
-        "--results-url",
-        plan.results_url,
-    ]
-    assert job["job_name"].startswith("backtest-BTCUSDT-20261002-") and len(job["job_name"]) <= 128
-
-
-@pytest.mark.parametrize(
-    "interval_end, logical_date, run_after, expected",
-    [
-        # scheduled or backfill run of D (@daily: a zero-length interval at D 00:00)
-        ("2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00"),
-        # a trigger at 20:58 with that logical date: the candle opened at 20:00 has not closed
-        (None, "2026-10-02T20:58:31+00:00", "2026-10-02T20:58:31+00:00", "2026-10-02T20:00:00"),
-        # a trigger with no logical date (`airflow dags trigger`, REST `"logical_date": null`)
-        (None, None, "2026-10-02T07:59:59.999+00:00", "2026-10-02T07:00:00"),
-        # another time zone: the same instant, in UTC
-        (None, "2026-10-02T09:30:00+02:00", "2026-10-02T09:30:00+02:00", "2026-10-02T07:00:00"),
-    ],
-)
-def test_a_runs_as_of_moment_is_its_interval_end_logical_date_or_run_after_down_to_the_hour(
-    interval_end, logical_date, run_after, expected
-):
-    parse = lambda text: text and datetime.fromisoformat(text)  # noqa: E731
-    moment = as_of(parse(interval_end), parse(logical_date), parse(run_after))
-    assert moment.tzinfo is not None and moment.utcoffset().total_seconds() == 0
-    assert moment.replace(tzinfo=None).isoformat() == expected
-
-
-def test_unknown_param_keys_are_refused_with_every_other_problem():
-    with pytest.raises(InputError) as caught:
-        make_plan({"pairs": [], "windw": "5d", "fee_bps": -1}, "/store", "dag", "run", LOGICAL_DATE)
-    message = str(caught.value)
-    assert "unknown param(s) 'windw'" in message
-    assert "pairs must be a non-empty list" in message and "invalid fee" in message
-    assert "\n" not in message  # one line
 
 
 @pytest.mark.slow
@@ -178,12 +107,54 @@ def test_moving_the_store_between_runs_in_one_airflow_home_works(airflow_db, tmp
             ]
 
 
-@pytest.mark.parametrize("fee", [12.3456789, 0.1 + 0.2, 1e-05, 999.9999999999])
-def test_plan_passes_the_fee_with_every_digit(fee):
-    """`%g` sent 12.3456789 as 12.3457; the job must get the very float the user gave."""
-    day = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
-    plan = make_plan({"pairs": ["BTCUSDT"], "fee_bps": fee}, "/store", "dag", "run", day)
-    (job,) = job_kwargs(plan, "/store", "run")
-    command = job["container_overrides"]["command"]
-    sent = command[command.index("--fee-bps") + 1]
-    assert float(sent) == fee
+@pytest.mark.slow
+def test_dag_sweep_holdout_and_chunks(airflow_db, tmp_path):
+    data_url = tmp_path / "store"
+    pairs = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
+    conf = {
+        "pairs": pairs,
+        "window": "1d,2d,4d",
+        "lookback_days": 20,
+        "holdout_days": 5,
+        "rank_by": "sharpe",
+        "rank_on": "out_of_sample",
+        "pairs_per_job": 2,
+    }
+    dag_run = run_daily_dag(data_url, conf, LOGICAL_DATE)
+    assert dag_run.state == "success"
+    mapped = [ti for ti in dag_run.get_task_instances() if ti.task_id in ("refresh", "backtest")]
+    assert len(mapped) == 2 * 3  # 5 pairs in chunks of 2: 3 refresh + 3 backtest task instances
+
+    (folder,) = (data_url / "results" / "crypto_backtest_daily").glob("date=*/run=*")
+    board = pd.read_parquet(folder / "leaderboard.parquet")
+    assert len(board) == 5 * 3 and board["best"].sum() == 5
+    best = board[board["best"]]
+    assert best["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert best["oos_sharpe"].tolist() == sorted(best["oos_sharpe"], reverse=True)
+    summary = json.loads((folder / "summary.json").read_text())["cost"]
+    assert summary["pairs"] == 5 and summary["jobs"] == 3 and summary["vcpu_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_dag_lists_a_failed_pair_without_losing_its_chunk(airflow_db, tmp_path, exchange_factory):
+    exchange = exchange_factory(symbols=("BTCUSDT", "ETHUSDT"), now_ms=parse_time_ms("2026-06-20T12:30:00Z"))
+    data_url = tmp_path / "store"
+    with environment(BINANCE_API_URL=exchange.url):
+        conf = {"pairs": ["BTCUSDT", "NOPEUSDT", "ETHUSDT"], "window": "1d", "lookback_days": 10, "pairs_per_job": 3}
+        as_of = datetime.fromisoformat("2026-06-20T00:00:00+00:00")
+        dag_run = run_daily_dag(data_url, conf, as_of, BACKTEST_SOURCE="binance")
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states == {
+        "plan": "success",
+        "jobs": "success",
+        "refresh": "failed",
+        "candles": "skipped",  # its one chunk failed: no pair is known fresh, no candles event
+        "backtest": "failed",
+        "rank": "failed",
+    }
+    (folder,) = (data_url / "results" / "crypto_backtest_daily").glob("date=*/run=*")
+    board = pd.read_parquet(folder / "leaderboard.parquet").set_index("symbol")
+    assert board.loc["BTCUSDT", "status"] == "ok" and board.loc["ETHUSDT", "status"] == "ok"
+    assert board.loc["NOPEUSDT", "status"].startswith("failed: no candles stored for NOPEUSDT")
+    assert board.loc["BTCUSDT", "synthetic"] == False  # noqa: E712 (numpy bool)

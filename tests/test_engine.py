@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from backtest.engine import above_sma, equity_curves, positions_from_signal, run_windows
 from backtest.metrics import compute_metrics
-from tests.helpers import reference_backtest
+from tests.support import reference_backtest
 
 # A six-bar series worked by hand with window 2 (see test_hand_computed_trade):
 #   SMA_t = (c_{t-1} + c_t) / 2 -> signal = [0, 1, 1, 0, 0, 1]; positions p = [0, 0, 1, 1, 0, 0]

@@ -28,8 +28,8 @@ import pytest
 from backtest.params import parse_time_ms
 from backtest.storage import exclusive_lock, read_bytes, resolve
 from backtest.store import CandleStore, missing_ranges
-from tests.conftest import REPO
 from tests.exchange import FakeExchange
+from tests.support import REPO, file_bytes
 
 SYMBOL = "BTCUSDT"
 KILLPOINT = str(REPO / "tests" / "killpoint")
@@ -77,10 +77,7 @@ def refresh_cli(env: dict, url: str, since: str, until: str, **popen) -> subproc
 
 def snapshot(url: str) -> dict[str, bytes]:
     """Every month file and the pair record, by name (what must converge byte for byte)."""
-    store = CandleStore(url)
-    files = {m: read_bytes(store.month_file(SYMBOL, m)) for m in store.months(SYMBOL)}
-    files["_pair.json"] = read_bytes(store.record_file(SYMBOL))
-    return files
+    return {**file_bytes(url, SYMBOL), "_pair.json": read_bytes(CandleStore(url).record_file(SYMBOL))}
 
 
 def new_url(kind: str, tmp_path, name: str, request) -> str:

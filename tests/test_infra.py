@@ -20,13 +20,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from itertools import product
@@ -35,7 +33,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import REPO
+from tests.support import REPO, aws_env, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..S3..BucketPolicy:UserWarning")
 
@@ -180,9 +178,7 @@ def iam_moto():
     moto's switch (INITIAL_NO_AUTH_ACTION_COUNT, the requests let through before it enforces IAM)
     is process-wide: the shared in-process server of the other tests stays open.
     """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},  # the three requests making the administrator
@@ -765,13 +761,7 @@ def test_teardown_deletes_the_stack_but_keeps_the_store_and_the_images(aws, netw
     doomed = deploy(aws, network)
     bucket, repository = doomed.outputs["BucketName"], doomed.params["RepositoryName"]
     if shutil.which("aws"):  # the script, with the AWS CLI, against moto
-        run = subprocess.run(
-            ["bash", str(INFRA / "teardown.sh"), "--stack", doomed.name, "--region", REGION],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=_cli_env(moto_server),
-        )
+        run = infra_script("teardown.sh", "--stack", doomed.name, "--region", REGION, endpoint=moto_server)
         assert run.returncode == 0, run.stderr
         assert f"S3 bucket {bucket} (store {doomed.outputs['DataUrl']};" in run.stdout
         assert f"ECR repository {repository} with its images" in run.stdout
@@ -786,17 +776,15 @@ def test_teardown_deletes_the_stack_but_keeps_the_store_and_the_images(aws, netw
         aws("iam").get_role(RoleName=doomed.outputs["JobRoleArn"].rsplit("/", 1)[1])
 
 
-def _cli_env(endpoint: str) -> dict[str, str]:
-    """The AWS CLI's environment for the moto server (no user config or credentials)."""
-    return {
+def infra_script(name: str, *args: str, endpoint: str) -> subprocess.CompletedProcess:
+    """An infra/ script, its AWS CLI on the moto server (no user config or credentials)."""
+    env = {
         **os.environ,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
+        **aws_env(endpoint),
         "AWS_CONFIG_FILE": "/dev/null",
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     }
+    return subprocess.run(["bash", str(INFRA / name), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_deploy_script_checks_its_input(moto_server):
@@ -807,41 +795,26 @@ def test_deploy_script_checks_its_input(moto_server):
     assert bad.returncode == 2 and "--vcpu needs a value" in bad.stderr
     if not shutil.which("aws"):
         pytest.skip("the AWS CLI is not installed")
-    new = subprocess.run(
-        ["bash", script, "--stack", f"nothing-{uuid.uuid4().hex[:8]}", "--skip-build", "--region", REGION],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_cli_env(moto_server),
-    )
+    stack_name = f"nothing-{uuid.uuid4().hex[:8]}"
+    new = infra_script("deploy.sh", "--stack", stack_name, "--skip-build", "--region", REGION, endpoint=moto_server)
     assert new.returncode == 2 and "a new stack needs --subnets" in new.stderr, new.stderr
 
 
 # ---------------------------------------------------------------------------------- the DAG on the stack
 
 
-@contextmanager
-def moto_batch_without_docker(endpoint: str):
-    """moto's Batch marks submitted jobs SUCCEEDED instead of running their containers."""
-
-    def config(body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{endpoint}/moto-api/config", data=data, method="POST" if data else "GET")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    saved = config()
-    config({"batch": {"use_docker": False}})
-    try:
-        yield
-    finally:
-        config({"batch": saved["batch"]})
-
-
 @pytest.mark.slow
 def test_dag_batch_mode_runs_on_the_stack_outputs(airflow_db, aws, stack, moto_server, monkeypatch):
-    """tests/test_dag_batch.py's batch-mode run, configured from the stack's outputs only."""
-    from tests.test_dag_batch import PAIRS, Batch, assert_jobs_are_the_plans, environment_of, planned, run_batch_dag
+    """tests/test_dag_batch.py's batch-mode run (tests/support/batch.py), configured from the stack's outputs only."""
+    from tests.support.batch import (
+        PAIRS,
+        Batch,
+        assert_jobs_are_the_plans,
+        environment_of,
+        moto_batch_without_docker,
+        planned,
+        run_batch_dag,
+    )
 
     out = stack.outputs
     batch = Batch(

@@ -23,10 +23,9 @@ from backtest.cli import main
 from backtest.errors import EXIT_DATA, EXIT_IO, BacktestError, DataError, InputError, SourceUnavailable
 from backtest.params import HOUR_MS, parse_time_ms
 from backtest.refresh import refresh_pair
-from backtest.storage import read_bytes
 from backtest.store import CandleStore
-from tests.conftest import REPO
 from tests.exchange import Fault, kline_row
+from tests.support import REPO, assert_same, backtest_process, file_bytes
 
 SYMBOL = "BTCUSDT"
 SINCE = parse_time_ms("2024-01-01")
@@ -47,19 +46,8 @@ def sleeps(monkeypatch) -> list[float]:
     return recorded
 
 
-def assert_same(a: Candles, b: Candles) -> None:
-    assert len(a) == len(b)
-    for name in ("open_time", "open", "high", "low", "close", "volume"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-
-
 def stored(url: str, symbol: str = SYMBOL) -> Candles:
     return CandleStore(url).read(symbol).candles
-
-
-def file_bytes(url: str, symbol: str = SYMBOL) -> dict[str, bytes]:
-    store = CandleStore(url)
-    return {m: read_bytes(store.month_file(symbol, m)) for m in store.months(symbol)}
 
 
 def refresh(url: str, exchange, until: str | int = UNTIL, since: str | int | None = SINCE, **kwargs):
@@ -101,7 +89,7 @@ def test_api_url_comes_from_the_environment(exchange, monkeypatch):
 
 def test_second_run_and_backfill_write_nothing_and_ask_nothing(store_url, exchange):
     refresh(store_url, exchange)
-    before = file_bytes(store_url)
+    before = file_bytes(store_url, SYMBOL)
     exchange.reset_requests()
 
     again = refresh(store_url, exchange)
@@ -112,7 +100,7 @@ def test_second_run_and_backfill_write_nothing_and_ask_nothing(store_url, exchan
     assert (backfill.fetched, backfill.written, backfill.requests) == (0, 0, 0)
 
     assert exchange.klines_requests() == []
-    assert file_bytes(store_url) == before
+    assert file_bytes(store_url, SYMBOL) == before
 
 
 def test_incremental_refresh_equals_one_refresh(store_url, exchange, tmp_path):
@@ -124,7 +112,7 @@ def test_incremental_refresh_equals_one_refresh(store_url, exchange, tmp_path):
     once = str(tmp_path / "once")
     refresh(once, exchange, until=UNTIL)
     assert_same(stored(store_url), stored(once))
-    assert file_bytes(store_url) == file_bytes(once)  # byte for byte, whatever the steps
+    assert file_bytes(store_url, SYMBOL) == file_bytes(once, SYMBOL)  # byte for byte, whatever the steps
 
 
 # -- what the exchange does not have --------------------------------------------------------
@@ -273,7 +261,7 @@ def prefilled(url: str, exchange) -> dict[str, bytes]:
     """A store holding Jan 1-19; the refresh under test would add Jan 20 - Mar 14 (2 pages)."""
     refresh(url, exchange, until="2024-01-20")
     exchange.reset_requests()
-    return file_bytes(url)
+    return file_bytes(url, SYMBOL)
 
 
 @pytest.mark.parametrize("case", MALFORMED)
@@ -286,7 +274,7 @@ def test_malformed_bodies_are_refused_and_nothing_is_stored(tmp_path, exchange, 
         refresh(url, exchange, until="2024-03-15")
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
-    assert file_bytes(url) == before
+    assert file_bytes(url, SYMBOL) == before
 
 
 UNRECOVERABLE = {
@@ -345,7 +333,7 @@ def test_unrecoverable_faults_raise_one_clear_error_and_store_nothing(tmp_path, 
     # The exchange's word that it cannot serve this request is final (3); running out of attempts is not (4).
     assert caught.value.exit_code == (EXIT_DATA if case in REFUSED else EXIT_IO)
     assert len(exchange.klines_requests()) == page - 1 + attempts  # and no retry of what cannot succeed
-    assert file_bytes(url) == before  # the first page was good, yet nothing of it was stored
+    assert file_bytes(url, SYMBOL) == before  # the first page was good, yet nothing of it was stored
 
 
 def test_a_failed_cold_refresh_leaves_no_candle_files(store_url, exchange):
@@ -387,8 +375,7 @@ def test_far_from_the_weight_limit_the_client_does_not_wait(exchange_factory, sl
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "backtest", "refresh", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
+    return backtest_process("refresh", *args, env=env)
 
 
 def test_cli_refresh_end_to_end(tmp_path, exchange):
@@ -546,10 +533,10 @@ def test_a_pair_keeps_one_source_across_months(tmp_path, exchange):
         "--source", "synthetic", "--symbol", SYMBOL, "--data-url", url, "--since", "2024-01-01", "--until", "2024-02-01"
     )
     assert first.returncode == 0, first.stderr
-    before = file_bytes(url)
+    before = file_bytes(url, SYMBOL)
     mixed = _cli("--symbol", SYMBOL, "--data-url", url, "--until", "2024-03-01", "--api-url", exchange.url)
     assert mixed.returncode == DataError.exit_code and mixed.stdout == ""
     (line,) = mixed.stderr.strip().splitlines()
     assert "holds synthetic candles; refusing to add binance candles (one source per pair)" in line
     assert f"delete {url}/candles/interval=1h/symbol={SYMBOL} to start over with binance" in line
-    assert exchange.klines_requests() == [] and file_bytes(url) == before  # refused before fetching
+    assert exchange.klines_requests() == [] and file_bytes(url, SYMBOL) == before  # refused before fetching

@@ -18,8 +18,7 @@ from backtest.synthetic import synthetic_candles
 from backtest_airflow import report, templating, ui
 from backtest_airflow.charts import bucket_max, drawdown, load_buy_hold, load_equity, shown_pairs, thin_index
 from backtest_airflow.layout import run_folder_name
-from tests.airflow_helpers import load_daily_dag
-from tests.report_helpers import make_run
+from tests.support.dag import load_daily_dag, make_run
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")

@@ -18,18 +18,10 @@ from backtest.params import HOUR_MS, parse_time_ms
 from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
 from backtest.synthetic import synthetic_candles
+from tests.support import assert_same, file_bytes
 
 JAN = parse_time_ms("2024-01-01")
 APR = parse_time_ms("2024-04-01")
-
-
-def assert_same(a: Candles, b: Candles) -> None:
-    for name in ("open_time", "open", "high", "low", "close", "volume"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-
-
-def file_bytes(store: CandleStore, symbol: str) -> dict[str, bytes]:
-    return {m: read_bytes(store.month_file(symbol, m)) for m in store.months(symbol)}
 
 
 def test_round_trip_and_layout(store_url):

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.report_helpers import make_run
+from tests.support.dag import make_run
 from tests.test_ui_browser import running_api_server
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,8 +23,8 @@ from urllib.parse import quote
 import pytest
 
 from backtest_airflow.layout import run_folder_name
-from tests.airflow_helpers import load_daily_dag
-from tests.conftest import REPO
+from tests.support import REPO, free_port
+from tests.support.dag import load_daily_dag
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -56,12 +55,6 @@ def finished_run(airflow_db, tmp_path_factory) -> dict:
     folder = run_folder_name(dag_run.run_id)
     assert (data_url / "results" / DAG_ID / "date=2026-10-01" / f"run={folder}" / "report.html").is_file()
     return {"data_url": data_url, "run_id": dag_run.run_id, "date": "2026-10-01", "folder": folder}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_healthy(process: subprocess.Popen, base: str, log: Path) -> None:

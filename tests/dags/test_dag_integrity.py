@@ -13,8 +13,8 @@ from backtest_airflow.settings import (
     load_settings,
     pairs_from_file,
 )
-from tests.airflow_helpers import environment, load_daily_dag
-from tests.conftest import REPO
+from tests.support import REPO, environment
+from tests.support.dag import load_daily_dag
 
 
 def dag_bag():

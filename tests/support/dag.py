@@ -1,9 +1,13 @@
-"""A finished daily run's results folder, made by calling the job and rank code directly (no Airflow)."""
+"""The project's daily DAG loaded in-process with the settings a test chooses, and a finished daily
+run's results folder made by calling the job and rank code directly (no Airflow run)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import uuid
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 
@@ -14,6 +18,39 @@ from backtest_airflow import layout, tasks
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.planning import make_plan
 from backtest_airflow.settings import load_settings
+from tests.support import REPO, environment
+
+DAG_FILE = REPO / "dags" / "crypto_backtest_daily.py"
+
+
+def import_dag_file(path: Path = DAG_FILE):
+    """Execute a DAG file as a fresh module (settings are read at parse time)."""
+    spec = importlib.util.spec_from_file_location(f"dag_{path.stem}_{uuid.uuid4().hex[:8]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_daily_dag(**settings: str):
+    """The daily DAG parsed under the given BACKTEST_* settings."""
+    with environment(**settings):
+        module = import_dag_file()
+    return module.crypto_backtest_daily_dag
+
+
+def run_daily_dag(data_url: Path | str, conf: dict, logical_date: datetime, **settings: str):
+    """One run of the daily DAG under dag.test(); its DagRun. The DAG is parsed in local mode on
+    synthetic candles with the store at `data_url`, unless `settings` (BACKTEST_*) say otherwise.
+
+    The settings apply to parsing this DAG object only: dag.test() also parses the DAG folder into
+    the session's DB, with the session's settings."""
+    settings = {
+        "BACKTEST_EXECUTOR": "local",
+        "BACKTEST_SOURCE": "synthetic",
+        "BACKTEST_DATA_URL": str(data_url),
+        **settings,
+    }
+    return load_daily_dag(**settings).test(logical_date=logical_date, run_conf=conf)
 
 
 def make_run(

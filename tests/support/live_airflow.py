@@ -1,6 +1,6 @@
 """A live Airflow started exactly as a user starts it: `make airflow`, from a plain shell.
 
-Used by tests/test_airflow_scheduler.py and benchmarks/bench_backfill.py. `make airflow` runs
+Used by tests/test_airflow_scheduler.py, tests/test_alerts.py and benchmarks/bench_backfill.py. `make airflow` runs
 PostgreSQL (pgserver) and api-server, scheduler, dag-processor and triggerer on a free loopback
 port in a temp `AIRFLOW_HOME`; this module talks to it through the REST API and the `airflow` CLI
 (which reads the home's airflow.cfg), and stops it like Ctrl-C would (SIGTERM).
@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DAG_ID = "crypto_backtest_daily"
-AIRFLOW = Path(sys.executable).with_name("airflow")
+from backtest_airflow.layout import DAG_ID
+from tests.support import AIRFLOW, REPO
+
 TERMINAL = ("success", "failed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def plain_shell_env(**extra: str) -> dict[str, str]:
@@ -55,6 +48,18 @@ class LiveAirflow:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     token: str | None = None
+    leftovers: list[str] = field(default_factory=list)  # what `stop` found still running, and killed
+
+    def __enter__(self) -> LiveAirflow:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.leftovers = self.stop()
 
     @property
     def base_url(self) -> str:
@@ -127,6 +132,23 @@ class LiveAirflow:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+
+    def unpause(self, timeout: float = 120) -> None:
+        """Unpause the DAG, once the dag-processor has parsed it: `make airflow` says it is ready when
+        its components are healthy, which can be a moment before the DAG file is parsed."""
+        deadline = time.monotonic() + timeout
+        while self.request("GET", f"/api/v2/dags/{DAG_ID}")[0] == 404 and time.monotonic() < deadline:
+            time.sleep(1)
+        self.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+
+    def trigger(self, conf: dict, logical_date: str | None = None) -> dict:
+        """A run of the DAG through the REST API, as the UI's trigger form makes it; the new run."""
+        return self.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": logical_date, "conf": conf})
+
+    def run_to_end(self, conf: dict, logical_date: str | None = None, timeout: float = 300) -> dict:
+        """`trigger`, then wait until the run has succeeded or failed; the finished run."""
+        (run,) = self.wait_for_runs([self.trigger(conf, logical_date)["dag_run_id"]], timeout)
+        return run
 
     def health(self) -> dict:
         return self.api("GET", "/api/v2/monitor/health")
@@ -210,6 +232,11 @@ def _kill_leftovers(home: Path) -> list[str]:
 
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def queued_seconds(run: dict) -> float:
+    """How long a finished run took from being queued to its end."""
+    return (parse_time(run["end_date"]) - parse_time(run["queued_at"])).total_seconds()
 
 
 def concurrency(task_instances: list[dict], task_id: str | None = None) -> int:
