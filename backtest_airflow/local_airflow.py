@@ -12,7 +12,7 @@ Starts, in its own `AIRFLOW_HOME`:
   triggerer, each a process group with its log in `$AIRFLOW_HOME/logs/<component>.log`.
 
 The settings go to `$AIRFLOW_HOME/airflow.cfg`, so the `airflow` CLI with that `AIRFLOW_HOME`
-talks to the same stack. It prints the URL and the login (user `admin`, password kept in `$AIRFLOW_HOME/passwords.json`),
+talks to the same stack. Once every component is healthy and the DAG is parsed, it prints the URL and the login (user `admin`, password kept in `$AIRFLOW_HOME/passwords.json`),
 then watches the components: if one dies it stops everything and exits 1 with that component's
 last log lines; Ctrl-C (or SIGTERM) stops everything, PostgreSQL included. Settings it does not
 own (`AIRFLOW__...`) can be overridden from the environment.
@@ -32,6 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from backtest_airflow import layout
 from backtest_airflow.settings import pool_slots
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -141,13 +142,22 @@ def create_pools(home: Path, env: dict[str, str]) -> None:
     _airflow("pools", "import", str(path), env=env)
 
 
-def healthy(base_url: str) -> bool:
+def ready(base_url: str, db_url: str) -> bool:
+    """Every component healthy, and the project's DAG parsed (so a trigger right away finds it)."""
     try:
         with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as response:
             health = json.load(response)
     except (OSError, ValueError):
         return False
-    return all(health.get(part, {}).get("status") == "healthy" for part in HEALTH_PARTS)
+    if not all(health.get(part, {}).get("status") == "healthy" for part in HEALTH_PARTS):
+        return False
+    import psycopg2
+
+    socket_dir = db_url.rsplit("host=", 1)[1]
+    connection = psycopg2.connect(dbname="airflow", user="postgres", host=socket_dir)
+    with contextlib.closing(connection) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM dag WHERE dag_id = %s", (layout.DAG_ID,))
+        return cursor.fetchone() is not None
 
 
 class Stack:
@@ -205,7 +215,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C
 
     print(f"Airflow home {home}: starting PostgreSQL ...", flush=True)
-    write_config(home, host, port, start_postgres(home))
+    db_url = start_postgres(home)
+    write_config(home, host, port, db_url)
     env = airflow_env(home)
     print("migrating the metadata DB, creating the pools ...", flush=True)
     _airflow("db", "migrate", env=env)
@@ -215,9 +226,9 @@ def main() -> int:
     try:
         stack.start()
         deadline = time.monotonic() + START_TIMEOUT
-        while not healthy(base_url):
+        while not ready(base_url, db_url):
             if (name := stack.dead()) or time.monotonic() > deadline:
-                what = f"{name} exited" if name else f"not healthy after {START_TIMEOUT}s"
+                what = f"{name} exited" if name else f"not healthy with the DAG parsed after {START_TIMEOUT}s"
                 print(
                     f"error: Airflow did not start ({what}); last lines of {name or 'scheduler'}.log:", file=sys.stderr
                 )
