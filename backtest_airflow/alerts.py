@@ -30,6 +30,7 @@ from backtest.storage import read_bytes, resolve
 from backtest_airflow import layout
 from backtest_airflow.planning import as_of
 from backtest_airflow.settings import Settings, load_settings
+from backtest_airflow.tasks import task_states
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +161,8 @@ def failed_tasks(context: Context) -> list[tuple[str, str | None]]:
     ti, dag = context.get("ti"), context.get("dag")
     if ti is None or not has_task_api():  # the task instance the run's failure is attributed to
         return [(_label(ti.task_id, ti.map_index), None)] if ti else []
-    failed = []
-    for key, state in ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {}).items():
-        task_id, _, index = key.rpartition("_")  # "task", or "task_<map index>" when mapped
-        if state == "failed":
-            failed.append((task_id, int(index)) if key not in dag.task_dict and index.isdigit() else (key, -1))
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    failed = [key for key, state in task_states(states, dag.task_dict).items() if state == "failed"]
     order = {task_id: position for position, task_id in enumerate(dag.task_dict)}
     failed.sort(key=lambda item: (order.get(item[0], len(order)), item))
     return [(_label(t, i), ti.xcom_pull(task_ids=t, key=ERROR_KEY, map_indexes=i)) for t, i in failed]

@@ -12,8 +12,9 @@ Starts, in its own `AIRFLOW_HOME`:
   triggerer, each a process group with its log in `$AIRFLOW_HOME/logs/<component>.log`.
 
 The settings go to `$AIRFLOW_HOME/airflow.cfg`, so the `airflow` CLI with that `AIRFLOW_HOME`
-talks to the same stack. Once every component is healthy and the DAG is parsed, it prints the URL and the login (user `admin`, password kept in `$AIRFLOW_HOME/passwords.json`),
-then watches the components: if one dies it stops everything and exits 1 with that component's
+talks to the same stack. Once every component is healthy and the DAG is parsed, it prints the
+URL and the login (user `admin`, password kept in `$AIRFLOW_HOME/passwords.json`), then
+watches the components: if one dies it stops everything and exits 1 with that component's
 last log lines; Ctrl-C (or SIGTERM) stops everything, PostgreSQL included. Settings it does not
 own (`AIRFLOW__...`) can be overridden from the environment.
 """
@@ -58,27 +59,33 @@ def _secret(path: Path, make) -> str:
     return path.read_text().strip()
 
 
+def _query(socket_dir: str, database: str, sql: str, *args) -> bool:
+    """Run one statement on the home's PostgreSQL (autocommit); whether it returned a row."""
+    import psycopg2
+
+    connection = psycopg2.connect(dbname=database, user="postgres", host=socket_dir)
+    connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+    with contextlib.closing(connection) as conn, conn.cursor() as cursor:
+        cursor.execute(sql, args)
+        return cursor.description is not None and cursor.fetchone() is not None
+
+
 def start_postgres(home: Path) -> str:
-    """Start (or reuse) the home's PostgreSQL; the SQLAlchemy URL of its `airflow` database."""
+    """Start (or reuse) the home's PostgreSQL with an `airflow` database; its Unix socket folder."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
         import pgserver
-        import psycopg2
 
     server = pgserver.get_server(home / "postgres", cleanup_mode="stop")  # stopped when this process exits
-    socket_dir = server.get_postmaster_info().socket_dir
-    with contextlib.closing(psycopg2.connect(dbname="postgres", user="postgres", host=str(socket_dir))) as conn:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'airflow'")
-            if cursor.fetchone() is None:
-                cursor.execute("CREATE DATABASE airflow")
-    return f"postgresql+psycopg2://postgres@/airflow?host={socket_dir}"
+    socket_dir = str(server.get_postmaster_info().socket_dir)
+    if not _query(socket_dir, "postgres", "SELECT 1 FROM pg_database WHERE datname = 'airflow'"):
+        _query(socket_dir, "postgres", "CREATE DATABASE airflow")
+    return socket_dir
 
 
-def write_config(home: Path, host: str, port: int, db_url: str) -> None:
+def write_config(home: Path, host: str, port: int, socket_dir: str) -> None:
     """The home's `airflow.cfg`: what every component, and the `airflow` CLI, reads.
 
     So `AIRFLOW_HOME=.airflow .venv/bin/airflow dags trigger ...` works against the running stack.
@@ -101,7 +108,7 @@ def write_config(home: Path, host: str, port: int, db_url: str) -> None:
                 "simple_auth_manager_passwords_file": str(passwords),
                 "execution_api_server_url": f"{base_url}/execution/",
             },
-            "database": {"sql_alchemy_conn": db_url},
+            "database": {"sql_alchemy_conn": f"postgresql+psycopg2://postgres@/airflow?host={socket_dir}"},
             "api": {"host": host, "port": str(port), "base_url": base_url},
             "api_auth": {"jwt_secret": _secret(home / "jwt_secret", lambda: secrets.token_hex(32))},
         }
@@ -142,7 +149,7 @@ def create_pools(home: Path, env: dict[str, str]) -> None:
     _airflow("pools", "import", str(path), env=env)
 
 
-def ready(base_url: str, db_url: str) -> bool:
+def ready(base_url: str, socket_dir: str) -> bool:
     """Every component healthy, and the project's DAG parsed (so a trigger right away finds it)."""
     try:
         with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as response:
@@ -151,13 +158,7 @@ def ready(base_url: str, db_url: str) -> bool:
         return False
     if not all(health.get(part, {}).get("status") == "healthy" for part in HEALTH_PARTS):
         return False
-    import psycopg2
-
-    socket_dir = db_url.rsplit("host=", 1)[1]
-    connection = psycopg2.connect(dbname="airflow", user="postgres", host=socket_dir)
-    with contextlib.closing(connection) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM dag WHERE dag_id = %s", (layout.DAG_ID,))
-        return cursor.fetchone() is not None
+    return _query(socket_dir, "airflow", "SELECT 1 FROM dag WHERE dag_id = %s", layout.DAG_ID)
 
 
 class Stack:
@@ -215,8 +216,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C
 
     print(f"Airflow home {home}: starting PostgreSQL ...", flush=True)
-    db_url = start_postgres(home)
-    write_config(home, host, port, db_url)
+    socket_dir = start_postgres(home)
+    write_config(home, host, port, socket_dir)
     env = airflow_env(home)
     print("migrating the metadata DB, creating the pools ...", flush=True)
     _airflow("db", "migrate", env=env)
@@ -226,7 +227,7 @@ def main() -> int:
     try:
         stack.start()
         deadline = time.monotonic() + START_TIMEOUT
-        while not ready(base_url, db_url):
+        while not ready(base_url, socket_dir):
             if (name := stack.dead()) or time.monotonic() > deadline:
                 what = f"{name} exited" if name else f"not healthy with the DAG parsed after {START_TIMEOUT}s"
                 print(

@@ -8,6 +8,7 @@ anything else raises an ordinary exception, retried with the DAG's back-off.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -72,19 +73,28 @@ def refresh(symbols: list[str], plan: RunPlan, settings: Settings) -> list[dict]
     return summaries
 
 
-def failed_pairs(states: dict[str, str], task_id: str, chunks: list[list[str]]) -> dict[str, str]:
-    """Pairs whose chunk's `task_id` instance failed, from one run's task states.
+def task_states(states: dict[str, str], task_ids: Collection[str]) -> dict[tuple[str, int], str]:
+    """One run's task states from the task API (`get_task_states`), by (task id, map index).
 
-    `states` is what the task API's `get_task_states` gives for a run: keys `<task_id>_<map index>`
-    for mapped task instances (map index = chunk index).
+    The API keys an unmapped task instance by its task id and a mapped one `<task id>_<map index>`;
+    `task_ids` (the DAG's) tells the two apart. Map index -1: not mapped.
     """
-    failed: dict[str, str] = {}
-    prefix = f"{task_id}_"
+    parsed: dict[tuple[str, int], str] = {}
     for key, state in states.items():
-        index = key.removeprefix(prefix)
-        mapped = key.startswith(prefix) and index.isdigit() and int(index) < len(chunks)
-        if mapped and state in ("failed", "upstream_failed"):
-            failed.update(dict.fromkeys(chunks[int(index)], f"{task_id} task {state}"))
+        task_id, _, index = key.rpartition("_")
+        if key in task_ids:
+            parsed[(key, -1)] = state
+        elif task_id in task_ids and index.isdigit():
+            parsed[(task_id, int(index))] = state
+    return parsed
+
+
+def failed_pairs(states: dict[tuple[str, int], str], task_id: str, chunks: list[list[str]]) -> dict[str, str]:
+    """Pairs whose chunk's `task_id` instance failed (map index = chunk index), from `task_states`."""
+    failed: dict[str, str] = {}
+    for (task, index), state in states.items():
+        if task == task_id and 0 <= index < len(chunks) and state in ("failed", "upstream_failed"):
+            failed.update(dict.fromkeys(chunks[index], f"{task_id} task {state}"))
     return failed
 
 

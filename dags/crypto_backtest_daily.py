@@ -53,10 +53,11 @@ LEADERBOARD = Asset(layout.results_root(asset_uri(SETTINGS.data_url)))
 AFTER_PLAN = "all_done_min_one_success"
 
 
-def _states(task_id: str) -> dict[str, str]:
-    """This run's states of `task_id`'s task instances (keys `<task_id>_<map index>`)."""
+def _states(task_id: str) -> dict[tuple[str, int], str]:
+    """This run's states of `task_id`'s task instances, by (task id, map index)."""
     ti = get_current_context()["ti"]
-    return ti.get_task_states(dag_id=layout.DAG_ID, task_ids=[task_id], run_ids=[ti.run_id]).get(ti.run_id, {})
+    states = ti.get_task_states(dag_id=layout.DAG_ID, task_ids=[task_id], run_ids=[ti.run_id])
+    return tasks.task_states(states.get(ti.run_id, {}), [task_id])
 
 
 @dag(
