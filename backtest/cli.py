@@ -1,19 +1,24 @@
-"""Command line: `python -m backtest run|refresh ...` (what the container and the DAG call).
+"""Command line: `python -m backtest run|refresh|check-strategy|list-strategies ...` (what the
+container and the DAG call).
 
-stdout carries exactly one JSON object; logs go to stderr. Bad input exits non-zero with one
+stdout carries one JSON object per pair; logs go to stderr. Bad input exits non-zero with one
 line on stderr: 2 for invalid arguments, 3 for missing or bad data, 4 for a storage or network
-I/O error (the one worth retrying); see backtest/errors.py.
+I/O error (the one worth retrying), 5 for a strategy that fails the look-ahead check; see
+backtest/errors.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 
-from backtest.errors import BacktestError, InputError, from_os_error
-from backtest.params import parse_fee_bps, parse_time_ms, parse_windows, validate_symbol
+from backtest.errors import EXIT_CHECK, BacktestError, InputError, from_os_error
+from backtest.params import parse_fee_bps, parse_time_ms, validate_symbol
+from backtest.strategy import DEFAULT_STRATEGY, Grid, make_grid, parse_assignments
+from backtest.strategy import get as get_strategy
 
 log = logging.getLogger("backtest")
 
@@ -38,9 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start", help="first bar's open time, ISO 8601 (UTC if no zone); default: first candle")
     run.add_argument("--end", help="end of the window, exclusive, ISO 8601; default: after the last candle")
     run.add_argument(
-        "--window",
-        default="15d",
-        help="SMA window: bars (360) or 12h/15d/2w (default 15d); a sweep: 5d,10d,15d or a range 1d:60d:1d",
+        "--strategy", default=DEFAULT_STRATEGY, help=f"strategy name (default {DEFAULT_STRATEGY}; see list-strategies)"
+    )
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUES",
+        help="a strategy parameter: one value, a list (5d,10d) or a range a:b:step (durations for bar counts); "
+        "several --param make a grid (their cartesian product)",
+    )
+    run.add_argument(
+        "--window", help="sma_trend's window, as --param window=...: bars (360) or 12h/15d/2w, a list or a range"
     )
     run.add_argument("--holdout-days", type=int, default=0, help="keep the last N days out of sample (default 0)")
     run.add_argument(
@@ -48,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--fee-bps", default="10", help="fee per side in basis points (default 10)")
     run.add_argument("--results-url", help="also write {symbol}.json and {symbol}.equity.parquet here")
+
+    check = commands.add_parser(
+        "check-strategy", help="prove a strategy does not look ahead and that its warm-up is enough"
+    )
+    check.add_argument("name", help="strategy name")
+    check.add_argument("--param", action="append", default=[], metavar="KEY=VALUES", help="as for run (a grid: each)")
+    check.add_argument("--input", help="candle file to check on (default: synthetic candles)")
+    check.add_argument("--cuts", type=int, default=60, help="truncation points (default 60)")
+
+    commands.add_parser("list-strategies", help="every registered strategy and its parameters, as JSON")
 
     refresh = commands.add_parser("refresh", help="bring a pair's stored hourly candles up to --until")
     refresh.add_argument("--symbol", required=True, help="pair, e.g. BTCUSDT")
@@ -79,8 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--input holds one pair's candles: give one --symbol")
     template = job.RunSpec(
         symbol=symbols[0],
-        window=str(args.window),
-        windows=tuple(parse_windows(args.window)),
+        grid=_grid(args.strategy, args.param, args.window),
         fee_bps=parse_fee_bps(args.fee_bps),
         start_ms=parse_time_ms(args.start, "--start") if args.start else None,
         end_ms=parse_time_ms(args.end, "--end") if args.end else None,
@@ -124,6 +147,36 @@ def _run(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def _grid(name: str, params: list[str], window: str | None) -> Grid:
+    """The run's grid; `--window X` is `--strategy sma_trend --param window=X`."""
+    spec = parse_assignments(params)
+    if window is not None:
+        if name != DEFAULT_STRATEGY or "window" in spec:
+            raise InputError(f"--window is {DEFAULT_STRATEGY}'s window: give --param instead for {name}")
+        spec["window"] = window
+    return make_grid(get_strategy(name), spec)
+
+
+def _check_strategy(args: argparse.Namespace) -> int:
+    from backtest import lookahead
+
+    grid = make_grid(get_strategy(args.name), parse_assignments(args.param))
+    candles = lookahead.check_candles(args.input) if args.input else None
+    report = lookahead.check_grid(grid, candles, cuts=args.cuts)
+    print(json.dumps(report, allow_nan=False))
+    if not report["ok"]:
+        print(f"error: {report['problem']}", file=sys.stderr)
+        return EXIT_CHECK
+    return 0
+
+
+def _list_strategies(args: argparse.Namespace) -> int:
+    from backtest import strategy
+
+    print(json.dumps(strategy.describe_all(), indent=1))
+    return 0
+
+
 def _refresh(args: argparse.Namespace) -> int:
     from backtest import refresh
 
@@ -152,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
-        return {"run": _run, "refresh": _refresh}[args.command](args)
+        commands = {
+            "run": _run,
+            "refresh": _refresh,
+            "check-strategy": _check_strategy,
+            "list-strategies": _list_strategies,
+        }
+        return commands[args.command](args)
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

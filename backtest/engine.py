@@ -1,10 +1,10 @@
-"""The trend-following engine: long while the close is above its simple moving average.
+"""The execution engine every strategy shares, and `sma_trend`'s exact signal.
 
-Exact semantics, for in-window bars t = 0..n-1 (opens o_t, closes c_t), window w bars, fee
-f = fee_bps / 10,000 per side:
+Exact semantics, for in-window bars t = 0..n-1 (opens o_t, closes c_t), fee f = fee_bps / 10,000
+per side, and a strategy's signal_t (decided at bar t's close; see `backtest.builtins`):
 
-- SMA_t = mean(c_{t-w+1..t}), defined for t >= w-1 (candles before the window's start count
-  as warm-up). signal_t = 1 if c_t > SMA_t, else 0 (0 while the SMA is undefined).
+- sma_trend, window w: SMA_t = mean(c_{t-w+1..t}), defined for t >= w-1 (candles before the
+  window's start count as warm-up). signal_t = 1 if c_t > SMA_t, else 0 (0 while undefined).
 - A change of signal at bar t fills at the next bar's open o_{t+1}: the position over bar t is
   p_t = signal_{t-1}, and p_0 = 0 (every backtest starts flat). Long/flat only.
 - Equity is marked at each close, E_0 = 1, and for t >= 1:
@@ -17,7 +17,9 @@ f = fee_bps / 10,000 per side:
 sum, and for the rare bars where its rounding error could flip the answer (flat prices, exact
 ties) an exact `math.fsum`. So the signal never depends on summation order.
 
-Many windows for one pair share the cumulative sum and run as one 2-D pass (`run_windows`).
+The signal is one strategy's (`backtest.builtins`); this module's `above_sma` is `sma_trend`'s,
+and positions and equity are the same for every strategy, many combinations at once as (k, n)
+arrays.
 
 Prices near the top of the float64 range (around 1e306) overflow those sums or the equity; a
 non-finite intermediate result is refused as bad data (DataError), never turned into a result.
@@ -26,14 +28,13 @@ non-finite intermediate result is refused as bad data (DataError), never turned 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from backtest.errors import DataError
 
-_UNIT_ROUNDOFF = 2.0**-53
+UNIT_ROUNDOFF = 2.0**-53
 
 
 def _require_finite(values: np.ndarray, what: str) -> None:
@@ -56,7 +57,7 @@ class PrefixSums:
             np.cumsum(close, out=sums[1:])
         _require_finite(sums, "running sum of the closes")
         # Recursive summation of positive terms: |error of sums[k]| <= k * u * sums[k].
-        return cls(sums, _UNIT_ROUNDOFF * np.arange(len(sums), dtype=np.float64) * sums)
+        return cls(sums, UNIT_ROUNDOFF * np.arange(len(sums), dtype=np.float64) * sums)
 
 
 def above_sma(close: np.ndarray, window: int, prefix: PrefixSums | None = None) -> np.ndarray:
@@ -74,7 +75,7 @@ def above_sma(close: np.ndarray, window: int, prefix: PrefixSums | None = None) 
     _require_finite(diff, f"{window}-bar moving sum")
     # Error bound of the two prefix sums, the subtraction, the product and the final
     # difference, doubled for slack.
-    tol = 2.0 * (err_cs[window:] + err_cs[:-window] + _UNIT_ROUNDOFF * (np.abs(sums) + scaled + np.abs(diff)))
+    tol = 2.0 * (err_cs[window:] + err_cs[:-window] + UNIT_ROUNDOFF * (np.abs(sums) + scaled + np.abs(diff)))
     decided = diff > 0
     for i in np.nonzero(np.abs(diff) <= tol)[0]:
         t = i + window - 1
@@ -84,11 +85,12 @@ def above_sma(close: np.ndarray, window: int, prefix: PrefixSums | None = None) 
     return signal
 
 
-def positions_from_signal(signal: np.ndarray, first_bar: int, bars: int) -> np.ndarray:
-    """p over the in-window bars [first_bar, first_bar+bars): p_0 = 0, p_t = signal_{t-1}."""
-    p = np.zeros(bars, dtype=bool)
+def positions_from_signals(signals: np.ndarray, first_bar: int, bars: int) -> np.ndarray:
+    """p over the bars [first_bar, first_bar+bars) for each row of `signals` (k, n): p_0 = 0, p_t = signal_{t-1}."""
+    signals = np.atleast_2d(signals)
+    p = np.zeros((len(signals), bars), dtype=bool)
     if bars > 1:
-        p[1:] = signal[first_bar : first_bar + bars - 1]
+        p[:, 1:] = signals[:, first_bar : first_bar + bars - 1]
     return p
 
 
@@ -109,26 +111,3 @@ def equity_curves(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, f
         np.cumprod(factor, axis=1, out=equity[:, 1:])
     _require_finite(equity, "equity curve")
     return equity
-
-
-@dataclass(frozen=True)
-class WindowRun:
-    """One window's backtest over the in-window bars."""
-
-    window_bars: int
-    position: np.ndarray  # bool per bar
-    equity: np.ndarray  # float64 per bar, E_0 = 1
-
-
-def run_windows(
-    open_: np.ndarray, close: np.ndarray, first_bar: int, windows: Sequence[int], fee: float
-) -> list[WindowRun]:
-    """Backtest every window over bars [first_bar, end); bars before first_bar are warm-up only.
-
-    The prefix sums and the per-bar price ratios are computed once for all windows.
-    """
-    bars = len(close) - first_bar
-    prefix = PrefixSums.of(close)
-    positions = np.stack([positions_from_signal(above_sma(close, w, prefix), first_bar, bars) for w in windows])
-    equity = equity_curves(open_[first_bar:], close[first_bar:], positions, fee)
-    return [WindowRun(w, positions[i], equity[i]) for i, w in enumerate(windows)]

@@ -8,6 +8,7 @@ the one home of the job's exit codes and of which of them a retry cannot fix.
 | 2    | invalid arguments                         | no                       |
 | 3    | missing or bad data                       | no                       |
 | 4    | storage, network or source I/O, just now  | yes                      |
+| 5    | a strategy fails the look-ahead check     | no                       |
 
 The Batch job definition's retry strategy (infra/backtest-stack.yaml) says the same in its own terms.
 """
@@ -20,8 +21,9 @@ EXIT_BUG = 1
 EXIT_INPUT = 2
 EXIT_DATA = 3
 EXIT_IO = 4
+EXIT_CHECK = 5  # `check-strategy`: the strategy looks ahead or its warm-up is too short
 # Failures a retry cannot fix: the local runner and the refresh task fail at once on these.
-PERMANENT_EXIT_CODES = frozenset({EXIT_INPUT, EXIT_DATA})
+PERMANENT_EXIT_CODES = frozenset({EXIT_INPUT, EXIT_DATA, EXIT_CHECK})
 
 
 class BacktestError(Exception):

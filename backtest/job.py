@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,29 +26,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.candles import Candles, find_gaps, read_candle_file, to_arrow
-from backtest.engine import WindowRun, run_windows
+from backtest.engine import equity_curves, positions_from_signals
 from backtest.errors import DataError, InputError
-from backtest.metrics import compute_metrics
+from backtest.metrics import compute_metrics_block
 from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
 from backtest.storage import resolve, write_bytes_atomic
 from backtest.store import CandleStore
+from backtest.strategy import Combo, Grid, Strategy
 
 log = logging.getLogger("backtest")
 
 JOBS_DIR = "_jobs"  # {results_url}/_jobs/{job}.json: each job's wall time and size (its cost)
 
-STRATEGY = "sma_trend"
 SELECT_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate")
 LOWER_IS_BETTER = ("max_drawdown",)
+BLOCK_CELLS = 2_000_000  # combinations x bars per signal block: bounds memory for any grid size
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """A validated request for one pair's backtest."""
+    """A validated request for one pair's backtest of one strategy's grid."""
 
     symbol: str
-    window: str  # as the user wrote it, e.g. "15d" or "5d,10d,15d"
-    windows: tuple[tuple[str, int], ...]  # (label, bars) for every window in the sweep
+    grid: Grid
     fee_bps: float
     start_ms: int | None = None
     end_ms: int | None = None
@@ -57,12 +58,8 @@ class RunSpec:
     select_by: str = "total_return"
 
     @property
-    def max_window_bars(self) -> int:
-        return max(bars for _, bars in self.windows)
-
-    @property
     def is_sweep(self) -> bool:
-        return len(self.windows) > 1 or self.holdout_days > 0
+        return self.grid.is_grid or self.holdout_days > 0
 
 
 @dataclass(frozen=True)
@@ -72,9 +69,8 @@ class LoadedCandles:
     source: str  # binance, synthetic, file, or a comma-joined mix
 
 
-def load_candles(spec: RunSpec) -> LoadedCandles:
-    """Read the window's candles plus up to w-1 warm-up candles before it (w: the longest window)."""
-    warmup = spec.max_window_bars - 1
+def load_candles(spec: RunSpec, warmup: int) -> LoadedCandles:
+    """Read the window's candles plus up to `warmup` candles before it."""
     if spec.input_url:
         candles = read_candle_file(resolve(spec.input_url))
         lo = 0 if spec.start_ms is None else int(np.searchsorted(candles.open_time, spec.start_ms))
@@ -90,22 +86,60 @@ def load_candles(spec: RunSpec) -> LoadedCandles:
     return LoadedCandles(stored.candles, first_bar, source)
 
 
-def _segment_metrics(candles: Candles, first: int, stop: int, runs: list[WindowRun], fee: float) -> list[dict]:
-    """Metrics of each window's run over bars [first, stop) of `candles`."""
-    part = candles.slice(first, stop)
-    gaps = sum(g.hours for g in find_gaps(part.open_time))
-    return [compute_metrics(run.equity, run.position, part.open, part.close, fee, gaps=gaps) for run in runs]
+def signal_blocks(strategy: Strategy, candles: Candles, combos: list[Combo]) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, signals) for consecutive blocks of combinations, each a (k, n) bool array."""
+    size = max(1, BLOCK_CELLS // max(len(candles), 1))
+    for offset in range(0, len(combos), size):
+        block = combos[offset : offset + size]
+        signals = np.asarray(strategy.signals(candles, block), dtype=bool)
+        if signals.shape != (len(block), len(candles)):
+            raise DataError(
+                f"strategy {strategy.name} returned signals of shape {signals.shape}, "
+                f"expected {(len(block), len(candles))}"
+            )
+        yield offset, signals
 
 
-def _best_index(metrics: list[dict], select_by: str) -> int:
-    """The window with the best `select_by` (undefined values lose; ties go to the first)."""
-    sign = -1.0 if select_by in LOWER_IS_BETTER else 1.0
-    scores = [sign * m[select_by] if m[select_by] is not None else -math.inf for m in metrics]
-    return int(np.argmax(scores))
+@dataclass(frozen=True)
+class Segment:
+    """Bars [first, stop) of the candles read, backtested on their own: flat at `first`."""
+
+    first: int
+    stop: int
+    candles: Candles  # the segment's bars
+    gaps: int
+
+    @classmethod
+    def of(cls, candles: Candles, first: int, stop: int) -> Segment:
+        part = candles.slice(first, stop)
+        return cls(first, stop, part, sum(g.hours for g in find_gaps(part.open_time)))
+
+    def run(self, signals: np.ndarray, fee: float) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, equity) of each signal row over this segment."""
+        positions = positions_from_signals(signals, self.first, self.stop - self.first)
+        return positions, equity_curves(self.candles.open, self.candles.close, positions, fee)
+
+    def metrics(self, signals: np.ndarray, fee: float) -> tuple[list[dict], np.ndarray, np.ndarray]:
+        positions, equity = self.run(signals, fee)
+        part = self.candles
+        return compute_metrics_block(equity, positions, part.open, part.close, fee, self.gaps), positions, equity
+
+
+def score(metrics: dict, select_by: str) -> float:
+    """A combination's score for `select_by`: higher is better; undefined values lose."""
+    value = metrics[select_by]
+    if value is None:
+        return -math.inf
+    return -value if select_by in LOWER_IS_BETTER else value
+
+
+def check_select_by(select_by: str) -> None:
+    if select_by not in SELECT_METRICS:
+        raise InputError(f"invalid --select-by {select_by!r}: one of {', '.join(SELECT_METRICS)}")
 
 
 def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
-    """Run one pair's backtest (or sweep); returns the result object and the best window's equity.
+    """Run one pair's backtest (or grid); returns the result object and the best combination's equity.
 
     Only candles closed by `end` count: one that opens at t closes at t + 1h, so `end` is floored
     to the hour (as the refresh floors `until`).
@@ -113,24 +147,24 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
     validate_symbol(spec.symbol)
     if spec.end_ms is not None:
         spec = dataclasses.replace(spec, end_ms=floor_hour_ms(spec.end_ms))
-    if spec.select_by not in SELECT_METRICS:
-        raise InputError(f"invalid --select-by {spec.select_by!r}: one of {', '.join(SELECT_METRICS)}")
+    check_select_by(spec.select_by)
     if spec.start_ms is not None and spec.end_ms is not None and spec.start_ms >= spec.end_ms:
         raise InputError(
             f"empty window: start {format_time_ms(spec.start_ms)} is not before end {format_time_ms(spec.end_ms)}"
         )
-    loaded = load_candles(spec)
+    grid, strategy = spec.grid, spec.grid.strategy
+    loaded = load_candles(spec, grid.warmup_bars())
     candles, first = loaded.candles, loaded.first_bar
     if len(candles) - first <= 0:
         raise DataError(f"no candles for {spec.symbol} in the window {_window_text(spec)}")
-    if len(candles) < spec.max_window_bars:
-        label = next(label for label, bars in spec.windows if bars == spec.max_window_bars)
+    need = max(range(len(grid.combos)), key=lambda i: strategy.lookback(grid.combos[i]))
+    if len(candles) < strategy.lookback(grid.combos[need]) + 1:
         raise DataError(
-            f"{spec.symbol}: the {label} window needs {spec.max_window_bars} candles up to the window's end, "
+            f"{spec.symbol}: {strategy.name} {_labels_text(grid.labels[need])} needs "
+            f"{strategy.lookback(grid.combos[need]) + 1} candles up to the window's end, "
             f"only {len(candles)} are available"
         )
     fee = spec.fee_bps / 10_000
-    bars = [b for _, b in spec.windows]
     split = len(candles)
     if spec.holdout_days:
         end_ms = spec.end_ms if spec.end_ms is not None else int(candles.open_time[-1]) + HOUR_MS
@@ -138,19 +172,26 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         if split <= first or split >= len(candles):
             raise InputError(f"a {spec.holdout_days}-day hold-out leaves no in-sample or no out-of-sample bars")
 
-    in_sample = run_windows(candles.open[:split], candles.close[:split], first, bars, fee)
-    in_metrics = _segment_metrics(candles, first, split, in_sample, fee)
-    best = _best_index(in_metrics, spec.select_by)
+    in_sample = Segment.of(candles, first, split)
+    out_sample = Segment.of(candles, split, len(candles)) if spec.holdout_days else None
+    in_metrics: list[dict] = []
     oos_metrics: list[dict] = []
-    if spec.holdout_days:
-        oos_runs = run_windows(candles.open, candles.close, split, bars, fee)
-        oos_metrics = _segment_metrics(candles, split, len(candles), oos_runs, fee)
+    best, best_score, best_run = 0, -math.inf, None
+    for offset, signals in signal_blocks(strategy, candles, grid.combos):
+        metrics, positions, equity = in_sample.metrics(signals, fee)
+        for i, row in enumerate(metrics):
+            if best_run is None or score(row, spec.select_by) > best_score:
+                best, best_score = offset + i, score(row, spec.select_by)
+                best_run = (positions[i].copy(), equity[i].copy())
+        in_metrics += metrics
+        if out_sample:
+            oos_metrics += out_sample.metrics(signals, fee)[0]
 
     in_window = candles.slice(first, len(candles))
     result = {
         "symbol": spec.symbol,
-        "strategy": STRATEGY,
-        "params": _params(spec),
+        "strategy": strategy.name,
+        "params": {**grid.params_json(best), "fee_bps": spec.fee_bps},
         "start": format_time_ms(spec.start_ms if spec.start_ms is not None else int(in_window.open_time[0])),
         "end": format_time_ms(spec.end_ms if spec.end_ms is not None else int(in_window.open_time[-1]) + HOUR_MS),
         "first_bar": format_time_ms(int(in_window.open_time[0])),
@@ -161,37 +202,34 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         **in_metrics[best],
     }
     if spec.is_sweep:
-        result["best_window"], result["best_window_bars"] = spec.windows[best]
+        result["grid"] = {
+            "values": {p.name: grid.spec.get(p.name, str(p.default)) for p in strategy.params},
+            "combinations": len(grid.combos),
+            "skipped": grid.skipped,
+            "holdout_days": spec.holdout_days,
+            "select_by": spec.select_by,
+        }
+        result["best"] = grid.params_json(best)
         if spec.holdout_days:
             result["split"] = format_time_ms(int(candles.open_time[split]))
             result["oos"] = oos_metrics[best]
         result["sweep"] = [
-            {"window": label, "window_bars": b, **in_metrics[i], **({"oos": oos_metrics[i]} if oos_metrics else {})}
-            for i, (label, b) in enumerate(spec.windows)
+            {"params": grid.params_json(i), **in_metrics[i], **({"oos": oos_metrics[i]} if oos_metrics else {})}
+            for i in range(len(grid.combos))
         ]
-    run = in_sample[best]
+    position, equity_values = best_run
     equity = pa.table(
         {
             "open_time": to_arrow(candles.open_time[first:split], pa.timestamp("ms", tz="UTC")),
-            "equity": to_arrow(run.equity, pa.float64()),
-            "position": to_arrow(run.position, pa.int8()),
+            "equity": to_arrow(equity_values, pa.float64()),
+            "position": to_arrow(position, pa.int8()),
         }
     )
     return result, equity
 
 
-def _params(spec: RunSpec) -> dict:
-    if not spec.is_sweep:
-        ((_, bars),) = spec.windows
-        return {"window": spec.window, "window_bars": bars, "fee_bps": spec.fee_bps}
-    return {
-        "window": spec.window,
-        "windows": [label for label, _ in spec.windows],
-        "window_bars": [bars for _, bars in spec.windows],
-        "fee_bps": spec.fee_bps,
-        "holdout_days": spec.holdout_days,
-        "select_by": spec.select_by,
-    }
+def _labels_text(labels: dict[str, str]) -> str:
+    return " ".join(f"{name}={label}" for name, label in labels.items())
 
 
 def write_result(results_url: str, result: dict, equity: pa.Table) -> None:

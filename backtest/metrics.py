@@ -69,28 +69,68 @@ def compute_metrics(
     gaps: int,
 ) -> dict[str, float | int | None]:
     """All metrics of one backtest (see the table in this module's docstring)."""
-    bars = len(equity)
-    returns = equity[1:] / equity[:-1] - 1.0
+    return compute_metrics_block(equity[np.newaxis], position[np.newaxis], open_, close, fee, gaps)[0]
+
+
+def compute_metrics_block(
+    equity: np.ndarray,
+    position: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    fee: float,
+    gaps: int,
+) -> list[dict[str, float | int | None]]:
+    """The metrics of k backtests over the same bars at once: equity and position are (k, n)."""
+    k, bars = equity.shape
     annual = math.sqrt(HOURS_PER_YEAR)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        returns = equity[:, 1:] / equity[:, :-1] - 1.0
+        total_return = equity[:, -1] - 1.0
+        cagr = equity[:, -1] ** (HOURS_PER_YEAR / bars) - 1.0
+        if returns.shape[1] >= 2:
+            std = np.std(returns, axis=1, ddof=1)
+            mean = np.mean(returns, axis=1)
+        if returns.shape[1]:
+            downside = np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2, axis=1))
+            mean_all = np.mean(returns, axis=1)
+        max_drawdown = np.max(1.0 - equity / np.maximum.accumulate(equity, axis=1), axis=1)
+    buy_hold = _finite(close[-1] / close[0] - 1.0)
+    exposure = np.mean(position, axis=1)
 
-    total_return = float(equity[-1] - 1.0)
-    cagr = _finite(equity[-1] ** (HOURS_PER_YEAR / bars) - 1.0)
+    rows = []
+    for i in range(k):
+        volatility = sharpe = sortino = None
+        if returns.shape[1] >= 2:
+            volatility = _finite(float(std[i]) * annual)
+            sharpe = _ratio(float(mean[i]) * annual, float(std[i]))
+        if returns.shape[1]:
+            sortino = _ratio(float(mean_all[i]) * HOURS_PER_YEAR, float(downside[i]) * annual)
+        row_cagr = _finite(cagr[i])
+        drawdown = float(max_drawdown[i])
+        calmar = _ratio(row_cagr, drawdown) if row_cagr is not None and drawdown > 0 else None
+        trades, win_rate = _round_trips(position[i], open_, fee)
+        rows.append(
+            {
+                "total_return": _finite(total_return[i]),
+                "buy_hold_return": buy_hold,
+                "cagr": row_cagr,
+                "volatility": volatility,
+                "sharpe": sharpe,
+                "sortino": sortino,
+                "max_drawdown": _finite(drawdown),
+                "calmar": calmar,
+                "trades": trades,
+                "win_rate": win_rate,
+                "exposure": float(exposure[i]),
+                "bars": int(bars),
+                "gaps": int(gaps),
+            }
+        )
+    return rows
 
-    volatility = sharpe = None
-    if len(returns) >= 2:
-        std = float(np.std(returns, ddof=1))
-        volatility = _finite(std * annual)
-        sharpe = _ratio(float(np.mean(returns)) * annual, std)
 
-    sortino = None
-    if len(returns):
-        downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2)))
-        sortino = _ratio(float(np.mean(returns)) * HOURS_PER_YEAR, downside * annual)
-
-    running_peak = np.maximum.accumulate(equity)
-    max_drawdown = float(np.max(1.0 - equity / running_peak))
-    calmar = _ratio(cagr, max_drawdown) if cagr is not None and max_drawdown > 0 else None
-
+def _round_trips(position: np.ndarray, open_: np.ndarray, fee: float) -> tuple[int, float | None]:
+    """(entries, win rate of the closed round trips) of one position series."""
     entries = np.nonzero(position[1:] & ~position[:-1])[0] + 1
     exits = np.nonzero(~position[1:] & position[:-1])[0] + 1
     closed = len(exits)  # p_0 = 0, so the k-th exit closes the k-th entry
@@ -98,19 +138,4 @@ def compute_metrics(
     if closed:
         trip_returns = (open_[exits] / open_[entries[:closed]]) * (1.0 - fee) ** 2 - 1.0
         win_rate = float(np.mean(trip_returns > 0))
-
-    return {
-        "total_return": _finite(total_return),
-        "buy_hold_return": _finite(close[-1] / close[0] - 1.0),
-        "cagr": cagr,
-        "volatility": volatility,
-        "sharpe": sharpe,
-        "sortino": sortino,
-        "max_drawdown": _finite(max_drawdown),
-        "calmar": calmar,
-        "trades": len(entries),
-        "win_rate": win_rate,
-        "exposure": float(np.mean(position)),
-        "bars": int(bars),
-        "gaps": int(gaps),
-    }
+    return len(entries), win_rate

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TypeVar
 
 from backtest.errors import InputError
 
@@ -23,6 +26,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_WINDOW_BARS = 2
 MAX_WINDOW_BARS = 100_000
 MAX_FEE_BPS = 1_000.0
+MAX_RANGE_VALUES = 100_000
+T = TypeVar("T", int, float)
 
 
 def validate_symbol(symbol: str) -> str:
@@ -30,6 +35,14 @@ def validate_symbol(symbol: str) -> str:
     if not isinstance(symbol, str) or not _SYMBOL_RE.fullmatch(symbol):
         raise InputError(f"invalid symbol {symbol!r}: must match {SYMBOL_PATTERN} (e.g. BTCUSDT)")
     return symbol
+
+
+def parse_bars(text: str | int) -> int:
+    """A number of hourly bars: `360` (bars), `12h`, `15d` or `2w`; at least 1."""
+    match = _WINDOW_RE.fullmatch(str(text).strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise InputError(f"invalid bar count {text!r}: use bars (360) or a duration (12h, 15d, 2w)")
+    return int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)]
 
 
 def parse_window(text: str | int) -> int:
@@ -51,28 +64,45 @@ def window_label(bars: int) -> str:
     return f"{bars // 24}d" if bars % 24 == 0 else f"{bars}h"
 
 
-def parse_windows(text: str | int) -> list[tuple[str, int]]:
-    """One window, a list (`5d,10d,15d`) or a range (`1d:60d:1d`, both ends included).
+def parse_value_list(
+    text: str | int | float, parse_one: Callable[[str], T], parse_step: Callable[[str], T], label: Callable[[T], str]
+) -> list[tuple[str, T]]:
+    """One value, a comma list (`5d,10d,15d`) or a range `start:stop:step` (both ends included).
 
-    Returns (label, bars) pairs in the order given, without duplicates.
+    Returns (label, value) pairs in the order given, without duplicates: a listed value keeps
+    the spelling it was given, a range's values are spelled by `label`.
     """
     text = str(text).strip()
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
-            raise InputError(f"invalid window range {text!r}: use start:stop:step, e.g. 1d:60d:1d")
-        start, stop, step = (parse_window(part) if i < 2 else _parse_step(part) for i, part in enumerate(parts))
+            raise InputError(f"invalid range {text!r}: use start:stop:step, e.g. 1d:60d:1d")
+        start, stop, step = parse_one(parts[0]), parse_one(parts[1]), parse_step(parts[2])
         if stop < start:
-            raise InputError(f"invalid window range {text!r}: the stop is before the start")
-        windows = [(window_label(bars), bars) for bars in range(start, stop + 1, step)]
+            raise InputError(f"invalid range {text!r}: the stop is before the start")
+        count = int((Decimal(str(stop)) - Decimal(str(start))) / Decimal(str(step))) + 1
+        if count > MAX_RANGE_VALUES:
+            raise InputError(f"invalid range {text!r}: more than {MAX_RANGE_VALUES} values")
+        kind = type(start)
+        values = [kind(Decimal(str(start)) + i * Decimal(str(step))) for i in range(count)]
+        pairs = [(label(value), value) for value in values]
     else:
-        windows = [(item.strip(), parse_window(item)) for item in text.split(",")]
-    unique: dict[int, str] = {}
-    for label, bars in windows:
-        unique.setdefault(bars, label)
-    if len(unique) > MAX_WINDOWS:
-        raise InputError(f"invalid window list {text!r}: at most {MAX_WINDOWS} windows, got {len(unique)}")
-    return [(label, bars) for bars, label in unique.items()]
+        pairs = [(item.strip(), parse_one(item)) for item in text.split(",")]
+    unique: dict = {}
+    for item_label, value in pairs:
+        unique.setdefault(value, item_label)
+    return [(item_label, value) for value, item_label in unique.items()]
+
+
+def parse_windows(text: str | int) -> list[tuple[str, int]]:
+    """One window, a list (`5d,10d,15d`) or a range (`1d:60d:1d`, both ends included).
+
+    Returns (label, bars) pairs in the order given, without duplicates.
+    """
+    windows = parse_value_list(text, parse_window, _parse_step, window_label)
+    if len(windows) > MAX_WINDOWS:
+        raise InputError(f"invalid window list {text!r}: at most {MAX_WINDOWS} windows, got {len(windows)}")
+    return windows
 
 
 def _parse_step(text: str) -> int:

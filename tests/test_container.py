@@ -27,7 +27,8 @@ import pytest
 
 from backtest import job
 from backtest.metrics import METRIC_NAMES
-from backtest.params import HOUR_MS, parse_window
+from backtest.params import HOUR_MS
+from backtest.strategy import grid_of
 from backtest.synthetic import EPOCH_MS, synthetic_candles
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,7 +249,7 @@ def test_entrypoint_runs_a_backtest(job_env, candle_file, tmp_path):
     assert result["data_source"] == "file"
 
     spec = job.RunSpec(
-        symbol="TESTUSDT", window="24", windows=(("24", parse_window("24")),), fee_bps=10.0, input_url=str(candle_file)
+        symbol="TESTUSDT", grid=grid_of("sma_trend", {"window": "24"}), fee_bps=10.0, input_url=str(candle_file)
     )
     in_process, _ = job.backtest(spec)
     assert result == json.loads(job.to_json(in_process))

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from backtest.job import RunSpec, backtest, write_result
-from backtest.params import parse_time_ms, parse_windows
+from backtest.params import parse_time_ms
 from backtest.refresh import refresh_pair
+from backtest.strategy import grid_of
 from backtest_airflow import layout, tasks
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.planning import make_plan
@@ -77,8 +78,7 @@ def make_run(
             continue
         spec = RunSpec(
             symbol=symbol,
-            window=plan.window,
-            windows=tuple(parse_windows(plan.window)),
+            grid=grid_of("sma_trend", {"window": plan.window}),
             fee_bps=plan.fee_bps,
             start_ms=parse_time_ms(plan.start),
             end_ms=parse_time_ms(plan.end),
