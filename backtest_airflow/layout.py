@@ -3,8 +3,9 @@
 A run's results folder (the job writes the per-pair files, `rank` the rest):
 
     {store}/results/crypto_backtest_daily/date=<as-of date>/run=<run folder>/
-        {symbol}.json  {symbol}.equity.parquet  {symbol}.error.json  _jobs/<job>.json   (backtest.job)
-        leaderboard.parquet  leaderboard.csv  leaderboard.md  summary.json  report.html  (rank)
+        strategy=<name>/                                             (one folder per strategy of the run)
+            {symbol}.json  {symbol}.equity.parquet  {symbol}.error.json  _jobs/<job>.json   (backtest.job)
+        leaderboard.parquet  leaderboard.csv  leaderboard.md  grid.parquet  summary.json  report.html  (rank)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ LEADERBOARD_PARQUET = "leaderboard.parquet"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MD = "leaderboard.md"
 SUMMARY_JSON = "summary.json"
+GRID_PARQUET = "grid.parquet"  # every (pair, strategy, combination) row of a run
 REPORT_HTML = "report.html"
 RANK_FILES = (LEADERBOARD_PARQUET, LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_HTML)  # what a finished run shows
 # `date=` and `run=` folder names, as the UI checks them before they reach a storage key.
@@ -39,3 +41,8 @@ def results_url(data_url: str, as_of: datetime | str, run_id: str, dag_id: str =
     """A run's results folder; `as_of` is its as-of moment or that moment's date (YYYY-MM-DD)."""
     date = as_of if isinstance(as_of, str) else f"{as_of:%Y-%m-%d}"
     return "/".join([results_root(data_url, dag_id), f"date={date}", f"run={run_folder_name(run_id)}"])
+
+
+def strategy_results_url(results_url: str, strategy: str) -> str:
+    """The folder of one strategy's per-pair results inside a run's results folder."""
+    return f"{results_url.rstrip('/')}/strategy={strategy}"

@@ -50,7 +50,8 @@ class RunPlan:
     """A validated run: what every later task needs, as plain JSON-able values."""
 
     pairs: list[str]
-    chunks: list[list[str]]  # one job per chunk
+    chunks: list[list[str]]  # pairs per job (each chunk runs once per strategy)
+    strategies: list[dict]  # [{"name": str, "params": {param: values text}}], each name once
     window: str  # as given: one window, a list or a range
     windows: list[str]
     max_window_bars: int
@@ -149,6 +150,7 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
     return RunPlan(
         pairs=list(pairs),
         chunks=[pairs[i : i + per_job] for i in range(0, len(pairs), per_job)],
+        strategies=[{"name": "sma_trend", "params": {"window": window}}],
         window=window,
         windows=[label for label, _ in windows],
         max_window_bars=max_bars,
