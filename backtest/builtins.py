@@ -7,9 +7,11 @@ read, warm-up included); every signal is 0 while undefined.
   for t >= w-1, decided exactly on the float64 inputs (`engine.above_sma`). The default.
 - `sma_cross(fast, slow)`, fast < slow: signal_t = 1 if SMA_fast,t > SMA_slow,t, defined for
   t >= slow-1, decided exactly on the float64 inputs (a tie is 0).
-- `ema_trend(span)`: alpha = 2/(span+1); EMA_{span-1} = fsum(c_0..c_{span-1}) / span (the
-  simple mean of the first span closes read), then EMA_t = alpha*c_t + (1-alpha)*EMA_{t-1};
-  signal_t = 1 if c_t > EMA_t, for t >= span-1.
+- `ema_trend(span)`: alpha = 2/(span+1); EMA_{span-1} = the simple mean of the first span
+  closes read (correctly rounded), then EMA_t = alpha*c_t + (1-alpha)*EMA_{t-1}, computed as
+  EMA_{t-1} + alpha*(c_t - EMA_{t-1}); signal_t = 1 if c_t > EMA_t, for t >= span-1. (That
+  mean and that order keep the EMA of a flat price exactly at the price: a flat price is never
+  above its EMA, whatever the rounding.)
 - `momentum(lookback)`: signal_t = 1 if c_t > c_{t-lookback}, for t >= lookback.
 - `donchian_breakout(entry, exit)`: upper_t = max(h_{t-entry..t-1}), lower_t =
   min(l_{t-exit..t-1}); with m = max(entry, exit), s_t = 0 for t < m, and for t >= m:
@@ -101,6 +103,19 @@ class SmaCross(Strategy):
         return out
 
 
+def _exact_integers(values: list[float]) -> tuple[list[int], int]:
+    """Each float as an integer over one common power of two: (integers, that power), exactly."""
+    ratios = [x.as_integer_ratio() for x in values]
+    scale = max((den for _, den in ratios), default=1)  # powers of two: x = num * (scale/den) / scale
+    return [num * (scale // den) for num, den in ratios], scale
+
+
+def exact_mean(values: list[float]) -> float:
+    """The mean of floats, correctly rounded (Python's int / int is): equal values give that value."""
+    integers, scale = _exact_integers(values)
+    return sum(integers) / (scale * len(integers))
+
+
 class _ExactPrefix:
     """Exact prefix sums of the closes as Python integers (each close times one power of two),
     built on first use: the rare bars where float rounding could flip a comparison."""
@@ -111,9 +126,7 @@ class _ExactPrefix:
 
     def _prefix(self) -> list[int]:
         if self._sums is None:
-            ratios = [x.as_integer_ratio() for x in self._close.tolist()]
-            scale = max(den for _, den in ratios)  # powers of two: every close is num * (scale/den) / scale
-            self._sums = [0, *accumulate(num * (scale // den) for num, den in ratios)]
+            self._sums = [0, *accumulate(_exact_integers(self._close.tolist())[0])]
         return self._sums
 
     def cross(self, t: int, f: int, s: int) -> int:
@@ -146,12 +159,11 @@ def _ema_signal(close: list[float], span: int) -> np.ndarray:
     if n < span:
         return signal
     alpha = 2.0 / (span + 1)
-    keep = 1.0 - alpha
-    ema = math.fsum(close[:span]) / span
+    ema = exact_mean(close[:span])
     above = [False] * n
     above[span - 1] = close[span - 1] > ema
     for t in range(span, n):
-        ema = alpha * close[t] + keep * ema
+        ema += alpha * (close[t] - ema)
         above[t] = close[t] > ema
     signal[:] = above
     return signal

@@ -40,7 +40,8 @@ def check_candles(input_url: str | None, bars: int = 0) -> Candles:
 
 def checked_combos(grid: Grid, limit: int = MAX_COMBOS_CHECKED) -> list[int]:
     n = len(grid.combos)
-    return sorted({round(i * (n - 1) / max(limit - 1, 1)) for i in range(min(limit, n))})
+    count = min(limit, n)
+    return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
 
 
 def check_grid(grid: Grid, candles: Candles | None = None, cuts: int = 60, input_url: str | None = None) -> dict:
@@ -53,8 +54,10 @@ def check_grid(grid: Grid, candles: Candles | None = None, cuts: int = 60, input
     report = {"strategy": strategy.name, "candles": len(candles), "cuts": cuts, "checked": [], "ok": True}
     for i in indices:
         combo = grid.combos[i]
-        problem = truncation_problem(strategy, combo, candles, cuts) or warmup_problem(strategy, combo, candles)
-        report["checked"].append({"params": grid.params_json(i), "ok": problem is None})
+        entry: dict = {"params": grid.params_json(i)}
+        problem = truncation_problem(strategy, combo, candles, cuts) or warmup_problem(strategy, combo, candles, entry)
+        entry["ok"] = problem is None
+        report["checked"].append(entry)
         if problem:
             report.update(ok=False, problem=f"{strategy.name} {_text(grid.labels[i])}: {problem}")
             break
@@ -79,8 +82,11 @@ def truncation_problem(strategy: Strategy, combo: Combo, candles: Candles, cuts:
     return None
 
 
-def warmup_problem(strategy: Strategy, combo: Combo, candles: Candles) -> str | None:
-    """Check (b): the first window bar a doubled warm-up changes (beyond the tolerance), or None."""
+def warmup_problem(strategy: Strategy, combo: Combo, candles: Candles, counts: dict | None = None) -> str | None:
+    """Check (b): the first window bar a doubled warm-up changes (beyond the tolerance), or None.
+
+    `counts`, when given, receives how many window bars changed (`warmup_changed`) of how many
+    (`window_bars`): the measured share, reported even when it is within the tolerance."""
     warmup = strategy.warmup_bars(combo)
     window_start = 2 * warmup
     if len(candles) - window_start < MIN_WINDOW_BARS:
@@ -91,6 +97,8 @@ def warmup_problem(strategy: Strategy, combo: Combo, candles: Candles) -> str | 
     declared = _signal(strategy, combo, candles.slice(window_start - warmup, len(candles)))[warmup:]
     doubled = _signal(strategy, combo, candles)[window_start:]
     differs = np.nonzero(declared != doubled)[0]
+    if counts is not None:
+        counts.update(warmup_changed=len(differs), window_bars=len(declared))
     allowed = int(SEEDED_TOLERANCE * len(declared)) if strategy.seeded else 0
     if len(differs) > allowed:
         t = int(differs[0]) + window_start

@@ -37,11 +37,11 @@ def validate_symbol(symbol: str) -> str:
     return symbol
 
 
-def parse_bars(text: str | int) -> int:
-    """A number of hourly bars: `360` (bars), `12h`, `15d` or `2w`; at least 1."""
+def parse_bars(text: str | int, what: str = "bar count") -> int:
+    """A number of hourly bars: `360` (bars), `12h`, `15d` or `2w`; at least 1. `what` names it in the error."""
     match = _WINDOW_RE.fullmatch(str(text).strip().lower())
     if not match or int(match.group(1)) == 0:
-        raise InputError(f"invalid bar count {text!r}: use bars (360) or a duration (12h, 15d, 2w)")
+        raise InputError(f"invalid {what} {text!r}: use bars (360) or a duration (12h, 15d, 2w)")
     return int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)]
 
 

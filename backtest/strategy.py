@@ -25,12 +25,14 @@ any folder on `BACKTEST_STRATEGY_PATH` (os.pathsep-separated), imported when fir
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import itertools
 import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -63,7 +65,7 @@ class Param:
     def parse(self, text: str | int | float) -> int | float:
         """One value, checked against the bounds."""
         if self.bars:
-            value: int | float = parse_bars(text)
+            value: int | float = parse_bars(text, self.name)
         else:
             try:
                 value = self.kind(str(text).strip()) if self.kind is float else int(str(text).strip())
@@ -77,7 +79,7 @@ class Param:
 
     def parse_values(self, text: str | int | float) -> list[tuple[str, int | float]]:
         """A value, a comma list or a range `a:b:step`, as (label, value) pairs."""
-        step = parse_bars if self.bars else self._parse_step
+        step = partial(parse_bars, what=f"{self.name} step") if self.bars else self._parse_step
         return parse_value_list(text, self.parse, step, self.label)
 
     def label(self, value: int | float) -> str:
@@ -168,10 +170,23 @@ def register(item: type[Strategy] | Strategy) -> Any:
     name = getattr(instance, "name", None)
     if not isinstance(name, str) or not name.isidentifier():
         raise InputError(f"strategy name {name!r} must be a Python identifier such as my_strategy")
-    if name in _REGISTRY and type(_REGISTRY[name]) is not type(instance):
-        raise InputError(f"two strategies are named {name!r}: rename one")
+    if name in _REGISTRY and _origin(_REGISTRY[name]) is not _origin(instance):
+        files = f"{_file_of(_REGISTRY[name])} and {_file_of(instance)}"
+        raise InputError(f"two strategies are named {name!r} ({files}): rename one")
     _REGISTRY[name] = instance
     return item
+
+
+def _origin(instance: Strategy) -> Any:
+    """What a strategy is made from (its function or class): registering the same one again is harmless."""
+    return instance._fn if isinstance(instance, FunctionStrategy) else type(instance)
+
+
+def _file_of(instance: Strategy) -> str:
+    try:
+        return inspect.getfile(_origin(instance))
+    except TypeError:
+        return "?"
 
 
 def strategy(name: str, params: Sequence[Param], warmup: Callable[[Combo], int]) -> Callable:
@@ -219,7 +234,8 @@ def _import_file(path: Path) -> None:
         raise
     except Exception as exc:  # a user's module: report it as one line, whatever it raised
         del sys.modules[module_name]
-        raise InputError(f"strategy module {path} failed to import: {type(exc).__name__}: {exc}") from None
+        message = " ".join(str(exc).split())  # one line, whatever the exception's text
+        raise InputError(f"strategy module {path} failed to import: {type(exc).__name__}: {message}") from None
 
 
 def get(name: str) -> Strategy:
