@@ -1,5 +1,5 @@
 """`python -m backtest run`: one JSON object out, result files, clean failures; window sweeps, hold-out
-and a chunk of pairs in one job."""
+and a chunk of pairs in one job (grids of the other strategies: tests/test_strategies.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from backtest.metrics import METRIC_NAMES as METRICS
 from backtest.params import HOUR_MS, parse_time_ms, parse_windows
 from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
+from backtest.strategy import grid_of
 from backtest.synthetic import synthetic_candles
 from tests.support import STORE_SINCE, STORE_UNTIL, backtest_process, make_candles, run_cli, run_json
 
@@ -141,7 +142,7 @@ def test_subprocess_entrypoint(store):
     proc = backtest_process("run", "--symbol", "BTCUSDT", "--data-url", store, "--start", "2024-04-01")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    spec = RunSpec("BTCUSDT", "15d", (("15d", 360),), 10.0, start_ms=parse_time_ms("2024-04-01"), data_url=store)
+    spec = RunSpec("BTCUSDT", grid_of("sma_trend"), 10.0, start_ms=parse_time_ms("2024-04-01"), data_url=store)
     assert result == backtest(spec)[0]
     assert "INFO backtest: read" in proc.stderr  # logs go to stderr
 
@@ -273,13 +274,26 @@ def test_window_lists_and_ranges():
 def test_sweep_equals_single_window_runs(capsys, store):
     base = ["--symbol", "BTCUSDT", "--data-url", store, "--start", "2024-03-01", "--end", "2024-05-01"]
     _, (sweep,) = run_json(capsys, *base, "--window", "2d,5d,15d", "--select-by", "sharpe")
-    assert [item["window"] for item in sweep["sweep"]] == ["2d", "5d", "15d"]
+    assert [item["params"] for item in sweep["sweep"]] == [
+        {"window": "2d", "window_bars": 48},
+        {"window": "5d", "window_bars": 120},
+        {"window": "15d", "window_bars": 360},
+    ]
+    assert sweep["grid"] == {
+        "values": {"window": "2d,5d,15d"},
+        "combinations": 3,
+        "skipped": 0,
+        "holdout_days": 0,
+        "select_by": "sharpe",
+    }
     for item in sweep["sweep"]:
-        _, (alone,) = run_json(capsys, *base, "--window", item["window"])
+        _, (alone,) = run_json(capsys, *base, "--window", item["params"]["window"])
+        assert alone["params"] == {**item["params"], "fee_bps": 10.0}
         for metric in ("total_return", "sharpe", "max_drawdown", "trades", "bars"):
-            assert item[metric] == alone[metric], (item["window"], metric)
+            assert item[metric] == alone[metric], (item["params"], metric)
     best = max(sweep["sweep"], key=lambda item: item["sharpe"])
-    assert sweep["best_window"] == best["window"] and sweep["sharpe"] == best["sharpe"]
+    assert sweep["best"] == best["params"] and sweep["sharpe"] == best["sharpe"]
+    assert sweep["params"] == {**best["params"], "fee_bps": 10.0}  # the top-level params are the chosen one's
 
 
 def test_holdout_splits_in_and_out_of_sample(capsys, store):
@@ -290,15 +304,16 @@ def test_holdout_splits_in_and_out_of_sample(capsys, store):
     assert result["split"] == "2024-04-21T00:00:00Z"
     for item in result["sweep"]:
         _, (inside,) = run_json(
-            capsys, *base, "--start", "2024-03-01", "--end", "2024-04-21", "--window", item["window"]
+            capsys, *base, "--start", "2024-03-01", "--end", "2024-04-21", "--window", item["params"]["window"]
         )
         _, (outside,) = run_json(
-            capsys, *base, "--start", "2024-04-21", "--end", "2024-05-01", "--window", item["window"]
+            capsys, *base, "--start", "2024-04-21", "--end", "2024-05-01", "--window", item["params"]["window"]
         )
         assert item["total_return"] == inside["total_return"] and item["bars"] == inside["bars"]
         assert item["oos"]["total_return"] == outside["total_return"] and item["oos"]["bars"] == 10 * 24
     best = max(result["sweep"], key=lambda item: item["total_return"])
-    assert result["best_window"] == best["window"] and result["oos"] == best["oos"]
+    assert result["best"] == best["params"] and result["oos"] == best["oos"]
+    assert result["grid"]["holdout_days"] == 10 and result["grid"]["select_by"] == "total_return"
 
 
 def test_one_failing_pair_in_a_chunk_keeps_the_others(capsys, store, tmp_path, monkeypatch):

@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtest.engine import above_sma, equity_curves, positions_from_signal, run_windows
+from backtest.engine import above_sma, equity_curves, positions_from_signals
+from backtest.job import Segment
 from backtest.metrics import compute_metrics
-from tests.support import reference_backtest
+from backtest.strategy import get
+from tests.support import make_candles, reference_backtest
 
 # A six-bar series worked by hand with window 2 (see test_hand_computed_trade):
 #   SMA_t = (c_{t-1} + c_t) / 2 -> signal = [0, 1, 1, 0, 0, 1]; positions p = [0, 0, 1, 1, 0, 0]
 OPENS = [10.0, 10.5, 11.5, 12.0, 10.5, 11.0]
 CLOSES = [10.0, 11.0, 12.0, 11.0, 10.0, 12.0]
 FEE = 0.001
+
+
+@dataclass(frozen=True)
+class Run:
+    position: np.ndarray  # bool per in-window bar
+    equity: np.ndarray  # float64 per in-window bar, E_0 = 1
+
+
+def run_windows(opens, closes, first_bar: int, windows: list[int], fee: float) -> list[Run]:
+    """sma_trend for each window over bars [first_bar, end), as a run computes it: the built-in's
+    signals of all windows at once, then the engine's positions and equity (`job.Segment`); the
+    bars before first_bar are warm-up only."""
+    candles = make_candles(opens, closes)
+    signals = get("sma_trend").signals(candles, [{"window": w} for w in windows])
+    positions, equity = Segment.of(candles, first_bar, len(candles)).run(signals, fee)
+    return [Run(p, e) for p, e in zip(positions, equity, strict=True)]
 
 
 def test_signal_is_close_strictly_above_sma():
@@ -192,10 +212,13 @@ def test_exact_signal_survives_large_offsets():
     assert signal[400:].all()
 
 
-def test_positions_from_signal_shift_by_one_bar():
+def test_positions_from_signals_shift_by_one_bar():
     signal = np.array([True, False, True, True])
-    assert positions_from_signal(signal, 0, 4).tolist() == [False, True, False, True]
-    assert positions_from_signal(signal, 1, 3).tolist() == [False, False, True]
+    assert positions_from_signals(signal, 0, 4).tolist() == [[False, True, False, True]]
+    assert positions_from_signals(signal, 1, 3).tolist() == [[False, False, True]]
+    # Several rows at once: each shifted on its own.
+    rows = np.array([[True, False, True, True], [False, True, True, False]])
+    assert positions_from_signals(rows, 1, 3).tolist() == [[False, False, True], [False, True, True]]
 
 
 def test_equity_curves_accept_one_bar():

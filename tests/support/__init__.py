@@ -109,7 +109,7 @@ def file_bytes(store: CandleStore | str, symbol: str) -> dict[str, bytes]:
 
 
 def reference_backtest(opens, closes, window: int, first_bar: int, fee: float) -> tuple[list[int], list[float]]:
-    """The strategy written as a plain loop straight from the spec (exact SMA comparison)."""
+    """sma_trend written as a plain loop straight from the spec (exact SMA comparison)."""
     signal = []
     for t in range(len(closes)):
         if t < window - 1:
@@ -117,6 +117,12 @@ def reference_backtest(opens, closes, window: int, first_bar: int, fee: float) -
             continue
         total = sum(Fraction(x) for x in closes[t - window + 1 : t + 1])
         signal.append(1 if Fraction(closes[t]) * window > total else 0)
+    return reference_run(opens, closes, signal, first_bar, fee)
+
+
+def reference_run(opens, closes, signal, first_bar: int, fee: float) -> tuple[list[int], list[float]]:
+    """(positions, equity) of any signal per bar over bars [first_bar, end), as a plain loop from the
+    engine's rules: p_0 = 0, p_t = signal_{t-1}, fills at the next open, fee per side."""
     o, c = opens[first_bar:], closes[first_bar:]
     positions = [0] + [signal[first_bar + t - 1] for t in range(1, len(c))]
     equity = [1.0]
