@@ -59,7 +59,7 @@ def check_grid(grid: Grid, candles: Candles | None = None, cuts: int = 60, input
         entry["ok"] = problem is None
         report["checked"].append(entry)
         if problem:
-            report.update(ok=False, problem=f"{strategy.name} {_text(grid.labels[i])}: {problem}")
+            report.update(ok=False, problem=f"{' '.join([strategy.name, *_labels(grid.labels[i])])}: {problem}")
             break
     return report
 
@@ -122,5 +122,5 @@ def _time(candles: Candles, t: int) -> str:
     return format_time_ms(int(candles.open_time[t])) if t < len(candles) else "end"
 
 
-def _text(labels: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in labels.items())
+def _labels(labels: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in labels.items()]
