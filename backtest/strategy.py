@@ -170,23 +170,22 @@ def register(item: type[Strategy] | Strategy) -> Any:
     name = getattr(instance, "name", None)
     if not isinstance(name, str) or not name.isidentifier():
         raise InputError(f"strategy name {name!r} must be a Python identifier such as my_strategy")
-    if name in _REGISTRY and _origin(_REGISTRY[name]) is not _origin(instance):
-        files = f"{_file_of(_REGISTRY[name])} and {_file_of(instance)}"
+    if name in _REGISTRY and _origin(_REGISTRY[name]) != _origin(instance):
+        files = f"{_origin(_REGISTRY[name])[0]} and {_origin(instance)[0]}"
         raise InputError(f"two strategies are named {name!r} ({files}): rename one")
     _REGISTRY[name] = instance
     return item
 
 
-def _origin(instance: Strategy) -> Any:
-    """What a strategy is made from (its function or class): registering the same one again is harmless."""
-    return instance._fn if isinstance(instance, FunctionStrategy) else type(instance)
-
-
-def _file_of(instance: Strategy) -> str:
+def _origin(instance: Strategy) -> tuple[str, str]:
+    """(file, qualified name) of the function or class a strategy is made from. The same again is
+    the same module imported again (a retried load): no clash."""
+    made_from = instance._fn if isinstance(instance, FunctionStrategy) else type(instance)
     try:
-        return inspect.getfile(_origin(instance))
+        file = inspect.getfile(made_from)
     except TypeError:
-        return "?"
+        file = "?"
+    return file, made_from.__qualname__
 
 
 def strategy(name: str, params: Sequence[Param], warmup: Callable[[Combo], int]) -> Callable:

@@ -17,7 +17,7 @@ from backtest.metrics import METRIC_NAMES as METRICS
 from backtest.params import HOUR_MS, parse_time_ms, parse_windows
 from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
-from backtest.strategy import grid_of
+from backtest.strategy import get, grid_of
 from backtest.synthetic import synthetic_candles
 from tests.support import STORE_SINCE, STORE_UNTIL, backtest_process, make_candles, run_cli, run_json
 
@@ -269,6 +269,15 @@ def test_window_lists_and_ranges():
     for bad in ("5d:1d:1d", "1d:2d", "1d:2d:0", "1d:2000d:1h"):
         with pytest.raises(InputError):
             parse_windows(bad)
+    # What --window goes through now: sma_trend's window parameter (a grid may hold up to
+    # MAX_COMBINATIONS windows, so 1d:2000d:1h is a valid grid; a window beyond its bounds is not).
+    window = get("sma_trend").param("window")
+    assert window.parse_values("5d,10d,360") == [("5d", 120), ("10d", 240), ("360", 360)]
+    assert [bars for _, bars in window.parse_values("1d:60d:1d")] == list(range(24, 1441, 24))
+    assert window.parse_values("12h:2d:12h") == [("12h", 12), ("1d", 24), ("36h", 36), ("2d", 48)]
+    for bad in ("5d:1d:1d", "1d:2d", "1d:2d:0", "1d:5000d:1d", "1:5d:1"):
+        with pytest.raises(InputError):
+            window.parse_values(bad)
 
 
 def test_sweep_equals_single_window_runs(capsys, store):

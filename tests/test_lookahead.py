@@ -209,16 +209,17 @@ def test_a_seeded_strategy_beyond_the_tolerance_fails(bad_strategies):
 
 # -- real candles -----------------------------------------------------------------------------------
 
+# Each built-in with its defaults (60 cuts), and grids (20 cuts each: 24k bars per cut).
 REAL_CASES = [
     ("sma_trend", []),
-    ("sma_cross", ["--param", "fast=1d:10d:1d", "--param", "slow=5d:60d:5d"]),
-    ("momentum", ["--param", "lookback=1h,1d,7d,30d"]),
+    ("sma_cross", ["--param", "fast=1d:10d:1d", "--param", "slow=5d:60d:5d", "--cuts", "20"]),
+    ("momentum", ["--param", "lookback=1h,1d,7d,30d", "--cuts", "20"]),
     ("ema_trend", []),
-    ("ema_trend", ["--param", "span=1d,60d"]),
+    ("ema_trend", ["--param", "span=1d,60d", "--cuts", "20"]),
     ("donchian_breakout", []),
-    ("donchian_breakout", ["--param", "entry=1d,20d", "--param", "exit=12h,10d"]),
+    ("donchian_breakout", ["--param", "entry=1d,20d", "--param", "exit=12h,10d", "--cuts", "20"]),
     ("rsi_reversion", []),
-    ("rsi_reversion", ["--param", "period=7,24", "--param", "lower=20,30", "--param", "upper=70,80"]),
+    ("rsi_reversion", ["--param", "period=7,24", "--param", "lower=20,30", "--param", "upper=70,80", "--cuts", "20"]),
 ]
 
 
