@@ -86,18 +86,39 @@ def load_candles(spec: RunSpec, warmup: int) -> LoadedCandles:
     return LoadedCandles(stored.candles, first_bar, source)
 
 
-def signal_blocks(strategy: Strategy, candles: Candles, combos: list[Combo]) -> Iterator[tuple[int, np.ndarray]]:
-    """(offset, signals) for consecutive blocks of combinations, each a (k, n) bool array."""
-    size = max(1, BLOCK_CELLS // max(len(candles), 1))
+def signal_blocks(
+    strategy: Strategy, candles: Candles, combos: list[Combo], first_bar: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, signals) for consecutive blocks of combinations, each a (k, n) bool array.
+
+    Each combination's signal is what a run of that combination alone computes: from its own
+    warm-up start, `first_bar - warmup_bars` (or the first candle read). A fixed-lookback
+    strategy gives the same signals from any earlier start (the look-ahead check proves it), so
+    its block is one call over all candles; one with a seed or a state (`seeded`) is called once
+    per distinct warm-up start, so that a grid row equals the single run of its parameters.
+    """
+    n = len(candles)
+    size = max(1, BLOCK_CELLS // max(n, 1))
     for offset in range(0, len(combos), size):
         block = combos[offset : offset + size]
-        signals = np.asarray(strategy.signals(candles, block), dtype=bool)
-        if signals.shape != (len(block), len(candles)):
-            raise DataError(
-                f"strategy {strategy.name} returned signals of shape {signals.shape}, "
-                f"expected {(len(block), len(candles))}"
-            )
+        if not strategy.seeded:
+            yield offset, _signals(strategy, candles, block)
+            continue
+        signals = np.zeros((len(block), n), dtype=bool)
+        starts = [max(0, first_bar - strategy.warmup_bars(combo)) for combo in block]
+        for start in sorted(set(starts)):
+            rows = [i for i, s in enumerate(starts) if s == start]
+            signals[rows, start:] = _signals(strategy, candles.slice(start, n), [block[i] for i in rows])
         yield offset, signals
+
+
+def _signals(strategy: Strategy, candles: Candles, combos: list[Combo]) -> np.ndarray:
+    signals = np.asarray(strategy.signals(candles, combos), dtype=bool)
+    if signals.shape != (len(combos), len(candles)):
+        raise DataError(
+            f"strategy {strategy.name} returned signals of shape {signals.shape}, expected {(len(combos), len(candles))}"
+        )
+    return signals
 
 
 @dataclass(frozen=True)
@@ -177,7 +198,7 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
     in_metrics: list[dict] = []
     oos_metrics: list[dict] = []
     best, best_score, best_run = 0, -math.inf, None
-    for offset, signals in signal_blocks(strategy, candles, grid.combos):
+    for offset, signals in signal_blocks(strategy, candles, grid.combos, first):
         metrics, positions, equity = in_sample.metrics(signals, fee)
         for i, row in enumerate(metrics):
             if best_run is None or score(row, spec.select_by) > best_score:

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from backtest.candles import Candles
 from backtest.job import BLOCK_CELLS, RunSpec, backtest
 from backtest.metrics import METRIC_NAMES
-from backtest.params import DAY_MS, HOUR_MS, format_time_ms
+from backtest.params import DAY_MS, HOUR_MS, format_time_ms, parse_time_ms
 from backtest.strategy import MAX_COMBINATIONS, get, grid_of
 from backtest.synthetic import EPOCH_MS, synthetic_candles
 from tests.support import REPO, T0, backtest_process, reference_run, run_cli
@@ -368,16 +368,16 @@ def eth_file(tmp_path_factory) -> Path:
     return path
 
 
-# Fixed-lookback strategies start late (each run reads its own warm-up, which differs between
-# the grid and a single run); seeded ones start 2 days in, so that the grid and every single run
-# read from the first candle (their signals depend on where reading starts: see the report).
+# The window starts 30 days in, so each single run reads only its own warm-up while the grid reads
+# the longest: a grid computes each combination from its own warm-up start (job.signal_blocks),
+# which matters for seeded strategies, whose signals depend on where reading starts.
 GRIDS = [
     ("sma_trend", {"window": "12h,2d,5d"}, 30, 0),
     ("sma_cross", {"fast": "6,12,1d", "slow": "12,2d,5d"}, 30, 2),  # 12>=12 and 1d>=12 rejected
     ("momentum", {"lookback": "1,12,3d"}, 30, 0),
-    ("ema_trend", {"span": "12h,1d,2d"}, 2, 0),
-    ("donchian_breakout", {"entry": "12h,2d", "exit": "12,1d"}, 2, 0),
-    ("rsi_reversion", {"period": "14,20", "lower": "20,30", "upper": "30,70"}, 2, 2),  # 30 < 30 rejected
+    ("ema_trend", {"span": "12h,1d,2d"}, 30, 0),
+    ("donchian_breakout", {"entry": "12h,2d", "exit": "12,1d"}, 30, 0),
+    ("rsi_reversion", {"period": "14,20", "lower": "20,30", "upper": "30,70"}, 30, 2),  # 30 < 30 rejected
 ]
 
 
@@ -401,6 +401,23 @@ def test_every_grid_row_equals_the_single_run_of_its_params(eth_file, name, spec
     chosen = max(result["sweep"], key=lambda row: row["total_return"])  # the first of equals
     assert result["best"] == chosen["params"] and result["params"] == {**chosen["params"], "fee_bps": 10.0}
     assert all(result[m] == chosen[m] for m in METRIC_NAMES)
+
+
+def test_seeded_grid_rows_equal_single_runs_on_real_btcusdt(shared_data):
+    """RSI states last thousands of bars on real prices, so where reading starts matters: each
+    grid row must still be computed from its own warm-up start, as its single run is."""
+    csv = str(shared_data / "binance_spot_BTCUSDT_1h_misrori.csv")
+    start, end = parse_time_ms("2022-01-01"), parse_time_ms("2023-01-01")
+
+    def run(spec: dict) -> dict:
+        return backtest(RunSpec("BTCUSDT", grid_of("rsi_reversion", spec), 10.0, start, end, input_url=csv))[0]
+
+    result = run({"period": "14,20h,2d", "lower": "20,30", "upper": "70,80"})
+    assert len(result["sweep"]) == 12
+    for row in result["sweep"]:
+        single = run({k: str(v) for k, v in row["params"].items() if not k.endswith("_bars")})
+        for metric in METRIC_NAMES:
+            assert row[metric] == single[metric], (row["params"], metric)
 
 
 @pytest.mark.parametrize(
