@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--walk-forward",
         metavar="TRAIN:TEST[:anchored]",
         help="walk-forward analysis, e.g. 180d:30d: choose the grid's best on each TRAIN window, trade it on the "
-        "TEST window after it, roll on; anchored keeps every training window starting at --start",
+        "TEST window after it, roll on; anchored: every training window starts at the first candle of the window",
     )
     run.add_argument(
         "--select-by",

@@ -8,8 +8,9 @@ Data: one pair, ~24,000 hourly bars: the real Binance BTCUSDT candles in
 (539 valid combinations), fee 10 bps.
 
 Each command runs as a new process (`python -m backtest run ...`, cold start included), the runs
-interleaved so that drift on a shared machine hits all alike; the figure is the median wall time,
-beside the process's peak RSS (from wait4). Commands: the grid alone; the grid with
+interleaved so that drift on a shared machine hits all alike; the figures are the median wall time
+and the median CPU time (user + system, less sensitive to other load on a shared machine), beside
+the process's peak RSS (CPU time and peak from wait4). Commands: the grid alone; the grid with
 `--walk-forward 180d:30d` (rolling, about 27 folds, selecting by total_return); the same by sharpe;
 anchored. In-process figures (job.backtest, no start-up) show the compute alone.
 Target: walk-forward (rolling, total_return) at most 2x the grid's cold wall time.
@@ -52,8 +53,9 @@ def data_file(workdir: Path) -> tuple[str, str, Path]:
     return "SYNTHUSDT", f"SYNTHETIC candles ({REAL} not found): {path}", path
 
 
-def run_cold(cmd: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS in MiB, stdout) of one new process; wait4 gives this child's own peak."""
+def run_cold(cmd: list[str]) -> tuple[float, float, int, str]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, stdout) of one new process; wait4 gives this
+    child's own CPU time and peak."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err, text=True)
@@ -64,7 +66,7 @@ def run_cold(cmd: list[str]) -> tuple[float, int, str]:
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err.read().strip()}")
-        return seconds, usage.ru_maxrss // 1024, out.read()
+        return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, out.read()
 
 
 def in_process(symbol: str, path: Path, walk: str | None, select_by: str, repeats: int) -> float:
@@ -106,26 +108,31 @@ def main() -> None:
         }  # fmt: skip
         print(f"data: {description}")
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.repeats} interleaved cold runs each")
-        results = {name: run_cold(cmd)[2] for name, (cmd, _, _) in commands.items()}  # warm-up run, kept for info
+        results = {name: run_cold(cmd)[3] for name, (cmd, _, _) in commands.items()}  # warm-up run, kept for info
         wall: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         rss: dict[str, int] = dict.fromkeys(commands, 0)
         for _ in range(args.repeats):
             for name, (cmd, _, _) in commands.items():
-                seconds, peak, _ = run_cold(cmd)
+                seconds, cpu_seconds, peak, _ = run_cold(cmd)
                 wall[name].append(seconds)
+                cpu[name].append(cpu_seconds)
                 rss[name] = max(rss[name], peak)
         grid_result = json.loads(results["grid"])
         print(f"bars: {grid_result['bars']}, combinations: {grid_result['grid']['combinations']}")
-        grid_cold = statistics.median(wall["grid"])
-        print(f"\n  {'command':<38} {'folds':>5} {'cold median':>12} {'x grid':>7} {'peak RSS':>9} {'in-process':>11}")
+        grid_cold, grid_cpu = statistics.median(wall["grid"]), statistics.median(cpu["grid"])
+        print(
+            f"\n  {'command':<34} {'folds':>5} {'cold wall':>10} {'x grid':>7} {'cold CPU':>9} {'x grid':>7} "
+            f"{'peak RSS':>9} {'in-process':>11}"
+        )
         verdicts = []
         for name, (_, walk, select_by) in commands.items():
-            cold = statistics.median(wall[name])
+            cold, cold_cpu = statistics.median(wall[name]), statistics.median(cpu[name])
             folds = len(json.loads(results[name])["walk_forward"]["folds"]) if walk else 0
             compute = in_process(symbol, path, walk, select_by, max(3, args.repeats // 2))
             print(
-                f"  {name:<38} {folds or '-':>5} {cold:>10.3f} s {cold / grid_cold:>6.2f}x {rss[name]:>5} MiB "
-                f"{compute:>9.3f} s"
+                f"  {name:<34} {folds or '-':>5} {cold:>8.3f} s {cold / grid_cold:>6.2f}x {cold_cpu:>7.3f} s "
+                f"{cold_cpu / grid_cpu:>6.2f}x {rss[name]:>5} MiB {compute:>9.3f} s"
             )
             if name == f"walk-forward {WALK}":
                 verdicts.append(cold / grid_cold <= TARGET_RATIO)
