@@ -58,7 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--holdout-days", type=int, default=0, help="keep the last N days out of sample (default 0)")
     run.add_argument(
-        "--select-by", default="total_return", help="metric that picks a sweep's best window (default total_return)"
+        "--walk-forward",
+        metavar="TRAIN:TEST[:anchored]",
+        help="walk-forward analysis, e.g. 180d:30d: choose the grid's best on each TRAIN window, trade it on the "
+        "TEST window after it, roll on; anchored: every training window starts at the first candle of the window",
+    )
+    run.add_argument(
+        "--select-by",
+        default="total_return",
+        help="metric that picks a grid's best combination, also in each walk-forward fold (default total_return)",
     )
     run.add_argument("--fee-bps", default="10", help="fee per side in basis points (default 10)")
     run.add_argument("--results-url", help="also write {symbol}.json and {symbol}.equity.parquet here")
@@ -92,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     import time
 
     from backtest import job
+    from backtest.walkforward import parse_walk_forward
 
     began = time.time()
     symbols = [validate_symbol(s) for s in args.symbol.split(",")]
@@ -111,6 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         input_url=args.input,
         holdout_days=args.holdout_days,
         select_by=args.select_by,
+        walk_forward=parse_walk_forward(args.walk_forward) if args.walk_forward else None,
     )
     exit_code = 0
     failed: list[str] = []

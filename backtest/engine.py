@@ -28,11 +28,14 @@ non-finite intermediate result is refused as bad data (DataError), never turned 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from backtest.candles import Candles, find_gaps
 from backtest.errors import DataError
+from backtest.metrics import METRIC_NAMES, compute_metrics_block
 
 UNIT_ROUNDOFF = 2.0**-53
 
@@ -111,3 +114,34 @@ def equity_curves(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, f
         np.cumprod(factor, axis=1, out=equity[:, 1:])
     _require_finite(equity, "equity curve")
     return equity
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bars [first, stop) of the candles read, backtested on their own: flat at `first`, warmed up
+    by the signals of the bars before it. A run's window, a hold-out's two parts and each
+    walk-forward fold's training and test windows are segments of the same signals."""
+
+    first: int
+    stop: int
+    candles: Candles  # the segment's bars
+    gaps: int
+
+    @classmethod
+    def of(cls, candles: Candles, first: int, stop: int) -> Segment:
+        part = candles.slice(first, stop)
+        return cls(first, stop, part, sum(g.hours for g in find_gaps(part.open_time)))
+
+    def run(self, signals: np.ndarray, fee: float) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, equity) of each signal row over this segment."""
+        positions = positions_from_signals(signals, self.first, self.stop - self.first)
+        return positions, equity_curves(self.candles.open, self.candles.close, positions, fee)
+
+    def metrics(
+        self, signals: np.ndarray, fee: float, names: Sequence[str] = METRIC_NAMES
+    ) -> tuple[list[dict], np.ndarray, np.ndarray]:
+        """(metrics `names` of each signal row, positions, equity) over this segment."""
+        positions, equity = self.run(signals, fee)
+        part = self.candles
+        rows = compute_metrics_block(equity, positions, part.open, part.close, fee, self.gaps, names)
+        return rows, positions, equity

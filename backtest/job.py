@@ -9,7 +9,8 @@ Several windows are evaluated in one pass over the candles (a sweep). With a hol
 window is split at `end - holdout_days`: every window is backtested on the in-sample part and,
 separately, on the out-of-sample part (starting flat, warmed up by the bars before it); the best
 window is chosen on the in-sample figures only, and its out-of-sample figures are reported
-beside them.
+beside them. With a walk-forward (`backtest.walkforward`), each fold's training window chooses the
+combination its test window trades, and the stitched test windows are the out-of-sample figures.
 """
 
 from __future__ import annotations
@@ -25,21 +26,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backtest.candles import Candles, find_gaps, read_candle_file, to_arrow
-from backtest.engine import equity_curves, positions_from_signals
+from backtest.candles import Candles, read_candle_file, to_arrow
+from backtest.engine import Segment
 from backtest.errors import DataError, InputError
-from backtest.metrics import compute_metrics_block
+from backtest.metrics import LOWER_IS_BETTER, score  # noqa: F401 (the leaderboard reads LOWER_IS_BETTER here)
 from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
 from backtest.storage import resolve, write_bytes_atomic
 from backtest.store import CandleStore
 from backtest.strategy import Combo, Grid, Strategy
+from backtest.walkforward import Selection, WalkForward, make_folds
 
 log = logging.getLogger("backtest")
 
 JOBS_DIR = "_jobs"  # {results_url}/_jobs/{job}.json: each job's wall time and size (its cost)
 
 SELECT_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate")
-LOWER_IS_BETTER = ("max_drawdown",)
 BLOCK_CELLS = 2_000_000  # combinations x bars per signal block: bounds memory for any grid size
 
 
@@ -56,10 +57,11 @@ class RunSpec:
     input_url: str | None = None
     holdout_days: int = 0
     select_by: str = "total_return"
+    walk_forward: WalkForward | None = None
 
     @property
     def is_sweep(self) -> bool:
-        return self.grid.is_grid or self.holdout_days > 0
+        return self.grid.is_grid or self.holdout_days > 0 or self.walk_forward is not None
 
 
 @dataclass(frozen=True)
@@ -121,39 +123,6 @@ def _signals(strategy: Strategy, candles: Candles, combos: list[Combo]) -> np.nd
     return signals
 
 
-@dataclass(frozen=True)
-class Segment:
-    """Bars [first, stop) of the candles read, backtested on their own: flat at `first`."""
-
-    first: int
-    stop: int
-    candles: Candles  # the segment's bars
-    gaps: int
-
-    @classmethod
-    def of(cls, candles: Candles, first: int, stop: int) -> Segment:
-        part = candles.slice(first, stop)
-        return cls(first, stop, part, sum(g.hours for g in find_gaps(part.open_time)))
-
-    def run(self, signals: np.ndarray, fee: float) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, equity) of each signal row over this segment."""
-        positions = positions_from_signals(signals, self.first, self.stop - self.first)
-        return positions, equity_curves(self.candles.open, self.candles.close, positions, fee)
-
-    def metrics(self, signals: np.ndarray, fee: float) -> tuple[list[dict], np.ndarray, np.ndarray]:
-        positions, equity = self.run(signals, fee)
-        part = self.candles
-        return compute_metrics_block(equity, positions, part.open, part.close, fee, self.gaps), positions, equity
-
-
-def score(metrics: dict, select_by: str) -> float:
-    """A combination's score for `select_by`: higher is better; undefined values lose."""
-    value = metrics[select_by]
-    if value is None:
-        return -math.inf
-    return -value if select_by in LOWER_IS_BETTER else value
-
-
 def check_select_by(select_by: str) -> None:
     if select_by not in SELECT_METRICS:
         raise InputError(f"invalid --select-by {select_by!r}: one of {', '.join(SELECT_METRICS)}")
@@ -169,6 +138,10 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
     if spec.end_ms is not None:
         spec = dataclasses.replace(spec, end_ms=floor_hour_ms(spec.end_ms))
     check_select_by(spec.select_by)
+    if spec.walk_forward and spec.holdout_days:
+        raise InputError(
+            "give either a walk-forward or a hold-out, not both: the walk-forward's test windows are its out-of-sample part"
+        )
     if spec.start_ms is not None and spec.end_ms is not None and spec.start_ms >= spec.end_ms:
         raise InputError(
             f"empty window: start {format_time_ms(spec.start_ms)} is not before end {format_time_ms(spec.end_ms)}"
@@ -178,17 +151,16 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
     candles, first = loaded.candles, loaded.first_bar
     if len(candles) - first <= 0:
         raise DataError(f"no candles for {spec.symbol} in the window {_window_text(spec)}")
-    need = max(range(len(grid.combos)), key=lambda i: strategy.lookback(grid.combos[i]))
-    if len(candles) < strategy.lookback(grid.combos[need]) + 1:
-        raise DataError(
-            f"{spec.symbol}: {strategy.name} {_labels_text(grid.labels[need])} needs "
-            f"{strategy.lookback(grid.combos[need]) + 1} candles up to the window's end, "
-            f"only {len(candles)} are available"
-        )
+    _check_lookback(spec, len(candles), "the window's end")
+    end_ms = spec.end_ms if spec.end_ms is not None else int(candles.open_time[-1]) + HOUR_MS
     fee = spec.fee_bps / 10_000
+    walk = None
+    if spec.walk_forward:
+        folds = make_folds(spec.walk_forward, candles.open_time, int(candles.open_time[first]), end_ms)
+        _check_lookback(spec, folds[0].test_first, "the end of the first walk-forward training window")
+        walk = Selection(candles, folds, fee, spec.select_by)
     split = len(candles)
     if spec.holdout_days:
-        end_ms = spec.end_ms if spec.end_ms is not None else int(candles.open_time[-1]) + HOUR_MS
         split = int(np.searchsorted(candles.open_time, end_ms - spec.holdout_days * DAY_MS))
         if split <= first or split >= len(candles):
             raise InputError(f"a {spec.holdout_days}-day hold-out leaves no in-sample or no out-of-sample bars")
@@ -207,6 +179,8 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         in_metrics += metrics
         if out_sample:
             oos_metrics += out_sample.metrics(signals, fee)[0]
+        if walk:
+            walk.add(offset, signals, in_sample, (positions, equity))
 
     in_window = candles.slice(first, len(candles))
     result = {
@@ -214,7 +188,7 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         "strategy": strategy.name,
         "params": {**grid.params_json(best), "fee_bps": spec.fee_bps},
         "start": format_time_ms(spec.start_ms if spec.start_ms is not None else int(in_window.open_time[0])),
-        "end": format_time_ms(spec.end_ms if spec.end_ms is not None else int(in_window.open_time[-1]) + HOUR_MS),
+        "end": format_time_ms(end_ms),
         "first_bar": format_time_ms(int(in_window.open_time[0])),
         "last_bar": format_time_ms(int(in_window.open_time[-1])),
         "warmup_bars": first,
@@ -234,10 +208,14 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         if spec.holdout_days:
             result["split"] = format_time_ms(int(candles.open_time[split]))
             result["oos"] = oos_metrics[best]
+        if walk:
+            result["walk_forward"], result["oos"], walk_equity = walk.finish(grid, spec.walk_forward)
         result["sweep"] = [
             {"params": grid.params_json(i), **in_metrics[i], **({"oos": oos_metrics[i]} if oos_metrics else {})}
             for i in range(len(grid.combos))
         ]
+    if walk:
+        return result, walk_equity  # the stitched out-of-sample curve
     position, equity_values = best_run
     equity = pa.table(
         {
@@ -247,6 +225,17 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         }
     )
     return result, equity
+
+
+def _check_lookback(spec: RunSpec, candles: int, where: str) -> None:
+    """Refuse a grid whose longest lookback needs more candles than are read up to `where`."""
+    strategy, grid = spec.grid.strategy, spec.grid
+    need = max(range(len(grid.combos)), key=lambda i: strategy.lookback(grid.combos[i]))
+    if candles < strategy.lookback(grid.combos[need]) + 1:
+        raise DataError(
+            f"{spec.symbol}: {strategy.name} {_labels_text(grid.labels[need])} needs "
+            f"{strategy.lookback(grid.combos[need]) + 1} candles up to {where}, only {candles} are available"
+        )
 
 
 def _labels_text(labels: dict[str, str]) -> str:

@@ -28,6 +28,8 @@ drawdown, win_rate with no closed round trip.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -47,6 +49,8 @@ METRIC_NAMES = (
     "bars",
     "gaps",
 )
+LOWER_IS_BETTER = ("max_drawdown",)
+_ANNUAL = math.sqrt(HOURS_PER_YEAR)
 
 
 def _finite(value: float) -> float | None:
@@ -58,6 +62,19 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     if denominator == 0:
         return None
     return _finite(numerator / denominator)
+
+
+def score(metrics: dict, select_by: str) -> float:
+    """A backtest's score for choosing by `select_by`: higher is better; undefined values lose."""
+    value = metrics[select_by]
+    if value is None:
+        return -math.inf
+    return -value if select_by in LOWER_IS_BETTER else value
+
+
+def _quiet() -> np.errstate:
+    """Overflow and 0/0 give inf or NaN, which the formulas report as None: no warnings."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
 def compute_metrics(
@@ -79,54 +96,116 @@ def compute_metrics_block(
     close: np.ndarray,
     fee: float,
     gaps: int,
+    names: Sequence[str] = METRIC_NAMES,
 ) -> list[dict[str, float | int | None]]:
-    """The metrics of k backtests over the same bars at once: equity and position are (k, n)."""
-    k, bars = equity.shape
-    annual = math.sqrt(HOURS_PER_YEAR)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        returns = equity[:, 1:] / equity[:, :-1] - 1.0
-        total_return = equity[:, -1] - 1.0
-        cagr = equity[:, -1] ** (HOURS_PER_YEAR / bars) - 1.0
-        if returns.shape[1] >= 2:
-            std = np.std(returns, axis=1, ddof=1)
-            mean = np.mean(returns, axis=1)
-        if returns.shape[1]:
-            downside = np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2, axis=1))
-            mean_all = np.mean(returns, axis=1)
-        max_drawdown = np.max(1.0 - equity / np.maximum.accumulate(equity, axis=1), axis=1)
-    buy_hold = _finite(close[-1] / close[0] - 1.0)
-    exposure = np.mean(position, axis=1)
+    """The metrics `names` (default: all) of k backtests over the same bars at once: equity and
+    position are (k, n). Asking for fewer metrics computes only what they need (a walk-forward
+    selects on one metric in every fold), by the same formulas."""
+    block = _Block(equity, position, open_, close, fee, gaps)
+    columns = [getattr(block, name)() for name in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
-    rows = []
-    for i in range(k):
-        volatility = sharpe = sortino = None
-        if returns.shape[1] >= 2:
-            volatility = _finite(float(std[i]) * annual)
-            sharpe = _ratio(float(mean[i]) * annual, float(std[i]))
-        if returns.shape[1]:
-            sortino = _ratio(float(mean_all[i]) * HOURS_PER_YEAR, float(downside[i]) * annual)
-        row_cagr = _finite(cagr[i])
-        drawdown = float(max_drawdown[i])
-        calmar = _ratio(row_cagr, drawdown) if row_cagr is not None and drawdown > 0 else None
-        trades, win_rate = _round_trips(position[i], open_, fee)
-        rows.append(
-            {
-                "total_return": _finite(total_return[i]),
-                "buy_hold_return": buy_hold,
-                "cagr": row_cagr,
-                "volatility": volatility,
-                "sharpe": sharpe,
-                "sortino": sortino,
-                "max_drawdown": _finite(drawdown),
-                "calmar": calmar,
-                "trades": trades,
-                "win_rate": win_rate,
-                "exposure": float(exposure[i]),
-                "bars": int(bars),
-                "gaps": int(gaps),
-            }
-        )
-    return rows
+
+class _Block:
+    """k backtests over the same bars. Each metric is a method returning its k values; the
+    intermediate arrays they share (bar returns, their mean, the running peak) are computed once,
+    when first needed."""
+
+    def __init__(
+        self, equity: np.ndarray, position: np.ndarray, open_: np.ndarray, close: np.ndarray, fee: float, gaps: int
+    ):
+        self.equity, self.position, self.open, self.close, self.fee = equity, position, open_, close, fee
+        self.gap_count = gaps
+        self.k, self.bar_count = equity.shape
+
+    # -- shared intermediates (None where a metric is undefined for lack of returns) --
+
+    @cached_property
+    def _returns(self) -> np.ndarray:
+        with _quiet():
+            return self.equity[:, 1:] / self.equity[:, :-1] - 1.0
+
+    @cached_property
+    def _mean(self) -> np.ndarray:
+        with _quiet():
+            return np.mean(self._returns, axis=1)
+
+    @cached_property
+    def _std(self) -> np.ndarray:
+        with _quiet():
+            return np.std(self._returns, axis=1, ddof=1)
+
+    @cached_property
+    def _cagr(self) -> list[float | None]:
+        with _quiet():
+            cagr = self.equity[:, -1] ** (HOURS_PER_YEAR / self.bar_count) - 1.0
+        return [_finite(value) for value in cagr]
+
+    @cached_property
+    def _drawdown(self) -> np.ndarray:
+        with _quiet():
+            return np.max(1.0 - self.equity / np.maximum.accumulate(self.equity, axis=1), axis=1)
+
+    @cached_property
+    def _trips(self) -> list[tuple[int, float | None]]:
+        return [_round_trips(self.position[i], self.open, self.fee) for i in range(self.k)]
+
+    # -- the metrics, one formula each (see the module docstring's table) --
+
+    def total_return(self) -> list[float | None]:
+        with _quiet():
+            return [_finite(value) for value in self.equity[:, -1] - 1.0]
+
+    def buy_hold_return(self) -> list[float | None]:
+        with _quiet():
+            return [_finite(self.close[-1] / self.close[0] - 1.0)] * self.k
+
+    def cagr(self) -> list[float | None]:
+        return self._cagr
+
+    def volatility(self) -> list[float | None]:
+        if self._returns.shape[1] < 2:
+            return [None] * self.k
+        return [_finite(float(std) * _ANNUAL) for std in self._std]
+
+    def sharpe(self) -> list[float | None]:
+        if self._returns.shape[1] < 2:
+            return [None] * self.k
+        return [_ratio(float(mean) * _ANNUAL, float(std)) for mean, std in zip(self._mean, self._std, strict=True)]
+
+    def sortino(self) -> list[float | None]:
+        if not self._returns.shape[1]:
+            return [None] * self.k
+        with _quiet():
+            downside = np.sqrt(np.mean(np.minimum(self._returns, 0.0) ** 2, axis=1))
+        return [
+            _ratio(float(mean) * HOURS_PER_YEAR, float(down) * _ANNUAL)
+            for mean, down in zip(self._mean, downside, strict=True)
+        ]
+
+    def max_drawdown(self) -> list[float | None]:
+        return [_finite(float(drawdown)) for drawdown in self._drawdown]
+
+    def calmar(self) -> list[float | None]:
+        return [
+            _ratio(cagr, float(drawdown)) if cagr is not None and float(drawdown) > 0 else None
+            for cagr, drawdown in zip(self._cagr, self._drawdown, strict=True)
+        ]
+
+    def trades(self) -> list[int]:
+        return [trades for trades, _ in self._trips]
+
+    def win_rate(self) -> list[float | None]:
+        return [win_rate for _, win_rate in self._trips]
+
+    def exposure(self) -> list[float]:
+        return [float(value) for value in np.mean(self.position, axis=1)]
+
+    def bars(self) -> list[int]:
+        return [int(self.bar_count)] * self.k
+
+    def gaps(self) -> list[int]:
+        return [int(self.gap_count)] * self.k
 
 
 def _round_trips(position: np.ndarray, open_: np.ndarray, fee: float) -> tuple[int, float | None]:
