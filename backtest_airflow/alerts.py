@@ -95,7 +95,8 @@ def success_message(
         lines.append(f"Top {min(TOP_N, len(ranked))} of {len(ranked)} by {column}:")
         for row in ranked.head(TOP_N).to_dict("records"):
             also = "" if metric == "total_return" else f" (total return {_format(row['total_return'], '')})"
-            lines.append(f"{int(row['rank']):>3}. {row['symbol']:<12} {_format(row[column], metric)}{also}")
+            name = _name(row, _several(board))
+            lines.append(f"{int(row['rank']):>3}. {name:<12} {_format(row[column], metric)}{also}")
         lines += ["", *_failed_pairs(board)]
     lines += ["", f"Cost: {cost['text']}" if cost else "Cost: not recorded"]
     lines += [f"Report: {report}"] if report else []
@@ -127,12 +128,22 @@ def _as_of(context: Context):
     return as_of(context.get("data_interval_end"), context.get("logical_date"), run_after)
 
 
+def _several(board: pd.DataFrame) -> bool:
+    """Whether the run had several strategies (its rows are (pair, strategy): named with both)."""
+    return "strategy" in board and board["strategy"].nunique() > 1
+
+
+def _name(row: dict, several: bool) -> str:
+    return f"{row['symbol']} {row['strategy']}" if several else row["symbol"]
+
+
 def _failed_pairs(board: pd.DataFrame) -> list[str]:
     failed = board[board["best"] & (board["status"] != "ok")]
+    what = "Failed (pair, strategy) rows" if _several(board) else "Failed pairs"
     if failed.empty:
-        return ["Failed pairs: none"]
-    lines = [f"- {row['symbol']}: {_clip(str(row['status']), 200)}" for row in failed.to_dict("records")]
-    return [f"Failed pairs ({len(failed)} of {int(board['best'].sum())}):", *_listed(lines)]
+        return [f"{what}: none"]
+    lines = [f"- {_name(row, _several(board))}: {_clip(str(row['status']), 200)}" for row in failed.to_dict("records")]
+    return [f"{what} ({len(failed)} of {int(board['best'].sum())}):", *_listed(lines)]
 
 
 def _listed(lines: list[str]) -> list[str]:

@@ -1,8 +1,12 @@
-"""The report's charts (matplotlib, Agg, rendered to inline SVG) and the curves they draw.
+"""The report's charts (matplotlib, Agg, rendered to inline SVG) and the data they draw.
 
-Equity curves come from the run's `{symbol}.equity.parquet`, buy-and-hold (close / first close)
-from the candle store. Only the top and bottom `CURVES_EACH_END` ranked pairs get curves, so that
-rendering stays cheap for 50 pairs; hourly curves are thinned to `MAX_PLOT_POINTS` per line.
+Equity curves come from the (pair, strategy)'s `{symbol}.equity.parquet` in its strategy's
+folder, buy-and-hold (close / first close) from the candle store. Only the top and bottom
+`CURVES_EACH_END` ranked (pair, strategy) rows get curves, so that rendering stays cheap for 50
+pairs; hourly curves are thinned to `MAX_PLOT_POINTS` per line. A grid over two parameters gets
+a heatmap of the metric its best combination was chosen by, for the strategy's top
+`HEATMAP_PAIRS` pairs (from the run's grid file); several strategies get a comparison of the
+ranking metric's spread across pairs.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,11 +24,15 @@ from markupsafe import Markup
 from backtest.errors import BacktestError
 from backtest.params import HOUR_MS
 from backtest.storage import read_bytes, read_parquet_bytes, resolve
-from backtest_airflow.formatting import format_value
+from backtest_airflow.formatting import format_value, missing
+from backtest_airflow.layout import GRID_PARAM_PREFIX
 
 log = logging.getLogger("backtest_airflow.charts")
 
-CURVES_EACH_END = 3  # equity/drawdown charts for this many top and bottom pairs
+CURVES_EACH_END = 3  # equity/drawdown charts for this many top and bottom (pair, strategy) rows
+HEATMAP_PAIRS = 3  # heatmaps for this many top pairs of each strategy with a two-parameter grid
+ANNOTATE_CELLS = 64  # heatmaps with at most this many cells show their values in the cells
+MAX_TICKS = 16  # per heatmap axis
 MAX_PLOT_POINTS = 800  # per line; hourly curves are thinned to this (drawdowns keep their peaks)
 STRATEGY_COLOR = "#1f5fbf"
 BUY_HOLD_COLOR = "#9a9a9a"
@@ -32,13 +41,15 @@ BUY_HOLD_COLOR = "#9a9a9a"
 # -- data for the charts ----------------------------------------------------------------------
 
 
-def shown_pairs(table: pd.DataFrame, each_end: int = CURVES_EACH_END) -> list[tuple[str, str]]:
-    """(symbol, 'top' | 'bottom') for the ranked pairs that get curves, best first, no repeats."""
+def shown_pairs(table: pd.DataFrame, each_end: int = CURVES_EACH_END) -> list[tuple[str, str | None, str]]:
+    """(symbol, strategy, 'top' | 'bottom') for the ranked rows that get curves, best first, no
+    repeats (strategy None in a leaderboard without a `strategy` column)."""
     ranked = table[(table["status"] == "ok") & table["rank"].notna()].sort_values("rank")
-    symbols = ranked["symbol"].tolist()
-    top = symbols[:each_end]
-    bottom = [s for s in symbols[-each_end:] if s not in top] if each_end else []
-    return [(s, "top") for s in top] + [(s, "bottom") for s in bottom]
+    strategies = ranked["strategy"] if "strategy" in ranked else [None] * len(ranked)
+    keys = list(zip(ranked["symbol"], strategies, strict=True))
+    top = keys[:each_end]
+    bottom = [k for k in keys[-each_end:] if k not in top] if each_end else []
+    return [(*k, "top") for k in top] + [(*k, "bottom") for k in bottom]
 
 
 def load_equity(results_url: str, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -152,12 +163,13 @@ def pair_chart(symbol: str, row: dict, times: np.ndarray, equity: np.ndarray, bu
     return figure_svg(fig, f"pair-{symbol}", f"Equity and drawdown of {symbol} against buy and hold")
 
 
-def returns_chart(ranked: pd.DataFrame) -> Markup:
-    """Total return of every ranked pair beside its buy-and-hold return (horizontal bars), as SVG."""
+def returns_chart(ranked: pd.DataFrame, several: bool = False) -> Markup:
+    """Total return of every ranked row beside its buy-and-hold return (horizontal bars), as SVG."""
     _, Figure = _mpl()
     from matplotlib.ticker import PercentFormatter
 
-    symbols = ranked["symbol"].tolist()
+    strategies = ranked["strategy"] if "strategy" in ranked else [None] * len(ranked)
+    symbols = [row_label(s, k, several) for s, k in zip(ranked["symbol"], strategies, strict=True)]
     n = len(symbols)
     strategy = pd.to_numeric(ranked["total_return"], errors="coerce").fillna(0.0).to_numpy()
     buy_hold = pd.to_numeric(ranked["buy_hold_return"], errors="coerce").fillna(0.0).to_numpy()
@@ -177,5 +189,192 @@ def returns_chart(ranked: pd.DataFrame) -> Markup:
     ax.margins(y=0.5 / max(n, 1))
     ax.tick_params(axis="x", labeltop=n > 20)  # a tall chart: the scale at both ends
     fig.legend(loc="outside upper right", ncols=2, frameon=False, fontsize=9)
-    ax.set_title("Total return by pair, in rank order", loc="left", fontsize=11)
+    ax.set_title(f"Total return by {'(pair, strategy)' if several else 'pair'}, in rank order", loc="left", fontsize=11)
     return figure_svg(fig, "returns", "Total return of every ranked pair beside buy and hold")
+
+
+# -- grids and strategies ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """One pair's grid over two parameters: `values[i, j]` is `metric` at (y_labels[i], x_labels[j]).
+
+    NaN where the grid has no such combination (the strategy rejected it) or the metric is
+    undefined; `best` is the cell of the chosen combination.
+    """
+
+    symbol: str
+    strategy: str
+    metric: str
+    y: str
+    x: str
+    y_labels: list[str]
+    x_labels: list[str]
+    values: np.ndarray
+    best: tuple[int, int] | None
+
+
+def varying_params(rows: pd.DataFrame) -> list[str]:
+    """The parameters (names as in the result JSON) whose value differs between grid rows, in column order.
+
+    A bar count (`fast` with `fast_bars`) is one parameter, ordered by its bars."""
+    names = [c.removeprefix(GRID_PARAM_PREFIX) for c in rows.columns if c.startswith(GRID_PARAM_PREFIX)]
+    found = []
+    for name in names:
+        if name.endswith("_bars") and name.removesuffix("_bars") in names:
+            continue
+        if rows[_axis_column(rows, name)].dropna().nunique() > 1:
+            found.append(name)
+    return found
+
+
+def _axis_column(rows: pd.DataFrame, name: str) -> str:
+    """The column that orders a parameter's values: `param_<name>_bars` for a bar count, else `param_<name>`."""
+    bars = f"{GRID_PARAM_PREFIX}{name}_bars"
+    return bars if bars in rows else GRID_PARAM_PREFIX + name
+
+
+def heatmap(rows: pd.DataFrame, metric: str) -> Heatmap | None:
+    """The heatmap of one (pair, strategy)'s grid rows, or None unless exactly two parameters vary."""
+    axes = varying_params(rows)
+    if len(axes) != 2:
+        return None
+    y, x = axes
+    y_values, y_labels = _axis(rows, y)
+    x_values, x_labels = _axis(rows, x)
+    values = np.full((len(y_values), len(x_values)), np.nan)
+    best = None
+    ys, xs = rows[_axis_column(rows, y)].tolist(), rows[_axis_column(rows, x)].tolist()
+    metrics = pd.to_numeric(rows[metric], errors="coerce").tolist()
+    flags = rows["best"].tolist() if "best" in rows else [False] * len(rows)
+    y_index, x_index = {v: i for i, v in enumerate(y_values)}, {v: j for j, v in enumerate(x_values)}
+    for yv, xv, value, chosen in zip(ys, xs, metrics, flags, strict=True):
+        i, j = y_index[yv], x_index[xv]
+        values[i, j] = value
+        if chosen:
+            best = (i, j)
+    symbol, strategy = rows["symbol"].iloc[0], rows["strategy"].iloc[0]
+    return Heatmap(symbol, strategy, metric, y, x, y_labels, x_labels, values, best)
+
+
+def _axis(rows: pd.DataFrame, name: str) -> tuple[list, list[str]]:
+    """A parameter's distinct values in order, and how each is written (`1d` for 24 bars)."""
+    order = rows[_axis_column(rows, name)]
+    text = rows[GRID_PARAM_PREFIX + name]
+    labels: dict = {}
+    for value, label in zip(order, text, strict=True):
+        labels.setdefault(value, label)
+    values = sorted(labels)
+    return values, [format_value("", labels[v]) if not isinstance(labels[v], str) else labels[v] for v in values]
+
+
+def _ticks(labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """At most about MAX_TICKS tick positions (cell centres) and their labels."""
+    step = math.ceil(len(labels) / MAX_TICKS)
+    return np.arange(0, len(labels), step) + 0.5, labels[::step]
+
+
+def heatmaps_chart(maps: list[Heatmap], title: str) -> Markup:
+    """Small multiples: one heatmap per pair, side by side, on one colour scale, the chosen cell outlined."""
+    _, Figure = _mpl()
+    from matplotlib.patches import Rectangle
+
+    first = maps[0]
+    defined = np.concatenate([m.values[np.isfinite(m.values)] for m in maps])
+    low, high = (float(defined.min()), float(defined.max())) if len(defined) else (0.0, 1.0)
+    cells = first.values.size
+    fig = Figure(figsize=(8.6, 3.2 + 0.05 * min(len(first.y_labels), 40)), layout="constrained")
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    mesh = None
+    for ax, item in zip(axes, maps, strict=True):
+        # Few cells: outlined vector cells; many: one embedded image (vector cells would show seams, and weigh more).
+        edges = {"edgecolors": "white", "linewidth": 0.3} if cells <= ANNOTATE_CELLS else {"rasterized": True}
+        mesh = ax.pcolormesh(np.ma.masked_invalid(item.values), cmap="viridis", vmin=low, vmax=high, **edges)
+        ax.set_xticks(*_ticks(item.x_labels), rotation=90, fontsize=8)
+        ax.set_yticks(*_ticks(item.y_labels), fontsize=8)
+        ax.set_xlabel(item.x, fontsize=9)
+        ax.set_ylabel(item.y, fontsize=9)
+        ax.set_title(item.symbol, loc="left", fontsize=10)
+        if item.best:
+            i, j = item.best
+            ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="#e8175d", linewidth=2))
+        ax.invert_yaxis()  # the first value at the top, as in the values table
+        if cells <= ANNOTATE_CELLS:
+            for (i, j), value in np.ndenumerate(item.values):
+                if np.isfinite(value):
+                    red, green, blue, _ = mesh.cmap(mesh.norm(value))
+                    ink = "#111" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.55 else "white"
+                    text = format_value(item.metric, value)
+                    ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=6.5, color=ink)
+    fig.colorbar(mesh, ax=list(axes), shrink=0.85, label=first.metric)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    label = f"Heatmaps of {first.metric} over {first.y} and {first.x} of {first.strategy}"
+    return figure_svg(fig, f"heatmap-{first.strategy}", label)
+
+
+def strategy_comparison(best: pd.DataFrame, metric: str, lower_is_better: bool, order: list[str]) -> list[dict]:
+    """Per strategy (`order`, then any other in leaderboard order): its (pair, strategy) rows, how many are ranked, the
+    median and mean of `metric` over the ranked ones with a value, and on how many pairs it is
+    the best strategy by `metric` (ties: the better-ranked row), of the pairs with a value at all."""
+    ok = best[(best["status"] == "ok") & best["rank"].notna()]
+    values = ok[ok[metric].notna()].astype({metric: float}) if metric in ok else ok.iloc[0:0]
+    ordered = values.sort_values([metric, "rank"], ascending=[lower_is_better, True], kind="stable")
+    winners = ordered.drop_duplicates("symbol")["strategy"].value_counts()
+    contested = values["symbol"].nunique()
+    rows = []
+    for strategy in dict.fromkeys([*order, *best["strategy"]]):
+        mine = values.loc[values["strategy"] == strategy, metric]
+        wins = int(winners.get(strategy, 0))
+        rows.append(
+            {
+                "strategy": strategy,
+                "rows": int((best["strategy"] == strategy).sum()),
+                "ranked": int((ok["strategy"] == strategy).sum()),
+                "median": float(mine.median()) if len(mine) else None,
+                "mean": float(mine.mean()) if len(mine) else None,
+                "best_pairs": wins,
+                "best_share": wins / contested if contested else None,
+                "values": mine.to_numpy(dtype=float),
+            }
+        )
+    return rows
+
+
+def strategies_chart(comparison: list[dict], metric: str) -> Markup:
+    """`metric` of every ranked (pair, strategy) row, one box and strip per strategy, as SVG."""
+    _, Figure = _mpl()
+
+    n = len(comparison)
+    fig = Figure(figsize=(8.6, 1.2 + 0.55 * n), layout="constrained")
+    ax = fig.subplots()
+    data = [item["values"] for item in comparison]
+    shown = [i for i, values in enumerate(data) if len(values)]
+    if shown:
+        ax.boxplot(
+            [data[i] for i in shown],
+            positions=shown,
+            orientation="horizontal",
+            widths=0.55,
+            showfliers=False,
+            medianprops={"color": STRATEGY_COLOR, "linewidth": 1.6},
+        )
+    for i, values in enumerate(data):
+        jitter = (np.arange(len(values)) % 7 - 3) * 0.045  # deterministic spread, no random state
+        ax.scatter(values, i + jitter, s=9, color="#444", alpha=0.55, linewidths=0, zorder=3)
+    ax.set_yticks(range(n), [item["strategy"] for item in comparison], fontsize=9)
+    ax.set_ylim(n - 0.5, -0.5)  # the first strategy at the top
+    if metric.removeprefix("oos_") in ("total_return", "buy_hold_return", "cagr", "max_drawdown", "win_rate"):
+        from matplotlib.ticker import PercentFormatter
+
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.grid(True, axis="x", color="#e3e6eb", linewidth=0.6)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_axisbelow(True)
+    ax.set_title(f"{metric} of each ranked pair, by strategy", loc="left", fontsize=11)
+    return figure_svg(fig, "strategies", f"{metric} of each ranked pair by strategy")
+
+
+def row_label(symbol: str, strategy: object, several: bool) -> str:
+    """How a (pair, strategy) row is named on a chart: the symbol, with the strategy when a run has several."""
+    return f"{symbol} {strategy}" if several and not missing(strategy) else symbol

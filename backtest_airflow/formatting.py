@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 
 from backtest.metrics import METRIC_NAMES
+from backtest_airflow.layout import GRID_PARAM_PREFIX
 
 PERCENT_COLUMNS = frozenset(
     ("total_return", "buy_hold_return", "excess_return", "cagr", "volatility", "max_drawdown", "win_rate", "exposure")
 )
 SIGNED_COLUMNS = frozenset(("total_return", "buy_hold_return", "excess_return", "cagr"))
 RATIO_COLUMNS = frozenset(("sharpe", "sortino", "calmar"))
-INTEGER_COLUMNS = frozenset(("rank", "trades", "bars", "gaps", "window_bars"))
+INTEGER_COLUMNS = frozenset(("rank", "trades", "bars", "gaps", "window_bars", "combinations", "skipped", "combination"))
 LABELS = {
     "total_return": "return",
     "buy_hold_return": "buy & hold",
@@ -49,16 +50,42 @@ REPORT_COLUMNS = (
     "trades",
     "exposure",
 )
+TEXT_COLUMNS = frozenset(("symbol", "strategy", "status", "params"))
 # The Backtests page's shorter tables.
 COMPACT_COLUMNS = ("rank", "symbol", "status", "total_return", "buy_hold_return", "sharpe", "max_drawdown", "trades")
 # Hold-out figures shown when the run has them (every oos_* column is in the Parquet/CSV files).
 OOS_SHOWN = ("oos_total_return", "oos_buy_hold_return", "oos_sharpe", "oos_max_drawdown")
 # Leaderboard columns that are the same for every row of a run (shown once, under "Data"), or
-# bookkeeping; `window` and `fee_bps` become table columns when they differ between rows.
+# bookkeeping; `params` (`window` in older leaderboards) and `fee_bps` become table columns when
+# they differ between rows.
 RUN_LEVEL_COLUMNS = frozenset(
-    ("synthetic", "data_source", "start", "end", "first_bar", "last_bar", "window", "fee_bps", "best", "split")
+    (
+        "synthetic",
+        "data_source",
+        "start",
+        "end",
+        "first_bar",
+        "last_bar",
+        "params",
+        "window",
+        "fee_bps",
+        "best",
+        "split",
+    )
 )
-HIDDEN_COLUMNS = frozenset(("window_bars", "bars", "gaps", "volatility", *(f"oos_{name}" for name in METRIC_NAMES)))
+HIDDEN_COLUMNS = frozenset(
+    (
+        "window_bars",
+        "bars",
+        "gaps",
+        "volatility",
+        "combinations",
+        "skipped",
+        "select_by",
+        "combination",
+        *(f"oos_{name}" for name in METRIC_NAMES),
+    )
+)
 
 
 def missing(value: object) -> bool:
@@ -129,41 +156,42 @@ def is_synthetic(table: pd.DataFrame, run_info: dict | None = None) -> bool:
 
 
 def best_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per pair: its best window's (every row when the table has no `best` column)."""
+    """One row per (pair, strategy): its best combination's (every row when the table has no `best` column)."""
     if "best" not in table:
         return table
     return table[table["best"].map(truthy)]
 
 
 def report_columns(table: pd.DataFrame, sweep: bool = False, compact: bool = False) -> list[str]:
-    """The columns a leaderboard table shows: REPORT_COLUMNS (COMPACT_COLUMNS when `compact`) and
-    `window` (after `status`) in a sweep or when it differs between rows; unless compact, also
-    `fee_bps` when it differs, hold-out figures when present, and any column this module does not
-    know, so that new leaderboard columns are not hidden."""
+    """The columns a leaderboard table shows: REPORT_COLUMNS (COMPACT_COLUMNS when `compact`), with
+    `strategy` after `symbol`, and the chosen `params` (`window` in older leaderboards) after
+    `status` in a grid or when they differ between rows; unless compact, also `fee_bps` when it
+    differs, hold-out figures when present, and any column this module does not know, so that new
+    leaderboard columns are not hidden (the grid file's parameter columns are, `params` says it)."""
     columns = [c for c in (COMPACT_COLUMNS if compact else REPORT_COLUMNS) if c in table]
 
     def varies(column: str) -> bool:
         return column in table and len({str(v) for v in table[column] if not missing(v)}) > 1
 
-    if "window" in table and (sweep or varies("window")):
-        columns.insert(columns.index("status") + 1 if "status" in columns else len(columns), "window")
+    if "strategy" in table:
+        columns.insert(columns.index("symbol") + 1 if "symbol" in columns else 0, "strategy")
+    for chosen in ("params", "window"):
+        if chosen in table and (sweep or varies(chosen)):
+            columns.insert(columns.index("status") + 1 if "status" in columns else len(columns), chosen)
     if compact:
         return columns
     if varies("fee_bps"):
         columns.append("fee_bps")
     columns += [c for c in OOS_SHOWN if c in table and table[c].notna().any()]
     known = set(REPORT_COLUMNS) | RUN_LEVEL_COLUMNS | HIDDEN_COLUMNS
-    columns += [c for c in table.columns if c not in columns and c not in known]
+    columns += [c for c in table.columns if c not in columns and c not in known and not c.startswith(GRID_PARAM_PREFIX)]
     return columns
 
 
 def leaderboard_view(table: pd.DataFrame, columns: list[str], table_id: str = "") -> dict:
     """The leaderboard's head and rows as the `leaderboard` macro draws them (plain text, CSS classes)."""
     numeric = {column: _numeric(table, column) for column in columns}  # once per column, not per cell
-    heads = [
-        {"label": LABELS.get(c, c), "css": "text" if c in ("symbol", "status") or not numeric[c] else ""}
-        for c in columns
-    ]
+    heads = [{"label": LABELS.get(c, c), "css": "text" if c in TEXT_COLUMNS or not numeric[c] else ""} for c in columns]
     rows = []
     for record in table.to_dict("records"):
         status = str(record.get("status") or "")
@@ -173,14 +201,25 @@ def leaderboard_view(table: pd.DataFrame, columns: list[str], table_id: str = ""
             classes = []
             if column == "status":
                 classes += ["text", "status-ok" if status == "ok" else "status-bad"]
-            elif column == "symbol" or not numeric[column]:
+            elif column in TEXT_COLUMNS or not numeric[column]:
                 classes.append("text")
             elif column.removeprefix("oos_") in SIGNED_COLUMNS and not missing(value):
                 classes.append("pos" if float(value) > 0 else "neg" if float(value) < 0 else "")
             css = " ".join(c for c in classes if c)
             cells.append({"css": css, "sort": sort_value(value), "text": format_value(column, value)})
-        rows.append({"ok": status == "ok", "symbol": record.get("symbol"), "cells": cells})
+        rows.append(
+            {
+                "ok": status == "ok",
+                "symbol": record.get("symbol"),
+                "strategy": _text(record.get("strategy")),
+                "cells": cells,
+            }
+        )
     return {"id": table_id, "heads": heads, "rows": rows}
+
+
+def _text(value: object) -> str | None:
+    return None if missing(value) else str(value)
 
 
 def _numeric(table: pd.DataFrame, column: str) -> bool:

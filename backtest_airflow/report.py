@@ -3,7 +3,7 @@
 `build_report(results_url, leaderboard_df, run_info)` returns the page; `write(...)` stores it
 atomically as `report.html` in the run's results folder (S3 or local). This module gathers what
 the page shows; `templates/report.html.j2` lays it out (via `templating`, autoescaped), `charts`
-draws the curves and `formatting` says which columns show and how. The page needs no network:
+draws the charts and `formatting` says which columns show and how. The page needs no network:
 styles, the table-sorting script and the charts (matplotlib, Agg, rendered to inline SVG) are all
 inside it, and its Content-Security-Policy forbids loading anything else and runs no script but
 that one (allowed by its SHA-256 hash).
@@ -11,22 +11,29 @@ that one (allowed by its SHA-256 hash).
 What it shows:
 
 - a banner when any result comes from synthetic candles;
-- the leaderboard, one row per pair (in a sweep, the pair's best window; every (pair, window)
-  row is in a folded table below), sortable by clicking a column header; failed pairs with
-  their status;
-- the strategy's equity curve against buy-and-hold (close / first close, read from the candle
-  store) and both drawdown curves, for the top and bottom `charts.CURVES_EACH_END` ranked pairs only,
-  so that rendering stays cheap for 50 pairs (with a hold-out, the stored equity curve, and so
-  the chart, covers the in-sample part);
-- the total return of every ranked pair beside its buy-and-hold return;
+- the leaderboard, one row per (pair, strategy) with its chosen combination (`params`), sortable
+  by clicking a column header; failed (pair, strategy) rows with their status; with a grid,
+  every (pair, strategy, combination) row of the grid file in a folded table below (up to
+  `MAX_ALL_ROWS`);
+- with several strategies, how they compare across pairs: per strategy, its ranked pairs, the
+  median and mean of the ranking metric, on how many pairs it is the best strategy, and the
+  metric's spread (box and strip plot);
+- for each strategy whose grid varies two parameters, a heatmap of the metric the combinations
+  were chosen by (the run's select_by) over those two, for its top `charts.HEATMAP_PAIRS` pairs,
+  the chosen cell outlined, with the values in a folded table;
+- the equity curve against buy-and-hold (close / first close, read from the candle store) and
+  both drawdown curves, for the top and bottom `charts.CURVES_EACH_END` ranked (pair, strategy)
+  rows only, so that rendering stays cheap for 50 pairs (with a hold-out, the stored equity
+  curve, and so the chart, covers the in-sample part);
+- the total return of every ranked row beside its buy-and-hold return;
 - the run's parameters, data range and, when `run_info["cost"]` is present, its cost summary.
 
-`run_info` is a plain dict: the run plan's fields (`window`, `windows`, `fee_bps`,
-`lookback_days`, `holdout_days`, `rank_by`, `rank_on`, `start`, `end`, `pairs`, ...) plus
-`dag_id`, `run_id`, `data_url` (the candle store, for buy-and-hold; the curves are drawn without
-it when absent), `title` and the optional `cost` (a dict such as `leaderboard.cost_summary()`,
-or text; shown as given). Other scalar or list fields are listed with the parameters, so new
-run parameters show up without a change here.
+`run_info` is a plain dict: the run plan's fields (`strategies`, `fee_bps`, `lookback_days`,
+`holdout_days`, `rank_by`, `rank_on`, `start`, `end`, `pairs`, ...) plus `dag_id`, `run_id`,
+`data_url` (the candle store, for buy-and-hold; the curves are drawn without it when absent),
+`title` and the optional `cost` (a dict such as `leaderboard.cost_summary()`, or text; shown as
+given). Other scalar or list fields are listed with the parameters, so new run parameters show
+up without a change here.
 """
 
 from __future__ import annotations
@@ -35,8 +42,9 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from backtest.job import LOWER_IS_BETTER
 from backtest.storage import resolve, write_bytes_atomic
-from backtest_airflow import charts, layout
+from backtest_airflow import charts, layout, leaderboard
 from backtest_airflow.formatting import (
     best_rows,
     format_value,
@@ -44,16 +52,18 @@ from backtest_airflow.formatting import (
     leaderboard_view,
     missing,
     report_columns,
+    sort_value,
 )
 from backtest_airflow.templating import render
 
 REPORT_FILE = layout.REPORT_HTML  # the name `rank` writes it under
-MAX_ALL_ROWS = 5000  # a bigger sweep's every-row table stays in the Parquet/CSV files
+MAX_ALL_ROWS = 5000  # a bigger grid's every-row table stays in the grid file
 # run_info fields that are not parameters (or are shown elsewhere).
 NOT_PARAMETERS = frozenset(
     ("dag_id", "run_id", "title", "cost", "pairs", "chunks", "results_url", "data_url", "start", "end", "synthetic")
 )
 PARAMETER_ORDER = (
+    "strategies",
     "window",
     "windows",
     "window_bars",
@@ -66,7 +76,16 @@ PARAMETER_ORDER = (
     "allow_failed_pairs",
     "history_days",
 )
-JOB_COLUMNS = ("job_name", "pairs", "wall_seconds", "vcpu", "memory_mib", "billed_seconds", "cost_on_demand_usd")
+JOB_COLUMNS = (
+    "job_name",
+    "strategy",
+    "pairs",
+    "wall_seconds",
+    "vcpu",
+    "memory_mib",
+    "billed_seconds",
+    "cost_on_demand_usd",
+)
 
 
 def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict) -> str:
@@ -74,30 +93,47 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
     table = leaderboard_df
     best = best_rows(table)
     ranked = best[(best["status"] == "ok") & best["rank"].notna()].sort_values("rank")
+    strategies = list(dict.fromkeys(best["strategy"].dropna())) if "strategy" in best else []
+    several = len(strategies) > 1
     synthetic = is_synthetic(table, run_info)
-    sweep = len(table) > len(best) or len(run_info.get("windows") or []) > 1
+    metric = _rank_metric(run_info)
+    grid_shape = leaderboard.grid_shape(results_url)
+    # Every (pair, strategy, combination) row: the grid file's, or an older leaderboard's (with non-best rows).
+    rows = grid_shape[0] if grid_shape else len(table)
+    sweep = leaderboard.has_grid(best) or len(table) > len(best) or len(run_info.get("windows") or []) > 1
     holdout = bool(run_info.get("holdout_days")) or ("split" in table and table["split"].notna().any())
     # The run's as-of moment: it saw only the candles closed before it (README, "A run's date").
     ident = [("as of", run_info.get("end")), ("DAG", run_info.get("dag_id")), ("run", run_info.get("run_id"))]
-    every = len(best) < len(table) <= MAX_ALL_ROWS
+    every = None
+    if sweep and rows <= MAX_ALL_ROWS:
+        all_rows = leaderboard.read_grid(results_url) if grid_shape else table
+        every = leaderboard_view(all_rows, report_columns(all_rows, sweep=True), "all-rows-table")
     cost = run_info.get("cost")
+    order = [item["name"] for item in run_info.get("strategies") or [] if item.get("name") in strategies]  # plan's
+    comparison = charts.strategy_comparison(best, metric, _lower_is_better(metric), order) if several else []
     return render(
         "report.html.j2",
         title=str(run_info.get("title") or "Backtest report"),
         synthetic=synthetic,
         ident=[(name, value) for name, value in ident if value],
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        cards=_summary_cards(best, ranked, run_info),
+        cards=_summary_cards(best, ranked, metric, several),
         pairs=len(best),
+        several=several,
         failed=best[best["status"] != "ok"].to_dict("records"),
         board=leaderboard_view(best, report_columns(best, sweep=sweep), "leaderboard-table"),
         sweep=sweep,
         holdout=holdout,
-        rows=len(table),
+        rows=rows,
         max_all_rows=MAX_ALL_ROWS,
-        every_board=leaderboard_view(table, report_columns(table, sweep=True), "all-rows-table") if every else None,
-        returns_svg=charts.returns_chart(ranked) if len(ranked) else None,
-        curves=_curves(results_url, best, run_info.get("data_url"), holdout),
+        grid_file=layout.GRID_PARQUET if grid_shape else None,
+        every_board=every,
+        metric=metric,
+        comparison=_comparison_view(comparison, metric),
+        strategies_svg=charts.strategies_chart(comparison, metric) if comparison else None,
+        heatmaps=_heatmaps(results_url, best, grid_shape[1] if grid_shape else [], order),
+        returns_svg=charts.returns_chart(ranked, several) if len(ranked) else None,
+        curves=_curves(results_url, best, run_info.get("data_url"), holdout, several),
         parameters=_parameters(run_info),
         data=_data_range(table, run_info, synthetic),
         cost=None if cost in (None, "", {}) else _cost(cost),
@@ -106,14 +142,27 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
     )
 
 
-def _summary_cards(best: pd.DataFrame, ranked: pd.DataFrame, run_info: dict) -> list[tuple[str, str]]:
-    cards = [("pairs", str(len(best))), ("ranked", str(len(ranked))), ("failed", str(len(best) - len(ranked)))]
+def _rank_metric(run_info: dict) -> str:
+    """The leaderboard's ranking column (as `planning.RunPlan.metric`, from the plan's fields)."""
+    rank_by = str(run_info.get("rank_by") or "total_return")
+    return f"oos_{rank_by}" if run_info.get("rank_on") == "out_of_sample" else rank_by
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric.removeprefix("oos_") in LOWER_IS_BETTER
+
+
+def _summary_cards(best: pd.DataFrame, ranked: pd.DataFrame, metric: str, several: bool) -> list[tuple[str, str]]:
+    pairs = best["symbol"].nunique() if several else len(best)
+    cards = [("pairs", str(pairs))]
+    if several:
+        cards.append(("strategies", str(best["strategy"].nunique())))
+    cards += [("ranked", str(len(ranked))), ("failed", str(len(best) - len(ranked)))]
     if len(ranked):
-        rank_by = str(run_info.get("rank_by") or "total_return")
-        metric = f"oos_{rank_by}" if run_info.get("rank_on") == "out_of_sample" else rank_by
         top = ranked.iloc[0]
         if metric in ranked:
-            cards.append((f"best by {metric}", f"{top['symbol']} {format_value(metric, top[metric])}"))
+            name = charts.row_label(top["symbol"], top.get("strategy"), several)
+            cards.append((f"best by {metric}", f"{name} {format_value(metric, top[metric])}"))
         returns = pd.to_numeric(ranked["total_return"], errors="coerce").dropna()
         if len(returns):
             cards.append(("median return", format_value("total_return", float(returns.median()))))
@@ -123,14 +172,83 @@ def _summary_cards(best: pd.DataFrame, ranked: pd.DataFrame, run_info: dict) -> 
     return cards
 
 
-def _curves(results_url: str, best: pd.DataFrame, data_url: str | None, holdout: bool) -> list[dict]:
-    """The top and bottom pairs' charts (`svg` None when the pair has no stored equity curve)."""
-    rows = {r["symbol"]: r for r in best.to_dict("records")}
+def _comparison_view(comparison: list[dict], metric: str) -> list[dict]:
+    """The strategy comparison's table cells: text as shown, full values for sorting (and tests)."""
+    view = []
+    for item in comparison:
+        share = item["best_share"]
+        cells = [
+            ("strategy", item["strategy"], item["strategy"]),
+            ("pairs", item["rows"], str(item["rows"])),
+            ("ranked", item["ranked"], str(item["ranked"])),
+            ("median", item["median"], format_value(metric, item["median"])),
+            ("mean", item["mean"], format_value(metric, item["mean"])),
+            ("best_pairs", item["best_pairs"], str(item["best_pairs"])),
+            ("best_share", share, "" if share is None else f"{share:.0%}"),
+        ]
+        view.append({"strategy": item["strategy"], "cells": [(k, sort_value(v), text) for k, v, text in cells]})
+    return view
+
+
+def _heatmaps(results_url: str, best: pd.DataFrame, grid_columns: list[str], order: list[str]) -> list[dict]:
+    """For each strategy whose grid varies two parameters: its top pairs' heatmaps (one chart) and values."""
+    if not grid_columns or not {"strategy", "select_by", "combinations"} <= set(best.columns):
+        return []
+    ranked = best[(best["status"] == "ok") & best["rank"].notna()].sort_values("rank")
+    params = [c for c in grid_columns if c.startswith(layout.GRID_PARAM_PREFIX)]
+    sections = []
+    for strategy in dict.fromkeys([*order, *ranked["strategy"]]):
+        mine = ranked[(ranked["strategy"] == strategy) & (ranked["combinations"] > 1)]
+        select_by = mine["select_by"].dropna().unique()
+        if not len(mine) or len(select_by) != 1 or select_by[0] not in grid_columns:
+            continue
+        metric = str(select_by[0])
+        symbols = mine["symbol"].head(charts.HEATMAP_PAIRS).tolist()
+        rows = leaderboard.read_grid(
+            results_url,
+            ["symbol", "strategy", "best", *params, metric],
+            [("strategy", "==", strategy), ("symbol", "in", symbols)],
+        )
+        maps = [charts.heatmap(rows[rows["symbol"] == symbol], metric) for symbol in symbols]
+        maps = [m for m in maps if m is not None]
+        if not maps:
+            continue
+        title = f"{strategy}: {metric} over {maps[0].y} x {maps[0].x}, top {len(maps)} pair(s)"
+        sections.append(
+            {
+                "strategy": strategy,
+                "metric": metric,
+                "svg": charts.heatmaps_chart(maps, title),
+                "tables": [_heatmap_table(m) for m in maps],
+            }
+        )
+    return sections
+
+
+def _heatmap_table(item: charts.Heatmap) -> dict:
+    rows = [
+        {
+            "label": label,
+            "cells": [
+                {"sort": sort_value(v), "text": format_value(item.metric, v), "best": item.best == (i, j)}
+                for j, v in enumerate(item.values[i])
+            ],
+        }
+        for i, label in enumerate(item.y_labels)
+    ]
+    return {"symbol": item.symbol, "strategy": item.strategy, "metric": item.metric, "y": item.y, "x": item.x,
+            "x_labels": item.x_labels, "rows": rows}  # fmt: skip
+
+
+def _curves(results_url: str, best: pd.DataFrame, data_url: str | None, holdout: bool, several: bool) -> list[dict]:
+    """The top and bottom rows' charts (`svg` None when the (pair, strategy) has no stored equity curve)."""
+    records = {(r["symbol"], r.get("strategy") if "strategy" in best else None): r for r in best.to_dict("records")}
     curves = []
-    for symbol, end in charts.shown_pairs(best):
-        curve = {"symbol": symbol, "end": end, "svg": None}
+    for symbol, strategy, end in charts.shown_pairs(best):
+        curve = {"symbol": symbol, "strategy": strategy, "end": end, "svg": None}
         curves.append(curve)
-        loaded = charts.load_equity(results_url, symbol)
+        folder = layout.strategy_results_url(results_url, strategy) if strategy else results_url
+        loaded = charts.load_equity(folder, symbol)
         if loaded is None:
             continue
         times, equity = loaded
@@ -140,9 +258,10 @@ def _curves(results_url: str, best: pd.DataFrame, data_url: str | None, holdout:
             notes.append("In-sample part of the window (the equity curve is stored for it only).")
         if buy_hold is None:
             notes.append("Buy-and-hold unavailable: the candles could not be read.")
-        row = rows[symbol]
-        curve["svg"] = charts.pair_chart(symbol, row, times, equity, buy_hold)
-        curve["window"] = f" (window {row['window']})" if not missing(row.get("window")) else ""
+        row = records[(symbol, strategy)]
+        curve["svg"] = charts.pair_chart(charts.row_label(symbol, strategy, several), row, times, equity, buy_hold)
+        chosen = " ".join(str(v) for v in (strategy, row.get("params", row.get("window"))) if not missing(v))
+        curve["chosen"] = f" ({chosen})" if chosen else ""
         curve["notes"] = " ".join(notes)
     return curves
 
@@ -152,13 +271,21 @@ def _parameters(run_info: dict) -> list[tuple[str, object]]:
     keys += sorted(k for k in run_info if k not in keys and k not in NOT_PARAMETERS)
     if run_info.get("windows") in ([run_info.get("window")], (run_info.get("window"),)):
         keys.remove("windows")  # one window: said once
-    items: list[tuple[str, object]] = [(k, run_info[k]) for k in keys if not isinstance(run_info[k], dict)]
+    items: list[tuple[str, object]] = [
+        (k, _parameter(k, run_info[k])) for k in keys if not isinstance(run_info[k], dict)
+    ]
     if isinstance(run_info.get("chunks"), list):
         items.append(("jobs", len(run_info["chunks"])))
     pairs = run_info.get("pairs")
     if isinstance(pairs, list | tuple):
         items.append((f"pairs ({len(pairs)})", ", ".join(map(str, pairs))))
     return items
+
+
+def _parameter(name: str, value: object) -> object:
+    if name == "strategies" and isinstance(value, list):  # [{"name", "params"}]: as the user wrote them
+        return leaderboard.strategies_text(value)
+    return value
 
 
 def _data_range(table: pd.DataFrame, run_info: dict, synthetic: bool) -> list[tuple[str, object]]:

@@ -41,6 +41,7 @@ from backtest.storage import Location, list_dir, read_bytes, resolve
 from backtest_airflow import layout
 from backtest_airflow.formatting import best_rows, is_synthetic, leaderboard_view, report_columns
 from backtest_airflow.layout import run_folder_name
+from backtest_airflow.leaderboard import has_grid
 from backtest_airflow.planning import as_of
 from backtest_airflow.settings import load_settings
 from backtest_airflow.templating import CSP, render
@@ -215,14 +216,19 @@ def _run_view(request: Request, ref: RunRef) -> dict:
         if table is None:
             raise ValueError("leaderboard.parquet is gone")
         best = best_rows(table)
-        columns = report_columns(best, sweep=len(table) > len(best), compact=True)
-        has_report = ref.folder.fs.get_file_info(ref.folder.join(layout.REPORT_HTML).path).type == pafs.FileType.File
+        sweep = len(table) > len(best) or has_grid(best)
+        columns = report_columns(best, sweep=sweep, compact=True)
+        names = (layout.REPORT_HTML, layout.GRID_PARQUET)
+        infos = ref.folder.fs.get_file_info([ref.folder.join(name).path for name in names])  # one call
+        has_report, has_grid_file = (info.type == pafs.FileType.File for info in infos)
         return {
             **view,
             "board": leaderboard_view(best, columns, f"leaderboard-{ref.date}-{ref.run}"),
             "failed": int((best["status"] != "ok").sum()),
             "synthetic": is_synthetic(table),
-            "pairs": len(best),
+            "pairs": int(best["symbol"].nunique()),
+            "strategies": sorted(best["strategy"].dropna().unique()) if "strategy" in best else [],
+            "grid_file": layout.GRID_PARQUET if has_grid_file and sweep else None,
             "url": ref.folder.url,
             "report_url": request.url_for("report", date=ref.date, run=ref.run).path if has_report else None,
         }

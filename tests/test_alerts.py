@@ -209,6 +209,30 @@ def test_message_text_is_sent_verbatim_and_the_subject_fits_sns(notify):
     assert message["Subject"] == "?" * 97 + "..."
 
 
+def test_with_several_strategies_the_digest_names_pair_and_strategy():
+    """A leaderboard row is a (pair, strategy) when a run has several strategies; one strategy: as before."""
+    board = pd.DataFrame(
+        {
+            "rank": [1, 2, None],
+            "symbol": ["BTCUSDT", "BTCUSDT", "ETHUSDT"],
+            "strategy": ["sma_cross", "sma_trend", "sma_cross"],
+            "status": ["ok", "ok", "failed: backtest task failed"],
+            "best": True,
+            "sharpe": [1.5, 0.25, None],
+            "total_return": [0.1, 0.02, None],
+        }
+    )
+    context = {"run_id": "r", "params": {"rank_by": "sharpe"}}
+    _, body = alerts.success_message(context, board, None, None)
+    assert "  1. BTCUSDT sma_cross 1.50 (total return 10.00%)" in body.splitlines()
+    assert "  2. BTCUSDT sma_trend 0.25 (total return 2.00%)" in body.splitlines()
+    assert "Failed (pair, strategy) rows (1 of 3):\n- ETHUSDT sma_cross: failed: backtest task failed" in body
+    one = board[board["strategy"] == "sma_cross"]
+    _, body = alerts.success_message(context, one, None, None)
+    assert "  1. BTCUSDT      1.50 (total return 10.00%)" in body.splitlines()
+    assert "Failed pairs (1 of 2):\n- ETHUSDT: failed: backtest task failed" in body
+
+
 # ---------------------------------------------------------------------------------- a real scheduler
 
 

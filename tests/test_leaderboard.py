@@ -1,43 +1,298 @@
-"""The leaderboard's cost accounting (backtest_airflow/leaderboard.py): Fargate prices applied to the
-jobs' records, with Batch's one-minute minimum."""
+"""The rank step's files (backtest_airflow/leaderboard.py): the leaderboard of (pair, strategy) rows,
+the grid file with every combination, and the cost accounting (Fargate prices applied to the jobs'
+records of every strategy, with Batch's one-minute minimum).
+
+The results are the job's own (`backtest.job.backtest` + `write_result`, as `python -m backtest run`
+writes them) on synthetic candles, one folder per strategy; the plans are built directly with their
+`strategies` filled in."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
 from datetime import datetime
+from pathlib import Path
 
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from backtest_airflow import leaderboard
-from backtest_airflow.planning import make_plan
+from backtest.job import RunSpec, backtest, write_error, write_result
+from backtest.metrics import METRIC_NAMES
+from backtest.params import HOUR_MS, parse_time_ms
+from backtest.refresh import refresh_pair
+from backtest.storage import resolve
+from backtest.strategy import grid_of
+from backtest_airflow import layout, leaderboard
+from backtest_airflow.planning import RunPlan, make_plan
 
 PRICES = {"vcpu_hour": 0.04048, "gb_hour": 0.004445, "spot_vcpu_hour": 0.0129159, "spot_gb_hour": 0.001418}
+AS_OF = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
+PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+PARAM_COLUMNS = [f"param_{k}" for k in ("window", "fast", "slow", "period", "lower", "upper")]
+PARAM_COLUMNS += [f"param_{k}_bars" for k in ("window", "fast", "slow", "period")]
+STRATEGIES = [
+    {"name": "sma_trend", "params": {"window": "1d"}},
+    {"name": "sma_cross", "params": {"fast": "6h:18h:6h", "slow": "12h:2d:12h"}},
+    {"name": "rsi_reversion", "params": {"lower": "20,30", "upper": "70"}},
+]
 
 
-def test_cost_summary_adds_up_job_records(tmp_path):
+def plan_for(store: str, strategies: list[dict], **params) -> RunPlan:
+    plan = make_plan({"pairs": PAIRS, "lookback_days": 20, "fee_bps": 10, **params}, store, "dag", "run", AS_OF)
+    return dataclasses.replace(plan, strategies=strategies)
+
+
+def run_jobs(plan: RunPlan, skip: set = frozenset(), stale: set = frozenset(), errors: dict | None = None) -> None:
+    """Backtest every (pair, strategy) as its job would, into its strategy's folder; `skip`: no
+    result; `stale`: the window ends 12 hours early; `errors`: an error record instead of a result."""
+    errors = errors or {}
+    for symbol in plan.pairs:
+        refresh_pair(symbol, plan.results_url.split("/results/")[0], until_ms=parse_time_ms(plan.end),
+                     history_days=plan.lookback_days + 10, source="synthetic")  # fmt: skip
+        for item in plan.strategies:
+            key, folder = (symbol, item["name"]), layout.strategy_results_url(plan.results_url, item["name"])
+            if key in skip:
+                continue
+            if key in errors:
+                write_error(folder, symbol, errors[key], 3)
+                continue
+            end = parse_time_ms(plan.end) - (12 * HOUR_MS if key in stale else 0)
+            spec = RunSpec(
+                symbol=symbol,
+                grid=grid_of(item["name"], item["params"]),
+                fee_bps=plan.fee_bps,
+                start_ms=parse_time_ms(plan.start),
+                end_ms=end,
+                data_url=plan.results_url.split("/results/")[0],
+                holdout_days=plan.holdout_days,
+                select_by=plan.rank_by if plan.rank_by != "buy_hold_return" else "total_return",
+            )
+            write_result(folder, *backtest(spec))
+
+
+def result_of(plan: RunPlan, symbol: str, strategy: str) -> dict:
+    path = Path(layout.strategy_results_url(plan.results_url, strategy)) / f"{symbol}.json"
+    return json.loads(path.read_text())
+
+
+def labels(params: dict) -> str:
+    """A combination as the user writes it, independently of leaderboard.params_text."""
+    bars = {k.removesuffix("_bars") for k in params if k.endswith("_bars")}
+    return " ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if k[:-5] not in bars
+    )
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> dict:
+    """A run of 4 pairs x 3 strategies ranked by sharpe: one (pair, strategy) without a result (its
+    task failed), one with an error record, one with no trace at all, one stale."""
+    store = str(tmp_path_factory.mktemp("leaderboard") / "store")
+    plan = plan_for(store, STRATEGIES, rank_by="sharpe", window="1d")
+    run_jobs(
+        plan,
+        skip={("ETHUSDT", "sma_cross"), ("XRPUSDT", "rsi_reversion")},
+        stale={("SOLUSDT", "sma_trend")},
+        errors={("BTCUSDT", "rsi_reversion"): "no candles for BTCUSDT"},
+    )
+    failed_tasks = {("ETHUSDT", "sma_cross"): "backtest task failed"}
+    board = leaderboard.build(plan, failed_tasks)
+    return {"plan": plan, "board": board}
+
+
+def test_leaderboard_ranks_pair_strategy_rows_by_their_best_combination(mixed):
+    plan, board = mixed["plan"], mixed["board"]
+    assert list(board.columns) == list(leaderboard.COLUMNS)
+    assert len(board) == len(PAIRS) * len(STRATEGIES)
+    assert sorted(zip(board["symbol"], board["strategy"], strict=True)) == sorted(
+        (p, s["name"]) for p in PAIRS for s in STRATEGIES
+    )  # every (pair, strategy) once
+    ok = board[board["status"] == "ok"]
+    assert (
+        len(ok) == 8 and ok["rank"].tolist() == list(range(1, 9)) and board.index[: len(ok)].tolist() == list(range(8))
+    )
+    sharpe = ok["sharpe"].tolist()
+    assert all(math.isnan(b) or a >= b for a, b in itertools.pairwise(sharpe)), sharpe  # descending, undefined last
+    for row in ok.to_dict("records"):
+        result = result_of(plan, row["symbol"], row["strategy"])
+        chosen = {k: v for k, v in result["params"].items() if k != "fee_bps"}  # always the chosen combination's
+        assert chosen == result.get("best", chosen) and row["params"] == labels(chosen)
+        for name in METRIC_NAMES:  # the chosen combination's figures, as the job reported them
+            assert row[name] == result[name] or (result[name] is None and pd.isna(row[name])), (row["symbol"], name)
+        assert row["excess_return"] == result["total_return"] - result["buy_hold_return"]
+        grid = result.get("grid")
+        assert row["combinations"] == (len(result["sweep"]) if grid else 1)
+        assert row["select_by"] == (grid["select_by"] if grid else None) or (not grid and pd.isna(row["select_by"]))
+        assert row["best"]
+    sma_cross = ok[ok["strategy"] == "sma_cross"].iloc[0]
+    assert sma_cross["combinations"] == 10 and sma_cross["skipped"] == 2  # fast >= slow: 12h/12h, 18h/12h
+    assert set(ok.loc[ok["strategy"] == "sma_trend", "params"]) == {"window=1d"}
+
+    # Failed and stale rows follow, unranked, by symbol and then in the plan's strategy order.
+    rest = board.iloc[len(ok) :]
+    assert rest["rank"].isna().all() and rest["best"].all()
+    assert list(zip(rest["symbol"], rest["strategy"], rest["status"].str.split(":").str[0], strict=True)) == [
+        ("BTCUSDT", "rsi_reversion", "failed"),
+        ("ETHUSDT", "sma_cross", "failed"),
+        ("SOLUSDT", "sma_trend", "stale"),
+        ("XRPUSDT", "rsi_reversion", "failed"),
+    ]
+    assert rest["status"].tolist()[:2] == ["failed: no candles for BTCUSDT", "failed: backtest task failed"]
+    assert rest["status"].iloc[2].endswith("is 12h before the window's end")
+    assert rest["status"].iloc[3] == "failed: no result"
+    assert rest["params"].iloc[2] == "window=1d"  # a stale row keeps its figures, unranked
+    assert rest[["total_return", "params"]].iloc[[0, 1, 3]].isna().all().all()
+
+
+def test_ranking_direction_and_out_of_sample(tmp_path):
+    store = str(tmp_path / "store")
+    plan = plan_for(store, STRATEGIES[:2], rank_by="max_drawdown", holdout_days=5, rank_on="out_of_sample")
+    run_jobs(plan)
+    board = leaderboard.build(plan, {}, grid=False)
+    assert not (Path(plan.results_url) / layout.GRID_PARQUET).exists()  # grid=False: the table only
+    assert board["rank"].tolist() == list(range(1, 9))
+    oos = board["oos_max_drawdown"].tolist()
+    assert oos == sorted(oos)  # smaller is better, on the hold-out's figures
+    for row in board.to_dict("records"):
+        result = result_of(plan, row["symbol"], row["strategy"])
+        assert row["oos_max_drawdown"] == result["oos"]["max_drawdown"] and row["split"] == result["split"]
+        assert row["select_by"] == "max_drawdown" == result["grid"]["select_by"]
+
+
+def test_grid_file_holds_every_combination_of_every_result(mixed):
+    plan, board = mixed["plan"], mixed["board"]
+    path = Path(plan.results_url) / layout.GRID_PARQUET
+    schema = pq.read_schema(path)
+    assert schema.names[:6] == list(leaderboard.GRID_KEYS)
+    types = {name: str(schema.field(name).type) for name in schema.names}
+    assert {k: v for k, v in types.items() if k.startswith(layout.GRID_PARAM_PREFIX)} == {
+        "param_window": "string",
+        "param_window_bars": "int64",
+        "param_fast": "string",
+        "param_fast_bars": "int64",
+        "param_slow": "string",
+        "param_slow_bars": "int64",
+        "param_period": "string",
+        "param_period_bars": "int64",
+        "param_lower": "double",
+        "param_upper": "double",
+    }
+    assert types["trades"] == "int64" and types["sharpe"] == "double" and "oos_sharpe" not in types  # no hold-out
+    grid = pq.read_table(path).to_pylist()
+
+    # Exactly the sweep rows of every (pair, strategy) with a result, stale ones included, in plan order.
+    keys = [(r["symbol"], r["strategy"]) for r in board.to_dict("records") if not pd.isna(r["params"])]
+    expected = []
+    for symbol in PAIRS:
+        for item in STRATEGIES:
+            if (symbol, item["name"]) not in keys:
+                continue
+            result = result_of(plan, symbol, item["name"])
+            status = board.set_index(["symbol", "strategy"]).loc[(symbol, item["name"]), "status"]
+            sweep = result.get("sweep") or [{"params": {k: v for k, v in result["params"].items() if k != "fee_bps"},
+                                            **{m: result[m] for m in METRIC_NAMES}}]  # fmt: skip
+            chosen = result.get("best", sweep[0]["params"])
+            for i, row in enumerate(sweep):
+                expected.append(
+                    {
+                        "symbol": symbol,
+                        "strategy": item["name"],
+                        "status": status,
+                        "combination": i,
+                        "best": row["params"] == chosen,
+                        "params": labels(row["params"]),
+                        **dict.fromkeys(PARAM_COLUMNS),
+                        **{f"param_{k}": v for k, v in row["params"].items()},
+                        **{m: row[m] for m in METRIC_NAMES},
+                        "excess_return": row["total_return"] - row["buy_hold_return"],
+                    }
+                )
+    assert grid == expected
+    assert len(grid) == 4 * 1 + 3 * 10 + 2 * 2  # sma_trend (a stale one too), sma_cross, rsi_reversion results
+    # Each (pair, strategy)'s best row is its leaderboard row.
+    best = pd.DataFrame([r for r in grid if r["best"]]).set_index(["symbol", "strategy"])
+    indexed = board.set_index(["symbol", "strategy"])
+    for key, row in best.iterrows():
+        assert row["params"] == indexed.loc[key, "params"] and row["sharpe"] == indexed.loc[key, "sharpe"]
+
+
+def test_grid_file_with_a_hold_out_and_a_shared_parameter_name(tmp_path):
+    """oos_* columns with a hold-out; a parameter name two strategies type differently becomes text."""
+    from backtest_airflow.leaderboard import grid_schema
+
+    store = str(tmp_path / "store")
+    plan = plan_for(store, STRATEGIES[:2], holdout_days=5)
+    run_jobs(plan)
+    leaderboard.build(plan, {})
+    grid = pd.read_parquet(Path(plan.results_url) / layout.GRID_PARQUET)
+    assert len(grid) == len(PAIRS) * 11
+    for row in grid.to_dict("records"):
+        sweep = result_of(plan, row["symbol"], row["strategy"])["sweep"][row["combination"]]
+        assert row["oos_total_return"] == sweep["oos"]["total_return"] and row["oos_trades"] == sweep["oos"]["trades"]
+
+    a = {"symbol": "A", "params": {"x": "1d", "x_bars": 24, "fee_bps": 1}, "total_return": 0.1}
+    b = {"symbol": "B", "params": {"x": 2.5, "fee_bps": 1}, "total_return": 0.2}
+    schema = grid_schema([a, b])
+    assert str(schema.field("param_x").type) == "string" and str(schema.field("param_x_bars").type) == "int64"
+    writer = leaderboard.GridWriter(schema)
+    writer.add(leaderboard.grid_columns("A", "s1", a, "ok"))
+    writer.add(leaderboard.grid_columns("B", "s2", b, "ok"))
+    writer.close(resolve(str(tmp_path / "shared")).join("grid.parquet"))
+    table = pq.read_table(tmp_path / "shared" / "grid.parquet").to_pylist()
+    assert [(r["param_x"], r["param_x_bars"], r["params"]) for r in table] == [
+        ("1d", 24, "x=1d"),
+        ("2.5", None, "x=2.5"),
+    ]
+
+
+def test_leaderboard_files_hold_best_rows_and_name_the_grid_file(mixed, tmp_path):
+    plan, board = mixed["plan"], mixed["board"]
+    title = leaderboard.title(plan, board)
+    assert "sma_trend window=1d; sma_cross fast=6h:18h:6h slow=12h:2d:12h; rsi_reversion" in title
+    paths = leaderboard.write(board, str(tmp_path), title)
+    assert len(pd.read_parquet(paths["leaderboard.parquet"])) == len(PAIRS) * len(STRATEGIES)
+    assert Path(paths["leaderboard.csv"]).read_text().count("\n") == len(PAIRS) * len(STRATEGIES) + 1
+    markdown = Path(paths["leaderboard.md"]).read_text()
+    assert "| strategy" in markdown and "| params" in markdown and "fast=" in markdown
+    assert "all 38 (pair, strategy, combination) rows are in grid.parquet" in markdown
+    assert "grid.parquet" not in paths  # written by build, into the run's folder
+    assert layout.GRID_PARQUET in leaderboard.write(board, plan.results_url, title)
+
+    single = plan_for(str(tmp_path / "store"), STRATEGIES[:1])
+    run_jobs(single)
+    one = leaderboard.build(single, {})
+    text = leaderboard.to_markdown(one, leaderboard.title(single, one))
+    assert "grid.parquet" not in text and "| params" not in text  # one combination: as before, plus `strategy`
+    assert text.startswith("# Leaderboard") and "(sma_trend window=1d, by total_return)" in text
+
+
+def test_cost_summary_adds_up_job_records_of_every_strategy(tmp_path):
     results = tmp_path / "run"
-    (results / "_jobs").mkdir(parents=True)
-    for name, seconds in (("a", 30.0), ("b", 150.0)):
-        record = {
-            "job_name": name,
-            "symbols": [name],
-            "failed": [],
-            "wall_seconds": seconds,
-            "vcpu": 1,
-            "memory_mib": 2048,
-        }
-        (results / "_jobs" / f"{name}.json").write_text(json.dumps(record))
-    day = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
-    plan = make_plan({"pairs": ["AAUSDT", "BBUSDT"], "pairs_per_job": 1}, "/unused", "dag", "run", day)
-    cost = leaderboard.cost_summary(dataclasses.replace(plan, results_url=str(results)), PRICES)
-    assert cost["jobs"] == 2 and cost["vcpu_seconds"] == 180.0
+    for strategy, name, seconds in (("sma_trend", "a", 30.0), ("sma_cross", "b", 150.0)):
+        folder = Path(layout.strategy_results_url(str(results), strategy)) / "_jobs"
+        folder.mkdir(parents=True)
+        record = {"job_name": name, "symbols": ["AAUSDT", "BBUSDT"], "failed": [], "wall_seconds": seconds,
+                  "vcpu": 1, "memory_mib": 2048}  # fmt: skip
+        (folder / f"{name}.json").write_text(json.dumps(record))
+    (results / "_jobs").mkdir()  # not a strategy's folder: not counted
+    (results / "_jobs" / "old.json").write_text(json.dumps({**record, "job_name": "old"}))
+    plan = make_plan({"pairs": ["AAUSDT", "BBUSDT"], "pairs_per_job": 2}, "/unused", "dag", "run", AS_OF)
+    plan = dataclasses.replace(plan, results_url=str(results), strategies=STRATEGIES[:2])
+    cost = leaderboard.cost_summary(plan, PRICES)
+    assert cost["jobs"] == 2 and cost["jobs_planned"] == 2 and cost["vcpu_seconds"] == 180.0
     assert cost["billed_vcpu_seconds"] == 60 + 150  # one-minute minimum for the short job
     hours = 210 / 3600
     assert cost["cost_on_demand_usd"] == pytest.approx(hours * 0.04048 + hours * 2 * 0.004445, abs=1e-6)
     assert cost["cost_spot_usd"] == pytest.approx(hours * 0.0129159 + hours * 2 * 0.001418, abs=1e-6)
-    assert cost["text"].startswith("2 pairs, 2 jobs, 180.0 vCPU-seconds")
+    assert cost["text"].startswith("2 pairs x 2 strategies, 2 jobs, 180.0 vCPU-seconds")
     short, long = sorted(cost["per_job"], key=lambda job: job["wall_seconds"])
+    assert (short["strategy"], long["strategy"]) == ("sma_trend", "sma_cross")
     assert short["billed_seconds"] == 60 and long["billed_seconds"] == 150
     assert long["cost_on_demand_usd"] == pytest.approx(150 / 3600 * (0.04048 + 2 * 0.004445))
     assert short["cost_spot_usd"] + long["cost_spot_usd"] == pytest.approx(cost["cost_spot_usd"], abs=1e-6)
+
+    one = leaderboard.cost_summary(dataclasses.replace(plan, strategies=STRATEGIES[:1]), PRICES)
+    assert one["jobs"] == 1 and one["text"].startswith("2 pairs, 1 jobs, 30.0 vCPU-seconds")

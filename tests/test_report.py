@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from backtest.store import CandleStore
 from backtest.synthetic import synthetic_candles
 from backtest_airflow import report, templating, ui
 from backtest_airflow.charts import bucket_max, drawdown, load_buy_hold, load_equity, shown_pairs, thin_index
-from backtest_airflow.layout import run_folder_name
+from backtest_airflow.layout import run_folder_name, strategy_results_url
 from tests.support.dag import load_daily_dag, make_run
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
@@ -31,10 +32,23 @@ EXTERNAL = [
 ]
 
 
-def leaderboard_symbols(page: str, table_id: str = "leaderboard-table") -> list[str]:
+def table_html(page: str, table_id: str) -> str:
     table = page[page.index(f'id="{table_id}"') :]
-    table = table[: table.index("</table>")]
-    return re.findall(r'<tr[^>]*data-symbol="([A-Z0-9]+)"', table)
+    return table[: table.index("</table>")]
+
+
+def leaderboard_symbols(page: str, table_id: str = "leaderboard-table") -> list[str]:
+    return re.findall(r'<tr[^>]*data-symbol="([A-Z0-9]+)"', table_html(page, table_id))
+
+
+def leaderboard_rows(page: str, table_id: str = "leaderboard-table") -> list[tuple[str, str]]:
+    """(symbol, strategy) of each row of a leaderboard table, in page order."""
+    return re.findall(r'<tr[^>]*data-symbol="([A-Z0-9]+)" data-strategy="([a-z_]+)"', table_html(page, table_id))
+
+
+def table_heads(page: str, table_id: str) -> list[str]:
+    head = table_html(page, table_id)
+    return re.findall(r"<button type=\"button\">([^<]*)</button>", head[: head.index("</thead>")])
 
 
 def assert_self_contained(page: str) -> None:
@@ -59,7 +73,8 @@ def test_rank_writes_a_self_contained_report(airflow_db, tmp_path):
     # Top 3 and bottom 3 of 5 ranked pairs: each pair once, one chart each, plus the returns chart.
     assert page.count('<figure class="chart pair-chart"') == 5
     assert page.count('<figure class="chart returns-chart"') == 1
-    assert page.count("<svg") == 6 and page.count("</svg>") == 6
+    assert page.count("<svg") == 6 and page.count("</svg>") == 6  # one strategy: no comparison, no heatmap
+    assert leaderboard_rows(page) == [(pair, "sma_trend") for pair in leaderboard_symbols(page)]
     assert 'id="synthetic-banner"' in page and "SYNTHETIC DATA" in page
     assert 'id="cost-summary"' in page  # rank passes the run's cost summary
     assert "<summary>Per job (" in page and "cost_on_demand_usd" in page
@@ -121,14 +136,36 @@ def _return_value(ti) -> dict:
 # -- the report from a results folder ----------------------------------------------------------
 
 
+# Strategies of the `several` run: one without a grid, grids over one, two and three parameters,
+# and a three-parameter strategy of which two vary. Heatmaps: sma_cross and rsi_reversion only.
+SEVERAL = [
+    {"name": "sma_trend", "params": {"window": "2d"}},
+    {"name": "sma_cross", "params": {"fast": "6h:18h:6h", "slow": "12h:2d:12h"}},
+    {"name": "momentum", "params": {"lookback": "6h,12h,1d"}},
+    {"name": "rsi_reversion", "params": {"period": "14", "lower": "20,30", "upper": "60,70,80"}},
+    {"name": "donchian_breakout", "params": {"entry": "12h,1d", "exit": "6h,12h"}},
+]
+HEATMAP_STRATEGIES = {"sma_cross", "rsi_reversion", "donchian_breakout"}
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> dict:
-    """Two finished runs in one local store: 8 pairs (one failed) and a sweep with a hold-out."""
+    """Three finished runs in one local store: 8 pairs (one failed), a sweep with a hold-out, and
+    five strategies (grids of one to three parameters) ranked by sharpe with one failed (pair, strategy)."""
     store = str(tmp_path_factory.mktemp("report") / "store")
     pairs = PAIRS + ["DOGEUSDT", "LTCUSDT", "DOTUSDT"]
     first = make_run(store, pairs, date="2026-10-01", failed=("XRPUSDT",))
     sweep = make_run(store, PAIRS[:3], date="2026-10-02", window="1d,2d", holdout_days=5, lookback_days=20)
-    return {"store": store, "first": first, "sweep": sweep}
+    several = make_run(
+        store,
+        PAIRS,
+        date="2026-10-03",
+        lookback_days=20,
+        strategies=SEVERAL,
+        rank_by="sharpe",
+        failed=(("ETHUSDT", "sma_cross"),),
+    )
+    return {"store": store, "first": first, "sweep": sweep, "several": several}
 
 
 def read_report(run: dict) -> str:
@@ -139,11 +176,19 @@ def test_report_shows_every_row_failed_pairs_and_top_and_bottom_curves(finished)
     run = finished["first"]
     page = read_report(run)
     assert leaderboard_symbols(page) == run["table"]["symbol"].tolist()  # in rank order, failed last
-    shown = [s for s, _ in shown_pairs(run["table"])]
+    shown = [s for s, _, _ in shown_pairs(run["table"])]
     ranked = run["table"].dropna(subset=["rank"])["symbol"].tolist()
     assert shown == ranked[:3] + ranked[-3:] and len(ranked) == 7
-    charts = re.findall(r'<figure class="chart pair-chart" data-symbol="([A-Z0-9]+)" data-end="(top|bottom)"', page)
+    charts = re.findall(
+        r'<figure class="chart pair-chart" data-symbol="([A-Z0-9]+)" data-strategy="sma_trend" data-end="(top|bottom)"',
+        page,
+    )
     assert charts == [(s, "top") for s in ranked[:3]] + [(s, "bottom") for s in ranked[-3:]]
+    # One strategy, one window: the leaderboard as before plus its strategy column, no params column.
+    assert table_heads(page, "leaderboard-table")[:4] == ["rank", "symbol", "strategy", "status"]
+    assert "params" not in table_heads(page, "leaderboard-table")
+    for section in ('id="strategies"', 'id="heatmaps"', 'id="all-rows-table"'):
+        assert section not in page
     assert page.count("<svg") == 7
     failed = page[page.index('id="failed-pairs"') :]
     assert "XRPUSDT" in failed and "failed: backtest task failed" in failed
@@ -159,8 +204,10 @@ def test_sweep_report_shows_best_windows_hold_out_figures_and_every_row(finished
     run = finished["sweep"]
     page = read_report(run)
     assert sorted(leaderboard_symbols(page)) == sorted(PAIRS[:3])  # one row per pair: its best window
-    assert sorted(leaderboard_symbols(page, "all-rows-table")) == sorted(PAIRS[:3] * 2)
+    assert "params" in table_heads(page, "leaderboard-table")
+    assert sorted(leaderboard_symbols(page, "all-rows-table")) == sorted(PAIRS[:3] * 2)  # from grid.parquet
     assert "OOS return" in page and "hold-out starts" in page
+    assert 'id="heatmaps"' not in page  # a grid over one parameter
     assert page.count('<figure class="chart pair-chart"') == 3
     assert_self_contained(page)
 
@@ -168,7 +215,7 @@ def test_sweep_report_shows_best_windows_hold_out_figures_and_every_row(finished
 def test_buy_hold_and_drawdown_curves_match_the_metrics(finished):
     run = finished["first"]
     for row in run["table"].dropna(subset=["rank"]).to_dict("records"):
-        times, equity = load_equity(run["plan"].results_url, row["symbol"])
+        times, equity = load_equity(strategy_results_url(run["plan"].results_url, row["strategy"]), row["symbol"])
         buy_hold = load_buy_hold(finished["store"], row["symbol"], times)
         assert len(times) == row["bars"]
         assert buy_hold[0] == 1.0 and buy_hold[-1] - 1 == pytest.approx(row["buy_hold_return"], rel=1e-12)
@@ -218,18 +265,35 @@ def test_backtests_page_lists_runs_newest_first_with_their_rows(client, finished
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     runs = re.findall(r'<section class="run" id="[^"]+" data-date="([^"]+)" data-run="([^"]+)"', page.text)
-    assert runs == [("2026-10-02", finished["sweep"]["folder"]), ("2026-10-01", finished["first"]["folder"])]
+    assert runs == [
+        ("2026-10-03", finished["several"]["folder"]),
+        ("2026-10-02", finished["sweep"]["folder"]),
+        ("2026-10-01", finished["first"]["folder"]),
+    ]
     for key in ("first", "sweep"):
         run = finished[key]
         rows = leaderboard_symbols(page.text, f"leaderboard-{run['date']}-{run['folder']}")
         assert sorted(rows) == sorted(run["plan"].pairs)
         assert f'href="/report/{run["date"]}/{run["folder"]}"' in page.text
     assert "SYNTHETIC DATA" in page.text and "1 failed" in page.text
+    # Several strategies: a row per (pair, strategy) in rank order, their strategy and chosen params shown.
+    several = finished["several"]
+    table_id = f"leaderboard-{several['date']}-{several['folder']}"
+    assert leaderboard_rows(page.text, table_id) == list(
+        zip(several["table"]["symbol"], several["table"]["strategy"], strict=True)
+    )
+    assert table_heads(page.text, table_id)[:5] == ["rank", "symbol", "strategy", "status", "params"]
+    assert (
+        "5 pairs &times; 5 strategies" in page.text and "every combination is in <code>grid.parquet</code>" in page.text
+    )
+    first_id = f"leaderboard-{finished['first']['date']}-{finished['first']['folder']}"
+    assert table_heads(page.text, first_id)[:4] == ["rank", "symbol", "strategy", "status"]
+    assert "params" not in table_heads(page.text, first_id)  # one strategy, one window
     assert_self_contained(page.text)
     assert "default-src 'none'" in page.headers["content-security-policy"]
 
     only = client.get("/", params={"limit": 1}).text
-    assert finished["sweep"]["folder"] in only and 'data-date="2026-10-01"' not in only
+    assert 'data-date="2026-10-03"' in only and 'data-date="2026-10-02"' not in only
     assert client.get("/", params={"limit": 0}).status_code == 422
 
 
@@ -273,14 +337,20 @@ def test_empty_store_and_authentication(tmp_path, finished):
 @pytest.mark.slow
 def test_report_and_page_on_s3(s3_bucket):
     store = f"s3://{s3_bucket}/store"
-    run = make_run(store, PAIRS[:2], lookback_days=10)
+    strategies = [SEVERAL[0], {"name": "sma_cross", "params": {"fast": "6h,12h", "slow": "1d,2d"}}]
+    run = make_run(store, PAIRS[:2], lookback_days=10, strategies=strategies)
     page = read_bytes(resolve(run["plan"].results_url).join("report.html")).decode()
-    assert sorted(leaderboard_symbols(page)) == sorted(PAIRS[:2])
-    assert page.count('<figure class="chart pair-chart"') == 2 and "Buy-and-hold unavailable" not in page
+    assert sorted(leaderboard_rows(page)) == sorted((p, s["name"]) for p in PAIRS[:2] for s in strategies)
+    assert page.count('<figure class="chart pair-chart"') == 4 and "Buy-and-hold unavailable" not in page
+    # The grid file on S3: the every-row table and the heatmaps (read with a filter) come from it.
+    assert len(leaderboard_rows(page, "all-rows-table")) == 2 * (1 + 4)
+    assert [t["symbol"] for t in heatmap_tables(page)] == run["table"].query("strategy == 'sma_cross'")[
+        "symbol"
+    ].tolist()
     client = TestClient(ui.create_app(store, require_auth=False))
     listing = client.get("/").text
     assert f'data-date="2026-10-01" data-run="{run["folder"]}"' in listing
-    assert sorted(leaderboard_symbols(listing, f"leaderboard-2026-10-01-{run['folder']}")) == sorted(PAIRS[:2])
+    assert sorted(leaderboard_symbols(listing, f"leaderboard-2026-10-01-{run['folder']}")) == sorted(PAIRS[:2] * 2)
     assert client.get(f"/report/2026-10-01/{run['folder']}").text == page
 
 
@@ -296,22 +366,195 @@ def test_plugin_registers_the_app_the_view_and_the_link():
     assert link.name == "Backtest report"
 
 
-def test_huge_sweeps_keep_every_row_table_out_of_the_page(tmp_path):
-    """60 windows x 1,000 pairs: the (pair, window) rows stay in the Parquet/CSV files."""
-    from backtest_airflow import report
+def test_huge_grids_keep_every_row_table_out_of_the_page(tmp_path):
+    """100 pairs x 51 windows: the (pair, strategy, combination) rows stay in grid.parquet."""
+    from backtest_airflow import leaderboard
 
-    rows = [
-        {"symbol": f"P{i:04d}USDT", "status": "ok", "window": f"{w}d", "window_bars": 24 * w, "best": w == 1,
-         "rank": i + 1 if w == 1 else None, "total_return": 0.01 * i, "buy_hold_return": 0.0}
-        for i in range(100)
-        for w in range(1, 52)
-    ]  # fmt: skip
-    table = pd.DataFrame(rows)
-    assert len(table) > report.MAX_ALL_ROWS
-    page = report.build_report(str(tmp_path), table, {"windows": [f"{w}d" for w in range(1, 52)]})
+    results = []
+    for i in range(100):
+        sweep = [{"params": {"window": f"{w}d", "window_bars": 24 * w}, "total_return": 0.01 * i - 0.001 * w,
+                  "buy_hold_return": 0.0} for w in range(1, 52)]  # fmt: skip
+        results.append({"symbol": f"P{i:04d}USDT", "params": {**sweep[0]["params"], "fee_bps": 10},
+                        "best": sweep[0]["params"], "sweep": sweep, "grid": {"select_by": "total_return"}})  # fmt: skip
+    writer = leaderboard.GridWriter(leaderboard.grid_schema(results[:1]))
+    for result in results:
+        writer.add(leaderboard.grid_columns(result["symbol"], "sma_trend", result, "ok"))
+    writer.close(resolve(str(tmp_path)).join("grid.parquet"))
+    table = pd.DataFrame(
+        [
+            {
+                "rank": i + 1,
+                "symbol": r["symbol"],
+                "strategy": "sma_trend",
+                "status": "ok",
+                "params": "window=1d",
+                "best": True,
+                "total_return": 0.01 * i,
+                "buy_hold_return": 0.0,
+                "combinations": 51,
+                "select_by": "total_return",
+            }
+            for i, r in enumerate(results)
+        ]
+    )
+    page = report.build_report(
+        str(tmp_path), table, {"strategies": [{"name": "sma_trend", "params": {"window": "1d:51d:1d"}}]}
+    )
     assert 'id="all-rows-table"' not in page
-    assert f"All {len(table)} (pair, window) rows are in leaderboard.parquet" in page
-    assert page.count('data-symbol="P0099USDT"') == 1  # the best-window table still lists every pair
+    assert "All 5100 (pair, strategy, combination) rows are in grid.parquet" in page
+    assert page.count('data-symbol="P0099USDT"') == 1  # the best-combination table still lists every pair
+    assert 'id="heatmaps"' not in page  # one parameter varies
+    assert "sma_trend window=1d:51d:1d" in page  # the strategies parameter, as the user wrote it
+
+
+# -- several strategies ------------------------------------------------------------------------
+
+
+def heatmap_tables(page: str) -> list[dict]:
+    """Every heatmap's values table: its attributes, column labels, and row label -> [(data-value, chosen)]."""
+    found = []
+    pattern = r'<table class="heatmap-values" data-symbol="(\w+)" data-strategy="(\w+)" data-metric="(\w+)" data-y="(\w+)" data-x="(\w+)">(.*?)</table>'
+    for symbol, strategy, metric, y, x, body in re.findall(pattern, page, re.S):
+        head, rows = body.split("</thead>")
+        columns = re.findall(r'<th scope="col">([^<]*)</th>', head)
+        cells = {
+            label: re.findall(r'<td data-value="([^"]*)"( class="chosen")?>', row)
+            for label, row in re.findall(r'<tr><th scope="row" class="text">([^<]*)</th>(.*?)</tr>', rows, re.S)
+        }
+        found.append({"symbol": symbol, "strategy": strategy, "metric": metric, "y": y, "x": x,
+                      "columns": columns, "cells": cells})  # fmt: skip
+    return found
+
+
+def label(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def test_heatmaps_show_the_selection_metric_of_each_combination_for_two_parameter_grids(finished):
+    run = finished["several"]
+    page = read_report(run)
+    table = run["table"]
+    figures = re.findall(r'<figure class="chart heatmap-chart" data-strategy="(\w+)"><svg', page)
+    assert sorted(figures) == sorted(HEATMAP_STRATEGIES)  # not sma_trend (no grid), not momentum (one parameter)
+    tables = heatmap_tables(page)
+    for strategy in HEATMAP_STRATEGIES:
+        ranked = table[(table["strategy"] == strategy) & table["rank"].notna()].sort_values("rank")
+        shown = [t["symbol"] for t in tables if t["strategy"] == strategy]
+        assert shown == ranked["symbol"].tolist()[:3]  # the strategy's top 3 pairs, best first
+    assert len(tables) == 3 * len(HEATMAP_STRATEGIES)
+
+    figure_svg = dict(
+        re.findall(r'<figure class="chart heatmap-chart" data-strategy="(\w+)">(<svg.*?</svg>)', page, re.S)
+    )
+    for t in tables:
+        result = json.loads(
+            (Path(strategy_results_url(run["plan"].results_url, t["strategy"])) / f"{t['symbol']}.json").read_text()
+        )
+        assert t["metric"] == result["grid"]["select_by"] == "sharpe"  # what the job chose by (rank_by here)
+        varying = [
+            k for k, v in result["grid"]["values"].items() if len({row["params"][k] for row in result["sweep"]}) > 1
+        ]
+        assert [t["y"], t["x"]] == varying
+        expected = {
+            (label(row["params"][t["y"]]), label(row["params"][t["x"]])): row["sharpe"] for row in result["sweep"]
+        }
+        filled = 0
+        for row_label, cells in t["cells"].items():
+            assert len(cells) == len(t["columns"])
+            for column, (value, chosen) in zip(t["columns"], cells, strict=True):
+                want = expected.get((row_label, column))
+                if want is None:  # a rejected combination, or no sharpe
+                    assert value == ""
+                    continue
+                filled += 1
+                assert float(value) == want, (t["symbol"], t["strategy"], row_label, column)
+                cell_chosen = {t["y"]: row_label, t["x"]: column}
+                assert bool(chosen) == all(label(result["best"][k]) == v for k, v in cell_chosen.items())
+        assert filled == sum(v is not None for v in expected.values())
+        assert sum(bool(chosen) for cells in t["cells"].values() for _, chosen in cells) == 1
+        # The chosen cell is the best sharpe of the grid (the job's choice), and the leaderboard's params.
+        assert max(v for v in expected.values() if v is not None) == result["sharpe"]
+        if len(t["cells"]) * len(t["columns"]) <= 64:  # small grids: the values are written in the SVG's cells
+            for v in expected.values():
+                if v is not None:
+                    assert f">{v:.2f}</text>" in figure_svg[t["strategy"]]
+
+    # Parameters of different types on the axes: bar counts by their labels, numbers as numbers.
+    (rsi,) = [t for t in tables if t["strategy"] == "rsi_reversion"][:1]
+    assert (rsi["y"], rsi["x"], list(rsi["cells"]), rsi["columns"]) == (
+        "lower",
+        "upper",
+        ["20", "30"],
+        ["60", "70", "80"],
+    )
+    (cross,) = [t for t in tables if t["strategy"] == "sma_cross"][:1]
+    assert list(cross["cells"]) == ["6h", "12h", "18h"] and cross["columns"] == ["12h", "1d", "36h", "2d"]
+
+
+def test_strategies_are_compared_across_pairs(finished):
+    run = finished["several"]
+    page = read_report(run)
+    table = run["table"]
+    names = [item["name"] for item in SEVERAL]
+    assert len(table) == len(PAIRS) * len(SEVERAL)
+    assert leaderboard_rows(page) == list(zip(table["symbol"], table["strategy"], strict=True))  # in rank order
+    assert table_heads(page, "leaderboard-table")[:5] == ["rank", "symbol", "strategy", "status", "params"]
+    failed = table_html(page, "failed-pairs")
+    assert '<td class="text">ETHUSDT</td><td class="text">sma_cross</td>' in failed
+
+    # Independently: plain loops over the leaderboard rows.
+    ranked = [r for r in table.to_dict("records") if r["status"] == "ok" and not pd.isna(r["sharpe"])]
+    best_of: dict[str, dict] = {}
+    for r in ranked:  # the best sharpe per pair; a tie goes to the better rank
+        held = best_of.get(r["symbol"])
+        if held is None or (r["sharpe"], -r["rank"]) > (held["sharpe"], -held["rank"]):
+            best_of[r["symbol"]] = r
+    rows = re.findall(r'<tr data-strategy="(\w+)">(.*?)</tr>', table_html(page, "strategy-comparison"), re.S)
+    assert [name for name, _ in rows] == names
+    shares = 0.0
+    for name, cells in rows:
+        values = dict(re.findall(r'data-key="(\w+)" data-value="([^"]*)"', cells))
+        mine = [r["sharpe"] for r in ranked if r["strategy"] == name]
+        wins = sum(1 for r in best_of.values() if r["strategy"] == name)
+        assert int(float(values["pairs"])) == len(PAIRS)
+        assert int(float(values["ranked"])) == int(((table["strategy"] == name) & table["rank"].notna()).sum())
+        assert float(values["median"]) == pytest.approx(statistics.median(mine), rel=1e-12)
+        assert float(values["mean"]) == pytest.approx(statistics.fmean(mine), rel=1e-12)
+        assert int(float(values["best_pairs"])) == wins
+        assert float(values["best_share"]) == pytest.approx(wins / len(best_of), rel=1e-12)
+        shares += float(values["best_share"])
+    assert shares == pytest.approx(1.0)  # each pair has one best strategy
+    assert (
+        int(float(dict(re.findall(r'data-key="(\w+)" data-value="([^"]*)"', rows[1][1]))["ranked"])) == len(PAIRS) - 1
+    )
+    assert page.count('<figure class="chart strategies-chart"><svg') == 1
+
+    # Curves: the top and bottom (pair, strategy) rows, each from its strategy's folder.
+    curves = re.findall(
+        r'<figure class="chart pair-chart" data-symbol="(\w+)" data-strategy="(\w+)" data-end="(\w+)"', page
+    )
+    assert curves == shown_pairs(table) and len(curves) == 6
+    cards = dict((v, k) for k, v in re.findall(r'<div class="card"><b>([^<]*)</b><span>([^<]*)</span>', page))
+    assert (cards["pairs"], cards["strategies"], cards["failed"]) == (str(len(PAIRS)), str(len(SEVERAL)), "1")
+    assert_self_contained(page)
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert [_sha256(script) for script in scripts] == [templating.SCRIPT_HASH]  # the CSP's hash is the script's
+    assert f"script-src {templating.SCRIPT_HASH}" in page
+
+
+def test_heatmap_needs_exactly_two_varying_parameters():
+    from backtest_airflow.charts import heatmap
+
+    rows = pd.DataFrame(
+        {"symbol": "X", "strategy": "s", "best": [False, True, False, False],
+         "param_a": ["1d", "1d", "2d", "2d"], "param_a_bars": [24, 24, 48, 48],
+         "param_b": [0.5, 1.5, 0.5, 1.5], "param_c": [3, 3, 3, 3], "sharpe": [0.1, 0.4, None, 0.2]}
+    )  # fmt: skip
+    item = heatmap(rows, "sharpe")
+    assert (item.y, item.x, item.y_labels, item.x_labels, item.best) == ("a", "b", ["1d", "2d"], ["0.5", "1.5"], (0, 1))
+    assert np.array_equal(item.values, [[0.1, 0.4], [np.nan, 0.2]], equal_nan=True)
+    assert heatmap(rows.assign(param_c=[3, 4, 5, 6]), "sharpe") is None  # three vary
+    assert heatmap(rows.assign(param_b=1.0), "sharpe") is None  # one varies
 
 
 def _csp_directive(csp: str, name: str) -> str:

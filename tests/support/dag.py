@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from backtest.job import RunSpec, backtest, write_result
+from backtest.job import SELECT_METRICS, RunSpec, backtest, write_result
 from backtest.params import parse_time_ms
 from backtest.refresh import refresh_pair
 from backtest.strategy import grid_of
@@ -59,36 +60,55 @@ def make_run(
     pairs: list[str],
     date: str = "2026-10-01",
     run_id: str | None = None,
-    failed: tuple[str, ...] = (),
+    failed: tuple = (),
     lookback_days: int = 30,
     window: str = "2d",
     holdout_days: int = 0,
+    strategies: list[dict] | None = None,
+    rank_by: str = "total_return",
 ) -> dict:
-    """Refresh synthetic candles, backtest every pair not in `failed`, then rank as the DAG does."""
+    """Refresh synthetic candles, backtest every (pair, strategy) not in `failed`, then rank as the DAG does.
+
+    `strategies` ([{"name", "params"}]) replaces the plan's (sma_trend with `window`); `failed`
+    holds symbols (every strategy fails) or (symbol, strategy) pairs. Each strategy's grid runs as
+    the DAG's job would run it, into that strategy's results folder."""
     as_of = datetime.fromisoformat(f"{date}T00:00:00+00:00")  # a run of date D is as of D 00:00
     run_id = run_id or f"manual__{as_of.isoformat()}"
-    params = {"pairs": pairs, "window": window, "lookback_days": lookback_days, "fee_bps": 10}
+    params = {"pairs": pairs, "window": window, "lookback_days": lookback_days, "fee_bps": 10, "rank_by": rank_by}
     params["holdout_days"] = holdout_days
     plan = make_plan(params, data_url, layout.DAG_ID, run_id, as_of)
+    if strategies is not None:
+        plan = dataclasses.replace(plan, strategies=strategies)
+    grids = {item["name"]: grid_of(item["name"], item["params"]) for item in plan.strategies}
+    warmup_days = math.ceil(max(grid.warmup_bars() for grid in grids.values()) / 24) + 1
+    select_by = rank_by if rank_by in SELECT_METRICS else "total_return"
+    failed_tasks = {}
     for symbol in pairs:
         refresh_pair(
-            symbol, data_url, until_ms=parse_time_ms(plan.end), history_days=plan.history_days, source="synthetic"
+            symbol,
+            data_url,
+            until_ms=parse_time_ms(plan.end),
+            history_days=max(plan.history_days, lookback_days + warmup_days),
+            source="synthetic",
         )
-        if symbol in failed:
-            continue
-        spec = RunSpec(
-            symbol=symbol,
-            grid=grid_of("sma_trend", {"window": plan.window}),
-            fee_bps=plan.fee_bps,
-            start_ms=parse_time_ms(plan.start),
-            end_ms=parse_time_ms(plan.end),
-            data_url=data_url,
-            holdout_days=plan.holdout_days,
-        )
-        result, equity = backtest(spec)
-        write_result(plan.results_url, result, equity)
+        for name, grid in grids.items():
+            if symbol in failed or (symbol, name) in failed:
+                failed_tasks[(symbol, name)] = "backtest task failed"
+                continue
+            spec = RunSpec(
+                symbol=symbol,
+                grid=grid,
+                fee_bps=plan.fee_bps,
+                start_ms=parse_time_ms(plan.start),
+                end_ms=parse_time_ms(plan.end),
+                data_url=data_url,
+                holdout_days=plan.holdout_days,
+                select_by=select_by,
+            )
+            result, equity = backtest(spec)
+            write_result(layout.strategy_results_url(plan.results_url, name), result, equity)
     settings = dataclasses.replace(load_settings(), data_url=data_url)
-    ranked = tasks.rank(plan, dict.fromkeys(failed, "backtest task failed"), settings, run_id)  # what `rank` runs
+    ranked = tasks.rank(plan, failed_tasks, settings, run_id)  # what `rank` runs
     table = pd.read_parquet(ranked["leaderboard"])
     info = {**dataclasses.asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": data_url}
     return {
