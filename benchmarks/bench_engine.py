@@ -5,8 +5,10 @@
 Data: the real Binance BTCUSDT hourly candles in ../shared/data/binance-spot-1h/ when present,
 else ~24,000 bars of synthetic candles (backtest.synthetic); the output says which.
 
-a) engine only: run_windows + compute_metrics for one pair and one window (360 bars), in process.
-b) a 100-window sweep (24..2400 bars, step 24) in one run_windows call, plus metrics per window.
+a) engine only: sma_trend's signal, positions, equity and metrics for one pair and one window
+   (360 bars), in process, through the job's own functions (strategy.signals, job.Segment).
+b) a 100-window sweep (24..2400 bars, step 24) as the job runs a grid: signal blocks
+   (job.signal_blocks), then positions + equity and metrics over each block.
 c) `python -m backtest run --window 15d` as a new process (cold start), on the CSV and on the
    same candles as Parquet, against the floor `python -c "import pandas; pd.read_parquet(...)"`.
 d) the same backtest with vectorbt (benchmarks/vectorbt_reference.py) as a new process, from its
@@ -37,11 +39,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from backtest.candles import Candles, find_gaps, read_candle_file
-from backtest.engine import run_windows
-from backtest.metrics import compute_metrics
+from backtest.candles import Candles, read_candle_file
+from backtest.job import Segment, signal_blocks
+from backtest.metrics import compute_metrics_block
 from backtest.params import HOUR_MS, format_time_ms
 from backtest.storage import resolve
+from backtest.strategy import grid_of
 from backtest.synthetic import EPOCH_MS, synthetic_candles
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +54,7 @@ SYMBOL = "BTCUSDT"
 WINDOW = "15d"
 WINDOW_BARS = 360
 FEE_BPS = 10.0
-SWEEP_WINDOWS = list(range(24, 2401, 24))  # 100 windows
+SWEEP_WINDOWS = "24:2400:24"  # 100 windows, in bars
 SYNTHETIC_BARS = 24_000
 
 # vectorbt in its own virtualenv: this combination installs and runs on Python 3.11 here
@@ -151,40 +154,52 @@ def csv_to_parquet(csv_path: Path, parquet_path: Path) -> None:
 
 def bench_engine(candles: Candles, repeats: int) -> tuple[list[tuple[str, str, str, str]], dict]:
     fee = FEE_BPS / 10_000
-    open_, close = candles.open, candles.close
-    gaps = sum(g.hours for g in find_gaps(candles.open_time))
+    segment = Segment.of(candles, 0, len(candles))  # every bar in the window, as the CLI without --start
+    one = grid_of("sma_trend", {"window": str(WINDOW_BARS)})
+    sweep_grid = grid_of("sma_trend", {"window": SWEEP_WINDOWS})
+    strategy, combos = sweep_grid.strategy, sweep_grid.combos
 
     def one_window() -> dict:
-        (run,) = run_windows(open_, close, 0, [WINDOW_BARS], fee)
-        return compute_metrics(run.equity, run.position, open_, close, fee, gaps)
+        (metrics,), _, _ = segment.metrics(strategy.signals(candles, one.combos), fee)
+        return metrics
 
-    def sweep_engine() -> list:
-        return run_windows(open_, close, 0, SWEEP_WINDOWS, fee)
+    def sweep_signals() -> list:
+        return list(signal_blocks(strategy, candles, combos))
 
-    runs = sweep_engine()
+    blocks = sweep_signals()
+    runs = [segment.run(signals, fee) for _, signals in blocks]
+
+    def sweep_equity() -> list:
+        return [segment.run(signals, fee) for _, signals in blocks]
 
     def sweep_metrics() -> list:
-        return [compute_metrics(r.equity, r.position, open_, close, fee, gaps) for r in runs]
+        part = segment.candles
+        return [compute_metrics_block(e, p, part.open, part.close, fee, segment.gaps) for p, e in runs]
 
     def sweep() -> list:
-        return [compute_metrics(r.equity, r.position, open_, close, fee, gaps) for r in sweep_engine()]
+        return [
+            row for _, signals in signal_blocks(strategy, candles, combos) for row in segment.metrics(signals, fee)[0]
+        ]
 
     single = median_seconds(one_window, repeats * 20, warmup=5)
     sweep_total = median_seconds(sweep, repeats)
-    sweep_run = median_seconds(sweep_engine, repeats)
+    sweep_sig = median_seconds(sweep_signals, repeats)
+    sweep_eq = median_seconds(sweep_equity, repeats)
     sweep_met = median_seconds(sweep_metrics, repeats)
-    k = len(SWEEP_WINDOWS)
+    k = len(combos)
+    first, last = combos[0]["window"], combos[-1]["window"]
     rows = [
         (
-            f"a) engine+metrics, 1 window ({WINDOW_BARS} bars) x {len(candles):,} bars",
+            f"a) signal+equity+metrics, 1 window ({WINDOW_BARS} bars) x {len(candles):,} bars",
             ms(single),
             f"<= {TARGET_ENGINE_MS:g} ms",
             verdict(single * 1e3 <= TARGET_ENGINE_MS),
         ),
-        (f"b) sweep, {k} windows ({SWEEP_WINDOWS[0]}..{SWEEP_WINDOWS[-1]}), total", ms(sweep_total), "", ""),
+        (f"b) sweep, {k} windows ({first}..{last}), total", ms(sweep_total), "", ""),
         ("   per window", ms(sweep_total / k), f"<= {TARGET_ENGINE_MS:g} ms", verdict(sweep_total / k * 1e3 <= 1)),
-        (f"   of which run_windows (1 call, {k} windows)", ms(sweep_run), "", ""),
-        (f"   of which compute_metrics ({k} calls)", ms(sweep_met), "", ""),
+        (f"   of which signals ({len(blocks)} blocks, job.signal_blocks)", ms(sweep_sig), "", ""),
+        ("   of which positions + equity (Segment.run per block)", ms(sweep_eq), "", ""),
+        ("   of which metrics (compute_metrics_block per block)", ms(sweep_met), "", ""),
     ]
     return rows, one_window()
 

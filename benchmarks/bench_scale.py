@@ -57,25 +57,24 @@ def dag_runs(pairs: int) -> None:
 
 
 def engine_sweep_ms() -> float:
+    """A 60-window sma_trend sweep as the job runs it: signal blocks, then equity and metrics per block."""
     import numpy as np
 
-    from backtest.engine import run_windows
-    from backtest.metrics import compute_metrics
-    from backtest.params import parse_time_ms, parse_windows
+    from backtest.job import Segment, signal_blocks
+    from backtest.params import parse_time_ms
+    from backtest.strategy import grid_of
     from backtest.synthetic import synthetic_candles
 
     candles = synthetic_candles(
         "BTCUSDT", parse_time_ms("2023-01-01"), parse_time_ms("2023-01-01") + 24_000 * 3_600_000
     )
-    windows = [bars for _, bars in parse_windows("1d:60d:1d")]
-    first = max(windows) - 1
-    o, c = candles.open, candles.close
+    grid = grid_of("sma_trend", {"window": "1d:60d:1d"})
+    segment = Segment.of(candles, grid.warmup_bars(), len(candles))  # every window warmed up
     times = []
     for _ in range(7):
         began = time.perf_counter()
-        runs = run_windows(o, c, first, windows, 0.001)
-        for run in runs:
-            compute_metrics(run.equity, run.position, o[first:], c[first:], 0.001, gaps=0)
+        for _, signals in signal_blocks(grid.strategy, candles, grid.combos):
+            segment.metrics(signals, 0.001)
         times.append(time.perf_counter() - began)
     return float(np.median(times)) * 1000
 
