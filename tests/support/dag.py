@@ -14,10 +14,9 @@ import pandas as pd
 from backtest.job import RunSpec, backtest, write_result
 from backtest.params import parse_time_ms
 from backtest.refresh import refresh_pair
-from backtest.strategy import grid_of
-from backtest_airflow import layout, tasks
+from backtest_airflow import layout, planning, tasks
 from backtest_airflow.layout import run_folder_name
-from backtest_airflow.planning import make_plan
+from backtest_airflow.planning import RunPlan, grid_of, job_kwargs, make_plan
 from backtest_airflow.settings import load_settings
 from tests.support import REPO, environment
 
@@ -54,6 +53,16 @@ def run_daily_dag(data_url: Path | str, conf: dict, logical_date: datetime, **se
     return load_daily_dag(**settings).test(logical_date=logical_date, run_conf=conf)
 
 
+def planned_run(dag, dag_run, data_url, conf: dict) -> tuple[RunPlan, list[dict]]:
+    """A dag.test run's plan and jobs as `planning` renders them (what its tasks ran), from its DAG's
+    params and `conf`."""
+    params = {name: dag.params[name] for name in dag.params} | conf
+    end = planning.as_of(dag_run.data_interval_end, dag_run.logical_date, dag_run.run_after)
+    plan = make_plan(params, str(data_url), dag.dag_id, dag_run.run_id, end)
+    settings = load_settings()
+    return plan, job_kwargs(plan, str(data_url), dag_run.run_id, settings.job_vcpu, settings.job_memory_mib)
+
+
 def make_run(
     data_url: str,
     pairs: list[str],
@@ -63,32 +72,38 @@ def make_run(
     lookback_days: int = 30,
     window: str = "2d",
     holdout_days: int = 0,
+    strategies: list[dict] | None = None,
 ) -> dict:
-    """Refresh synthetic candles, backtest every pair not in `failed`, then rank as the DAG does."""
+    """Refresh synthetic candles, backtest every pair not in `failed` with each strategy of the run
+    into its folder, as the jobs do, then rank as the DAG does. The run's strategies: `strategies`
+    (the DAG param) when given, else sma_trend with `window`."""
     as_of = datetime.fromisoformat(f"{date}T00:00:00+00:00")  # a run of date D is as of D 00:00
     run_id = run_id or f"manual__{as_of.isoformat()}"
-    params = {"pairs": pairs, "window": window, "lookback_days": lookback_days, "fee_bps": 10}
-    params["holdout_days"] = holdout_days
+    params = {"pairs": pairs, "lookback_days": lookback_days, "fee_bps": 10, "holdout_days": holdout_days}
+    params.update({"window": window} if strategies is None else {"strategies": strategies})
     plan = make_plan(params, data_url, layout.DAG_ID, run_id, as_of)
     for symbol in pairs:
         refresh_pair(
             symbol, data_url, until_ms=parse_time_ms(plan.end), history_days=plan.history_days, source="synthetic"
         )
-        if symbol in failed:
-            continue
-        spec = RunSpec(
-            symbol=symbol,
-            grid=grid_of("sma_trend", {"window": plan.window}),
-            fee_bps=plan.fee_bps,
-            start_ms=parse_time_ms(plan.start),
-            end_ms=parse_time_ms(plan.end),
-            data_url=data_url,
-            holdout_days=plan.holdout_days,
-        )
-        result, equity = backtest(spec)
-        write_result(plan.results_url, result, equity)
+    for entry in plan.strategies:
+        for symbol in pairs:
+            if symbol in failed:
+                continue
+            spec = RunSpec(
+                symbol=symbol,
+                grid=grid_of(entry),
+                fee_bps=plan.fee_bps,
+                start_ms=parse_time_ms(plan.start),
+                end_ms=parse_time_ms(plan.end),
+                data_url=data_url,
+                holdout_days=plan.holdout_days,
+            )
+            result, equity = backtest(spec)
+            write_result(layout.strategy_results_url(plan.results_url, entry["name"]), result, equity)
     settings = dataclasses.replace(load_settings(), data_url=data_url)
-    ranked = tasks.rank(plan, dict.fromkeys(failed, "backtest task failed"), settings, run_id)  # what `rank` runs
+    failed_tasks = {(symbol, entry["name"]): "backtest task failed" for symbol in failed for entry in plan.strategies}
+    ranked = tasks.rank(plan, failed_tasks, settings, run_id)  # what `rank` runs
     table = pd.read_parquet(ranked["leaderboard"])
     info = {**dataclasses.asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": data_url}
     return {
