@@ -90,7 +90,7 @@ def _states(task_id: str) -> dict[tuple[str, int], str]:
 def crypto_backtest_daily():
     @task
     def plan() -> dict:
-        """Validate the params and fix the run's as-of moment: the RunPlan (bad params: failed for good)."""
+        """Check the params and each strategy (look-ahead included), fix the as-of moment: the RunPlan."""
         context = get_current_context()
         run = context["dag_run"]
         run_plan = tasks.plan(

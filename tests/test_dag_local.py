@@ -12,10 +12,11 @@ import pytest
 
 from backtest.errors import InputError
 from backtest.params import parse_time_ms
+from backtest_airflow import layout
 from backtest_airflow.planning import job_pairs, make_plan
 from tests.support import backtest_process, environment
 from tests.support.dag import load_daily_dag, planned_run, run_daily_dag
-from tests.support.strategies import RANGE_POSITION, drop
+from tests.support.strategies import PEEK_NEXT, RANGE_POSITION, drop
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
@@ -133,6 +134,17 @@ def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_pa
     assert not data_url.exists()  # no refresh, no job, no results
 
 
+def test_a_strategy_that_looks_ahead_fails_the_run_in_plan(airflow_db, tmp_path, strategy_folder):
+    drop(strategy_folder, "peek_next", PEEK_NEXT)
+    data_url = tmp_path / "store"
+    conf = {"pairs": ["BTCUSDT"], "strategies": [{"name": "sma_trend"}, {"name": "peek_next"}]}
+    dag_run = run_daily_dag(data_url, conf, LOGICAL_DATE)
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["plan"] == "failed" and states.get("backtest") != "success"
+    assert not data_url.exists()  # no refresh, no job, no results
+
+
 @pytest.mark.slow
 def test_moving_the_store_between_runs_in_one_airflow_home_works(airflow_db, tmp_path):
     """Assets are named by their URIs: a new BACKTEST_DATA_URL is a new asset, not a clash with the old one."""
@@ -180,9 +192,9 @@ def test_dag_sweep_holdout_and_chunks(airflow_db, tmp_path):
     assert len(mapped) == 2 * 3  # 5 pairs in chunks of 2: 3 refresh + 3 backtest task instances
 
     (folder,) = (data_url / "results" / "crypto_backtest_daily").glob("date=*/run=*")
-    board = pd.read_parquet(folder / "leaderboard.parquet")
-    assert len(board) == 5 * 3 and board["best"].sum() == 5
-    best = board[board["best"]]
+    # the leaderboard: each pair's chosen window; every (pair, window) row in the run's grid file
+    best = pd.read_parquet(folder / layout.LEADERBOARD_PARQUET)
+    assert len(best) == 5 and len(pd.read_parquet(folder / layout.GRID_PARQUET)) == 5 * 3
     assert best["rank"].tolist() == [1, 2, 3, 4, 5]
     assert best["oos_sharpe"].tolist() == sorted(best["oos_sharpe"], reverse=True)
     summary = json.loads((folder / "summary.json").read_text())["cost"]
@@ -201,6 +213,7 @@ def test_dag_lists_a_failed_pair_without_losing_its_chunk(airflow_db, tmp_path, 
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {
         "plan": "success",
+        "chunks": "success",
         "jobs": "success",
         "refresh": "failed",
         "candles": "skipped",  # its one chunk failed: no pair is known fresh, no candles event

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from backtest.job import RunSpec, backtest, write_result
+from backtest.job import SELECT_METRICS, RunSpec, backtest, write_result
 from backtest.params import parse_time_ms
 from backtest.refresh import refresh_pair
 from backtest_airflow import layout, planning, tasks
@@ -68,27 +68,32 @@ def make_run(
     pairs: list[str],
     date: str = "2026-10-01",
     run_id: str | None = None,
-    failed: tuple[str, ...] = (),
+    failed: tuple = (),
     lookback_days: int = 30,
     window: str = "2d",
     holdout_days: int = 0,
     strategies: list[dict] | None = None,
+    rank_by: str = "total_return",
 ) -> dict:
-    """Refresh synthetic candles, backtest every pair not in `failed` with each strategy of the run
-    into its folder, as the jobs do, then rank as the DAG does. The run's strategies: `strategies`
-    (the DAG param) when given, else sma_trend with `window`."""
+    """Refresh synthetic candles, backtest every (pair, strategy) not in `failed` into the strategy's
+    folder, as the jobs do, then rank as the DAG does.
+
+    The run's strategies: `strategies` (the DAG param, planned by `make_plan`) when given, else
+    sma_trend with `window`. `failed` holds symbols (every strategy fails) or (symbol, strategy) pairs."""
     as_of = datetime.fromisoformat(f"{date}T00:00:00+00:00")  # a run of date D is as of D 00:00
     run_id = run_id or f"manual__{as_of.isoformat()}"
     params = {"pairs": pairs, "lookback_days": lookback_days, "fee_bps": 10, "holdout_days": holdout_days}
-    params.update({"window": window} if strategies is None else {"strategies": strategies})
+    params.update({"window": window} if strategies is None else {"strategies": strategies}, rank_by=rank_by)
     plan = make_plan(params, data_url, layout.DAG_ID, run_id, as_of)
+    select_by = rank_by if rank_by in SELECT_METRICS else "total_return"  # as the jobs' --select-by
+    failed_tasks = {}
     for symbol in pairs:
         refresh_pair(
             symbol, data_url, until_ms=parse_time_ms(plan.end), history_days=plan.history_days, source="synthetic"
         )
-    for entry in plan.strategies:
-        for symbol in pairs:
-            if symbol in failed:
+        for entry in plan.strategies:
+            if symbol in failed or (symbol, entry["name"]) in failed:
+                failed_tasks[(symbol, entry["name"])] = "backtest task failed"
                 continue
             spec = RunSpec(
                 symbol=symbol,
@@ -98,11 +103,11 @@ def make_run(
                 end_ms=parse_time_ms(plan.end),
                 data_url=data_url,
                 holdout_days=plan.holdout_days,
+                select_by=select_by,
             )
             result, equity = backtest(spec)
             write_result(layout.strategy_results_url(plan.results_url, entry["name"]), result, equity)
     settings = dataclasses.replace(load_settings(), data_url=data_url)
-    failed_tasks = {(symbol, entry["name"]): "backtest task failed" for symbol in failed for entry in plan.strategies}
     ranked = tasks.rank(plan, failed_tasks, settings, run_id)  # what `rank` runs
     table = pd.read_parquet(ranked["leaderboard"])
     info = {**dataclasses.asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": data_url}
