@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo airflow test lint lint-infra format bench clean
+.PHONY: demo airflow test lint lint-infra check-strategies format bench clean
 
 $(STAMP): requirements.txt constraints.txt docker/requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -35,8 +35,17 @@ airflow: $(STAMP)
 	@$(AIRFLOW_ENV) AIRFLOW_HOME=$(AIRFLOW_LOCAL_HOME) AIRFLOW_PORT=$(AIRFLOW_PORT) \
 	BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(AIRFLOW_LOCAL_HOME)/store} $(PY) -m backtest_airflow.local_airflow
 
-test: $(STAMP) lint
+test: $(STAMP) lint check-strategies
 	$(PY) -m pytest
+
+# The look-ahead check (README "Strategies") of every registered strategy: the built-ins, strategies/
+# and BACKTEST_STRATEGY_PATH's modules, on synthetic candles at their default parameters.
+check-strategies: $(STAMP)
+	@listed=$$($(PY) -m backtest list-strategies) \
+	&& names=$$(echo "$$listed" | $(PY) -c 'import json, sys; print(*(s["name"] for s in json.load(sys.stdin)))') \
+	&& test -n "$$names" && for name in $$names; do \
+		$(PY) -m backtest check-strategy "$$name" >/dev/null || exit 1; echo "check-strategy $$name: ok"; \
+	done
 
 lint: $(STAMP) lint-infra
 	$(VENV)/bin/ruff check .

@@ -161,7 +161,7 @@ class FunctionStrategy(Strategy):
 
 
 _REGISTRY: dict[str, Strategy] = {}
-_LOADED = False
+_IMPORTED: set[Path] = set()  # strategy modules imported (each once per process)
 
 
 def register(item: type[Strategy] | Strategy) -> Any:
@@ -205,10 +205,12 @@ def strategy_folders() -> list[Path]:
 
 
 def load_strategies() -> None:
-    """Import the built-ins and every `*.py` module of the strategy folders (once)."""
-    global _LOADED
-    if _LOADED:
-        return
+    """Import the built-ins and every `*.py` module of the strategy folders not imported yet.
+
+    Each module is imported once per process; a folder added to BACKTEST_STRATEGY_PATH later
+    (a long-lived process, a test) is imported when next asked. A module that failed to import
+    is tried again, so every call reports its error.
+    """
     import backtest.builtins  # noqa: F401  (registers the built-ins)
 
     for folder in strategy_folders():
@@ -217,9 +219,9 @@ def load_strategies() -> None:
                 raise InputError(f"{STRATEGY_PATH_ENV} folder {folder} does not exist")
             continue
         for path in sorted(folder.glob("*.py")):
-            if not path.name.startswith("_"):
+            if not path.name.startswith("_") and path.resolve() not in _IMPORTED:
                 _import_file(path)
-    _LOADED = True
+                _IMPORTED.add(path.resolve())
 
 
 def _import_file(path: Path) -> None:

@@ -8,6 +8,7 @@ its own AIRFLOW_HOME and SQLite metadata DB (the Makefile sets the environment).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -35,13 +36,17 @@ class DagImportError(RuntimeError):
 
 
 def run_demo(
-    date: str = "2026-11-01", pairs: int = 0, window: str | None = None, lookback_days: int | None = None
+    date: str = "2026-11-01",
+    pairs: int = 0,
+    window: str | None = None,
+    lookback_days: int | None = None,
+    strategies: list[dict] | None = None,
 ) -> tuple[DagRun, Path, float]:
     """One run of the daily DAG under dag.test() in this process, with the environment's settings
     (AIRFLOW_HOME, BACKTEST_DATA_URL, ...): (the DAG run, its results folder, seconds dag.test took).
 
     Migrates the metadata DB first; `pairs` > 0 backtests that many synthetic pairs instead of the
-    configured list; `window` and `lookback_days` override those params."""
+    configured list; `window`, `lookback_days` and `strategies` override those params."""
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
@@ -58,6 +63,8 @@ def run_demo(
         conf["window"] = window
     if lookback_days:
         conf["lookback_days"] = lookback_days
+    if strategies:
+        conf["strategies"] = strategies
     quiet_third_party_warnings()  # after Airflow's imports, which install filters of their own
     began = time.perf_counter()
     logical_date = datetime.fromisoformat(date + "T00:00:00+00:00")
@@ -72,9 +79,14 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=0, help="use this many synthetic pairs instead of the list")
     parser.add_argument("--window", help="override the window param (e.g. 15d, or a sweep 1d:60d:1d)")
     parser.add_argument("--lookback-days", type=int, help="override the lookback_days param")
+    parser.add_argument(
+        "--strategies",
+        type=json.loads,
+        help='override the strategies param, as JSON: \'[{"name": "sma_cross", "params": {"fast": "1d,2d"}}]\'',
+    )
     args = parser.parse_args()
     try:
-        dag_run, folder, elapsed = run_demo(args.date, args.pairs, args.window, args.lookback_days)
+        dag_run, folder, elapsed = run_demo(args.date, args.pairs, args.window, args.lookback_days, args.strategies)
     except DagImportError as error:
         print(error, file=sys.stderr)
         return 1

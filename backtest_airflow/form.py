@@ -1,14 +1,28 @@
 """The daily DAG's trigger form: one Param per key `planning.make_plan` accepts, in form order.
 
-The form checks types; `plan` checks values (and refuses keys the form does not have).
+The form checks types (and that each strategy name is registered); `plan` checks values (and
+refuses keys the form does not have).
+
+The strategies are those registered when the DAG file is parsed: the built-ins and the modules
+of the project's `strategies/` folder and of `BACKTEST_STRATEGY_PATH`. When a user's module
+does not import, the DAG still loads: the form then does not check names, says why in the
+`strategies` field's description (and the dag-processor's log), and `plan` fails every run with
+the import error until the module is fixed.
 """
 
 from __future__ import annotations
 
+import logging
+
 from airflow.sdk import Param
 
+from backtest import strategy
+from backtest.errors import InputError
 from backtest_airflow import planning
 from backtest_airflow.settings import configured_pairs
+
+log = logging.getLogger(__name__)
+VALUE_TYPES = ["string", "number", "array"]  # one value, a comma list or a range as text; numbers; a list
 
 
 def params() -> dict[str, Param]:
@@ -20,10 +34,14 @@ def params() -> dict[str, Param]:
             minItems=1,
             description="Symbols to backtest, e.g. BTCUSDT (default: the `backtest_pairs` Variable, else pairs.txt).",
         ),
+        "strategies": strategies_param(),
         "window": Param(
-            "15d",
+            planning.DEFAULT_WINDOW,
             type=["string", "integer"],
-            description="Moving-average window: bars (360) or 12h / 15d / 2w; a sweep: 5d,10d,15d or 1d:60d:1d.",
+            description=(
+                f"{planning.WINDOW_STRATEGY}'s moving-average window, when `strategies` gives it none: bars (360) "
+                "or 12h / 15d / 2w; a sweep: 5d,10d,15d or 1d:60d:1d."
+            ),
         ),
         "fee_bps": Param(10, type="number", description="Fee per side in basis points (10 = 0.1 %)."),
         "lookback_days": Param(
@@ -51,3 +69,43 @@ def params() -> dict[str, Param]:
             description=f"Pairs per Batch job (0: enough to keep a run at {planning.MAX_JOBS} jobs).",
         ),
     }
+
+
+def strategies_param() -> Param:
+    """The `strategies` field: a list of {"name", "params"}; its description lists every registered
+    strategy with its parameters and their defaults."""
+    item = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "params": {"type": "object", "additionalProperties": {"type": VALUE_TYPES}},
+        },
+        "required": ["name"],
+        "additionalProperties": False,
+    }
+    intro = (
+        'Strategies to backtest, each {"name": ..., "params": {param: values}}: values are one value, a list '
+        "(5d,10d) or a range a:b:step (ends included); bar counts take 360, 12h, 15d or 2w; several values make "
+        f"a grid; parameters not given keep their defaults. {planning.WINDOW_STRATEGY}'s window defaults to "
+        "the window field. "
+    )
+    try:
+        described = strategy.describe_all()
+    except InputError as exc:  # a broken user module: still a form, and plan says what is wrong
+        log.warning("strategy list unavailable for the trigger form: %s", exc)
+        description = f"{intro}The strategy modules do not import, so every run fails in plan until fixed: {exc}"
+    else:
+        item["properties"]["name"]["enum"] = [entry["name"] for entry in described]
+        listed = "; ".join(f"{entry['name']}({_defaults(entry)}): {entry['description']}" for entry in described)
+        description = f"{intro}Registered: {listed}."
+    return Param(
+        [{"name": planning.WINDOW_STRATEGY, "params": {}}],
+        type="array",
+        items=item,
+        minItems=1,
+        description=description,
+    )
+
+
+def _defaults(described: dict) -> str:
+    return ", ".join(f"{param['name']}={param['default']}" for param in described["params"])

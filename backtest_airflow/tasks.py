@@ -8,10 +8,10 @@ anything else raises an ordinary exception, retried with the DAG's back-off.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -23,6 +23,7 @@ from backtest_airflow.planning import RunPlan
 from backtest_airflow.settings import Settings
 
 log = logging.getLogger("backtest_airflow.tasks")
+K = TypeVar("K")  # what a mapped task instance works on: a pair, or a (pair, strategy) pair
 
 
 def plan(
@@ -35,13 +36,22 @@ def plan(
     logical_date: datetime | None,
     run_after: datetime,
 ) -> RunPlan:
-    """The run's plan from its params (conf keys the form does not know included, to be refused)."""
+    """The run's plan from its params (conf keys the form does not know included, to be refused).
+
+    Then the quick look-ahead check of every strategy the run uses: one that fails it is refused
+    (for good, before any refresh or job), as `python -m backtest check-strategy` would refuse it.
+    """
     end = planning.as_of(interval_end, logical_date, run_after)
     try:
-        return planning.make_plan({**params, **(conf or {})}, data_url, layout.DAG_ID, run_id, end)
+        run_plan = planning.make_plan({**params, **(conf or {})}, data_url, layout.DAG_ID, run_id, end)
     except InputError as exc:
         log.error("invalid params: %s", exc)  # the first thing the task log shows
         raise AirflowFailException(f"invalid params: {exc}") from None
+    problems = planning.lookahead_problems(run_plan)
+    if problems:
+        log.error("look-ahead check failed: %s", "; ".join(problems))
+        raise AirflowFailException(f"look-ahead check failed: {'; '.join(problems)}")
+    return run_plan
 
 
 def refresh(symbols: list[str], plan: RunPlan, settings: Settings) -> list[dict]:
@@ -89,12 +99,14 @@ def task_states(states: dict[str, str], task_ids: Collection[str]) -> dict[tuple
     return parsed
 
 
-def failed_pairs(states: dict[tuple[str, int], str], task_id: str, chunks: list[list[str]]) -> dict[str, str]:
-    """Pairs whose chunk's `task_id` instance failed (map index = chunk index), from `task_states`."""
-    failed: dict[str, str] = {}
+def failed_pairs(states: dict[tuple[str, int], str], task_id: str, units: Sequence[Sequence[K]]) -> dict[K, str]:
+    """What the failed instances of the mapped task `task_id` were for, from `task_states`: map index
+    i worked on `units[i]`, the pairs of a refresh chunk (`plan.chunks`) or the (pair, strategy)
+    pairs of a backtest job (`planning.job_units(plan)`)."""
+    failed: dict[K, str] = {}
     for (task, index), state in states.items():
-        if task == task_id and 0 <= index < len(chunks) and state in ("failed", "upstream_failed"):
-            failed.update(dict.fromkeys(chunks[index], f"{task_id} task {state}"))
+        if task == task_id and 0 <= index < len(units) and state in ("failed", "upstream_failed"):
+            failed.update(dict.fromkeys(units[index], f"{task_id} task {state}"))
     return failed
 
 
@@ -104,8 +116,11 @@ def candles_event(plan: RunPlan, failed: dict[str, str]) -> dict | None:
     return {"end": plan.end, "pairs": refreshed, "failed": sorted(failed)} if refreshed else None
 
 
-def rank(plan: RunPlan, failed_tasks: dict[str, str], settings: Settings, run_id: str) -> dict:
+def rank(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], settings: Settings, run_id: str) -> dict:
     """Write the run's leaderboard, cost summary and report; log the leaderboard once.
+
+    `failed_tasks`: why a (pair, strategy) has no result when its backtest task failed
+    (`failed_pairs(..., "backtest", planning.job_units(plan))`).
 
     Returns what the task returns (file URLs, failed pairs, cost); `fail_if_pairs_failed` then
     applies the run's failure policy, after everything is written.

@@ -1,33 +1,38 @@
 """
 # Daily crypto backtest
 
-Backtests a trend-following strategy (long while the hourly close is above its moving average,
-flat otherwise) on every configured pair, every day, and ranks the pairs.
+Backtests strategies (by default the trend rule: long while the hourly close is above its
+moving average, flat otherwise) on every configured pair, every day, and ranks the pairs.
 
-1. **plan** validates the run's params and renders the jobs: the pairs in chunks (one job per
-   chunk; `pairs_per_job`, by default enough to keep a run at 40 jobs), each with its exact
-   container command, the backtest window ending at this run's **as-of** moment (point-in-time).
+1. **plan** validates the run's params, including each strategy's name and parameter values
+   (a grid when a parameter has several), runs a quick look-ahead check of each strategy, and
+   fixes the backtest window: it ends at this run's **as-of** moment (point-in-time).
    A run of date D — scheduled, backfilled, or triggered with logical date D — is *as of D 00:00
    UTC*: it sees only the candles closed before then. A trigger with no logical date is as of the
-   hour it was queued in (a trigger at 20:58 ends at 20:00). Bad params fail the run here, at
-   once, with every problem in one message; nothing is retried or launched.
+   hour it was queued in (a trigger at 20:58 ends at 20:00). Bad params, or a strategy that looks
+   ahead, fail the run here, at once, with every problem in one message; nothing is retried or
+   launched. **chunks** and **jobs** render what the mapped tasks run: the pairs in chunks
+   (`pairs_per_job`, by default enough to keep a run at 40 jobs) and one job per chunk and
+   strategy, each with its exact container command.
 2. **refresh** (one mapped task per chunk, in the `backtest_exchange` pool: the exchange's API
    budget) brings the stored hourly candles up to that end (and back to the window's start plus
    warm-up, for a backfill), incrementally and idempotently; **candles** then records one asset
    event for the run (which pairs were refreshed, up to when).
-3. **backtest** (one mapped task per chunk) runs the job: an AWS Batch job on Fargate in `batch`
-   mode (the amazon provider's `BatchOperator`, deferrable), or the same container command in a
-   local subprocess in `local` mode (in the `backtest_local` pool: one job per core).
+3. **backtest** (one mapped task per chunk and strategy) runs the job: an AWS Batch job on Fargate
+   in `batch` mode (the amazon provider's `BatchOperator`, deferrable), or the same container
+   command in a local subprocess in `local` mode (in the `backtest_local` pool: one job per core).
+   Each strategy's results go to `strategy=<name>/` in the run's results folder.
 4. **rank** gathers the results into `leaderboard.{parquet,csv,md}` and `summary.json` (the
    run's cost) in the run's results folder
    `{store}/results/crypto_backtest_daily/date=<D>/run=<run_id>/`, with `report.html` (charts;
    also on the **Backtests** page of this UI and the task's "Backtest report" link), then fails
    the run if any pair failed (unless `allow_failed_pairs`).
 
-Trigger it with the form to override the pairs, window (or a sweep of windows, with an optional
-out-of-sample hold-out), fee, lookback or ranking metric. Configuration (store URL, executor
-mode, Batch queue and job definition, AWS connection, pair list) is described in the README and
-in `backtest_airflow/settings.py`.
+Trigger it with the form to choose the pairs, the strategies and their parameters (a grid of
+values, with an optional out-of-sample hold-out), fee, lookback or ranking metric; `window` is
+`sma_trend`'s window. Users' strategies are modules in the project's `strategies/` folder (shipped
+in the job image). Configuration (store URL, executor mode, Batch queue and job definition, AWS
+connection, pair list) is described in the README and in `backtest_airflow/settings.py`.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ CANDLES = Asset(asset_uri(SETTINGS.data_url, "candles"))
 LEADERBOARD = Asset(layout.results_root(asset_uri(SETTINGS.data_url)))
 # Runs once everything before it is done, failed chunks included, but only when plan made a plan.
 AFTER_PLAN = "all_done_min_one_success"
+JOB_LABEL = "{{ task.tags['strategy'] }} {{ task.tags['pairs'] }}"  # a backtest's map index in the UI
 
 
 def _states(task_id: str) -> dict[tuple[str, int], str]:
@@ -62,7 +68,7 @@ def _states(task_id: str) -> dict[tuple[str, int], str]:
 
 @dag(
     dag_id=layout.DAG_ID,
-    description="Backtest a strategy on every configured crypto pair, as of each day, and rank the pairs.",
+    description="Backtest strategies on every configured crypto pair, as of each day, and rank the pairs.",
     schedule="@daily",
     start_date=pendulum.datetime(2020, 1, 1, tz="UTC"),  # the earliest date a backfill can reach
     catchup=False,
@@ -84,7 +90,7 @@ def _states(task_id: str) -> dict[tuple[str, int], str]:
 def crypto_backtest_daily():
     @task
     def plan() -> dict:
-        """Validate the params and fix the run's as-of moment: the RunPlan (bad params: failed for good)."""
+        """Check the params and each strategy (look-ahead included), fix the as-of moment: the RunPlan."""
         context = get_current_context()
         run = context["dag_run"]
         run_plan = tasks.plan(
@@ -99,17 +105,22 @@ def crypto_backtest_daily():
         return asdict(run_plan)
 
     @task
+    def chunks(run_plan: dict) -> list[dict]:
+        """The chunks of pairs: what refresh maps over (one task a chunk, however many strategies)."""
+        return planning.chunk_kwargs(RunPlan.from_dict(run_plan))
+
+    @task
     def jobs(run_plan: dict) -> list[dict]:
-        """Each chunk's job: what refresh and backtest map over (`BatchOperator` kwargs)."""
+        """One job per chunk and strategy: what backtest maps over (`BatchOperator` kwargs)."""
         run_id = get_current_context()["dag_run"].run_id
         return planning.job_kwargs(
             RunPlan.from_dict(run_plan), SETTINGS.data_url, run_id, SETTINGS.job_vcpu, SETTINGS.job_memory_mib
         )
 
-    @task(pool=EXCHANGE_POOL, map_index_template="{{ task.op_kwargs['job']['tags']['pairs'] }}")
-    def refresh(job: dict, run_plan: dict) -> list[dict]:
+    @task(pool=EXCHANGE_POOL, map_index_template="{{ task.op_kwargs['chunk']['pairs'] }}")
+    def refresh(chunk: dict, run_plan: dict) -> list[dict]:
         """Bring one chunk's stored candles up to the run's as-of moment."""
-        return tasks.refresh(planning.job_pairs(job), RunPlan.from_dict(run_plan), SETTINGS)
+        return tasks.refresh(chunk["symbols"], RunPlan.from_dict(run_plan), SETTINGS)
 
     @task(trigger_rule=AFTER_PLAN, outlets=[CANDLES])
     def candles(run_plan: dict) -> dict:
@@ -125,14 +136,14 @@ def crypto_backtest_daily():
     def rank(run_plan: dict) -> dict:
         """Rank the pairs into the leaderboard and report; fail afterwards if any pair failed."""
         run_plan = RunPlan.from_dict(run_plan)
-        failed = tasks.failed_pairs(_states("backtest"), "backtest", run_plan.chunks)
+        failed = tasks.failed_pairs(_states("backtest"), "backtest", planning.job_units(run_plan))
         ranked = tasks.rank(run_plan, failed, SETTINGS, get_current_context()["dag_run"].run_id)
         tasks.fail_if_pairs_failed(run_plan, ranked)
         return ranked
 
     run_plan = plan()
-    chunk_jobs = jobs(run_plan)
-    refreshed = refresh.partial(run_plan=run_plan).expand(job=chunk_jobs)
+    backtest_jobs = jobs(run_plan)
+    refreshed = refresh.partial(run_plan=run_plan).expand(chunk=chunks(run_plan))
     if SETTINGS.executor == "batch":
         backtest = BatchOperator.partial(
             task_id="backtest",
@@ -142,16 +153,16 @@ def crypto_backtest_daily():
             deferrable=True,
             poll_interval=SETTINGS.poll_interval,
             trigger_rule="all_done",
-            map_index_template="{{ task.tags['pairs'] }}",
-        ).expand_kwargs(chunk_jobs)
+            map_index_template=JOB_LABEL,
+        ).expand_kwargs(backtest_jobs)
     else:
         backtest = LocalBatchOperator.partial(
             task_id="backtest",
             pool=LOCAL_POOL,
             max_active_tis_per_dagrun=SETTINGS.local_max_parallel,
             trigger_rule="all_done",
-            map_index_template="{{ task.tags['pairs'] }}",
-        ).expand_kwargs(chunk_jobs)
+            map_index_template=JOB_LABEL,
+        ).expand_kwargs(backtest_jobs)
     refreshed >> candles(run_plan)
     refreshed >> backtest >> rank(run_plan)
 

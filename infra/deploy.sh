@@ -5,8 +5,10 @@
 #
 # 1. If the stack does not exist yet, create it with a placeholder image (this creates the
 #    ECR repository the image goes to).
-# 2. Build the job image from docker/ (linux/amd64), tagged with the git commit, and push it to
-#    the stack's repository, unless that tag is there already (tags are immutable).
+# 2. Build the job image from docker/ (linux/amd64; the backtest package and the users'
+#    strategies/), tagged with the git commit, and push it to the stack's repository, unless that
+#    tag is there already (tags are immutable): a commit, or an uncommitted change, to docker/,
+#    backtest/ or strategies/ makes a new image.
 # 3. Deploy the stack with that image (`aws cloudformation deploy`: a no-op when nothing changed).
 # 4. Print the settings for the Airflow components and the policy to attach.
 #
@@ -27,8 +29,8 @@
 #   --timeout SECONDS       job attempt timeout (3600)
 #   --log-retention DAYS    job log retention (30)
 #   --service-role ARN      Batch service role (default: the service-linked role)
-#   --tag TAG               image tag (default: git commit, plus -dirty-<time> when docker/ or
-#                           backtest/ has uncommitted changes)
+#   --tag TAG               image tag (default: git commit, plus -dirty-<time> when docker/,
+#                           backtest/ or strategies/ has uncommitted changes)
 #   --skip-build            do not build or push; the image --tag must be in the repository
 #   -h, --help
 set -euo pipefail
@@ -117,7 +119,7 @@ REGISTRY=${REPOSITORY_URI%%/*}
 if [[ -z $TAG ]]; then
   TAG=$(git rev-parse --short=12 HEAD)
   # Uncommitted changes to what goes into the image: a tag of its own, never reused.
-  if [[ -n $(git status --porcelain -- docker backtest .dockerignore) ]]; then
+  if [[ -n $(git status --porcelain -- docker backtest strategies .dockerignore) ]]; then
     TAG="$TAG-dirty-$(date -u +%Y%m%dT%H%M%SZ)"
   fi
 fi

@@ -126,3 +126,17 @@ def exchange_factory():
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def strategy_folder(tmp_path, monkeypatch) -> Path:
+    """An empty folder on BACKTEST_STRATEGY_PATH (this process's and its children's) for a test's
+    own strategy modules; the registry of strategies is as before once the test is over."""
+    from backtest import strategy
+
+    monkeypatch.setattr(strategy, "_REGISTRY", dict(strategy._REGISTRY))
+    monkeypatch.setattr(strategy, "_IMPORTED", set(strategy._IMPORTED))
+    folder = tmp_path / "user-strategies"
+    folder.mkdir()
+    monkeypatch.setenv(strategy.STRATEGY_PATH_ENV, str(folder))
+    return folder

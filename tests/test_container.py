@@ -1,8 +1,10 @@
 """The job image's dependency set is enough to run a backtest, without Airflow or pandas.
 
 No Docker engine is needed: a fresh virtualenv gets exactly docker/requirements.txt (as the
-Dockerfile's `pip install -r` does) and sees only a copy of the `backtest/` package (as the
-Dockerfile's `COPY backtest/ /app/backtest/` does). The entrypoint then runs end to end there.
+Dockerfile's `pip install -r` does) and sees only a copy of the `backtest/` package and of the
+users' `strategies/` folder beside it (as the Dockerfile's `COPY backtest/ /app/backtest/` and
+`COPY strategies/ /app/strategies/` do). The entrypoint then runs end to end there, the
+project's own strategies included.
 Static checks keep docker/Dockerfile and docker/requirements.txt to that shape.
 
 The virtualenv is cached in `.venv-container/<hash>/`, keyed by docker/requirements.txt and the
@@ -28,7 +30,7 @@ import pytest
 from backtest import job
 from backtest.metrics import METRIC_NAMES
 from backtest.params import HOUR_MS
-from backtest.strategy import grid_of
+from backtest.strategy import PROJECT_STRATEGIES, grid_of
 from backtest.synthetic import EPOCH_MS, synthetic_candles
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,10 +99,15 @@ def test_dockerfile_shape():
     last_run = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "RUN")
     assert last_user > last_run, "USER must come after the last RUN, so the job runs as that user"
 
-    # What goes into the image: the job's requirements file and the backtest package, nothing else.
+    # What goes into the image: the job's requirements file, the backtest package and the users'
+    # strategies beside it (where backtest.strategy.PROJECT_STRATEGIES points), nothing else.
     copies = dict(args.split() for args in by_kind["COPY"])
-    assert copies.keys() == {"docker/requirements.txt", "backtest/"}
+    assert copies.keys() == {"docker/requirements.txt", "backtest/", "strategies/"}
     assert copies["backtest/"].rstrip("/") == "/app/backtest"
+    assert copies["strategies/"].rstrip("/") == "/app/strategies"
+    assert PROJECT_STRATEGIES == REPO / "strategies"  # the package's parent folder: /app in the image
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert "!backtest/" in ignored and "!strategies/" in ignored  # both in the build context
     requirements_in_image = copies["docker/requirements.txt"]
 
     installs = [
@@ -178,7 +185,8 @@ def prune_stale_venvs(keep: str) -> None:
 
 @dataclass(frozen=True)
 class JobEnv:
-    """The image's Python environment and its /app (which holds only the backtest package)."""
+    """The image's Python environment and its /app (which holds only the backtest package and the
+    users' strategies)."""
 
     python: str
     app: Path
@@ -202,8 +210,9 @@ def job_env(tmp_path_factory) -> JobEnv:
             build_venv(venv)
     prune_stale_venvs(keep=key)
 
-    app = tmp_path_factory.mktemp("app")  # mirrors COPY backtest/ /app/backtest/
-    shutil.copytree(REPO / "backtest", app / "backtest", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    app = tmp_path_factory.mktemp("app")  # mirrors COPY backtest/ /app/backtest/ and strategies/ /app/strategies/
+    for folder in ("backtest", "strategies"):
+        shutil.copytree(REPO / folder, app / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")
     env = {name: os.environ[name] for name in keep if name in os.environ}
     env.update(PYTHONPATH=str(app), PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1")
@@ -258,6 +267,36 @@ def test_entrypoint_runs_a_backtest(job_env, candle_file, tmp_path):
     equity = pq.read_table(results / "TESTUSDT.equity.parquet")
     assert equity.num_rows == result["bars"]
     assert equity.column("equity")[-1].as_py() == pytest.approx(1 + result["total_return"], rel=1e-12)
+
+
+@pytest.mark.slow
+def test_the_image_layout_finds_the_projects_strategies(job_env, candle_file, tmp_path):
+    """/app/strategies beside /app/backtest: listed, and run by the entrypoint like a built-in."""
+    done = job_env.run("-m", "backtest", "list-strategies")
+    assert done.returncode == 0, done.stderr
+    listed = {entry["name"] for entry in json.loads(done.stdout)}
+    project = {path.stem for path in (REPO / "strategies").glob("*.py") if not path.name.startswith("_")}
+    assert "vwma_trend" in project and project <= listed
+    assert {"sma_trend", "sma_cross", "ema_trend", "momentum", "donchian_breakout", "rsi_reversion"} <= listed
+
+    done = job_env.run(
+        "-m", "backtest", "run", "--symbol", "TESTUSDT", "--input", str(candle_file), "--strategy", "vwma_trend",
+        "--param", "window=1d,2d", "--param", "band=0,20", "--results-url", str(tmp_path / "strategy=vwma_trend"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["strategy"] == "vwma_trend" and result["grid"]["combinations"] == 4
+    assert json.loads((tmp_path / "strategy=vwma_trend" / "TESTUSDT.json").read_text()) == result
+    spec = job.RunSpec(
+        symbol="TESTUSDT",
+        grid=grid_of("vwma_trend", {"window": "1d,2d", "band": "0,20"}),
+        fee_bps=10.0,
+        input_url=str(candle_file),
+    )
+    assert result == json.loads(job.to_json(job.backtest(spec)[0]))  # the same as in this process
+
+    done = job_env.run("-m", "backtest", "check-strategy", "vwma_trend", "--param", "window=1d,5d")
+    assert done.returncode == 0 and json.loads(done.stdout)["ok"], done.stderr
 
 
 @pytest.mark.slow

@@ -24,8 +24,9 @@ import pytest
 
 from backtest_airflow import leaderboard
 from backtest_airflow.local_batch import LocalBatchOperator
-from backtest_airflow.planning import RunPlan
+from backtest_airflow.planning import RunPlan, job_pairs
 from tests.support.batch import (
+    CONF,
     PAIRS,
     POLL_SECONDS,
     Batch,
@@ -34,6 +35,7 @@ from tests.support.batch import (
     planned,
     run_batch_dag,
 )
+from tests.support.strategies import RANGE_POSITION, drop
 
 RUNNING_SECONDS = 1.0
 LEADERBOARD_FILES = ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md")
@@ -168,7 +170,7 @@ def test_batch_mode_submits_the_planned_jobs_and_ranks_what_they_leave(
     overrides = {"command": job["container"]["command"], "environment": job["container"]["environment"]}
     LocalBatchOperator(task_id="parity", job_name=job["jobName"], container_overrides=overrides).execute({})
     symbol = PAIRS[0]
-    result = json.loads((Path(plan.results_url) / f"{symbol}.json").read_text())
+    result = json.loads((Path(plan.results_url) / "strategy=sma_trend" / f"{symbol}.json").read_text())
     assert (result["symbol"], result["start"], result["end"]) == (symbol, plan.start, plan.end)
     assert result["last_bar"] == "2026-09-30T23:00:00Z" and result["bars"] == 30 * 24
     rebuilt = leaderboard.build(plan, {}).set_index("symbol")["status"]
@@ -201,3 +203,39 @@ def test_failed_batch_jobs_fail_their_tasks_and_the_run_after_the_leaderboard(
     assert board["rank"].isna().all()
     assert states["rank", -1] == "failed"
     assert dag_run.state == "failed"
+
+
+@pytest.mark.slow
+def test_batch_mode_submits_a_users_strategy_with_the_command_local_mode_runs(
+    airflow_db, moto_server, batch, tmp_path, monkeypatch, strategy_folder
+):
+    """A user's strategy module beside a built-in: its jobs go to Batch with the command the local
+    runner runs (the image's entrypoint, `python -m backtest`, and the same arguments), which
+    writes its results into the strategy's folder of the run."""
+    drop(strategy_folder, "range_position", RANGE_POSITION)
+    strategies = [{"name": "sma_trend", "params": {}}, {"name": "range_position", "params": {"level": "0.5,0.7"}}]
+    conf = {**CONF, "strategies": strategies}
+    data_url = tmp_path / "store"
+    dag, dag_run = run_batch_dag(batch, data_url, moto_server, monkeypatch, conf)
+    plan, jobs = planned(dag, dag_run, data_url, conf)
+
+    by_name = assert_jobs_are_the_plans(batch, plan, jobs, "SUCCEEDED")
+    assert [job["tags"]["strategy"] for job in jobs] == ["sma_trend", "range_position"] * len(PAIRS)
+    states = task_states(dag_run)
+    assert [states["backtest", i] for i in range(len(jobs))] == ["success"] * len(jobs)
+    assert sorted(i for task, i in states if task == "refresh") == list(range(len(PAIRS)))  # per chunk only
+
+    folder = Path(plan.results_url) / "strategy=range_position"
+    for job in jobs[1::2]:  # the user's strategy's jobs, as Batch got them (the planned ones), run locally
+        submitted = by_name[job["job_name"]]["container"]
+        overrides = {"command": submitted["command"], "environment": submitted["environment"]}
+        LocalBatchOperator(task_id="parity", job_name=job["job_name"], container_overrides=overrides).execute({})
+        ((symbol, _),) = job_pairs(job)
+        result = json.loads((folder / f"{symbol}.json").read_text())
+        assert (result["symbol"], result["strategy"]) == (symbol, "range_position")
+        assert (result["start"], result["end"]) == (plan.start, plan.end)
+        assert result["grid"]["combinations"] == 2 and result["bars"] == 30 * 24
+        assert [row["params"]["level"] for row in result["sweep"]] == [0.5, 0.7]
+        record = json.loads((folder / "_jobs" / f"{job['job_name']}.json").read_text())
+        assert record["symbols"] == [symbol] and record["failed"] == []
+    assert sorted(path.name for path in folder.glob("*.json")) == sorted(f"{pair}.json" for pair in PAIRS)

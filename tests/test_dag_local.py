@@ -1,5 +1,6 @@
 """The daily DAG end to end in local mode (dag.test): synthetic data, a sweep with hold-out in chunks,
-a failed pair from the Binance stand-in, bad trigger input, a moved store."""
+several strategies (a user's own among them) in one run, a failed pair from the Binance stand-in,
+bad trigger input, a moved store."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 
 from backtest.errors import InputError
 from backtest.params import parse_time_ms
-from backtest_airflow.planning import make_plan
+from backtest_airflow import layout
+from backtest_airflow.planning import job_pairs, make_plan
 from tests.support import backtest_process, environment
-from tests.support.dag import load_daily_dag, run_daily_dag
+from tests.support.dag import load_daily_dag, planned_run, run_daily_dag
+from tests.support.strategies import PEEK_NEXT, RANGE_POSITION, drop
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
@@ -44,7 +47,7 @@ def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
 
     # Each row equals what `python -m backtest run` prints for that pair and window by itself.
     for row in board.to_dict("records"):
-        result = json.loads((folder / f"{row['symbol']}.json").read_text())
+        result = json.loads((folder / "strategy=sma_trend" / f"{row['symbol']}.json").read_text())
         cli = backtest_process(
             "run", "--symbol", row["symbol"], "--data-url", str(data_url), "--start", result["start"],
             "--end", result["end"], "--window", "2d", "--fee-bps", "5", check=True,
@@ -58,11 +61,63 @@ def test_local_run_ranks_every_pair_like_the_cli(airflow_db, tmp_path):
         assert alone["bars"] == 30 * 24
 
 
+@pytest.mark.slow
+def test_several_strategies_and_a_users_own_in_one_local_run(airflow_db, tmp_path, strategy_folder):
+    """A user's strategy module on BACKTEST_STRATEGY_PATH runs beside built-ins: one job per chunk and
+    strategy, each strategy's results in its folder, each equal to the CLI's for that pair alone."""
+    drop(strategy_folder, "range_position", RANGE_POSITION)
+    data_url = tmp_path / "store"
+    pairs = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    strategies = [
+        {"name": "sma_trend", "params": {}},  # the window param's 1d
+        {"name": "sma_cross", "params": {"fast": "6h,12h", "slow": "1d:2d:1d"}},
+        {"name": "range_position", "params": {"window": "1d", "level": [0.5, 0.8]}},
+    ]
+    conf = {"pairs": pairs, "strategies": strategies, "window": "1d", "lookback_days": 10, "pairs_per_job": 2}
+    dag, dag_run = load_daily_dag_and_run(data_url, conf)
+    plan, jobs = planned_run(dag, dag_run, data_url, conf)
+    names = ["sma_trend", "sma_cross", "range_position"]
+    assert [entry["name"] for entry in plan.strategies] == names
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert sorted(i for task, i in states if task == "refresh") == [0, 1]  # one per chunk ...
+    assert [states["backtest", i] for i in range(6)] == ["success"] * 6  # ... one per chunk and strategy
+
+    (folder,) = run_folders(data_url)
+    for job in jobs:
+        command = job["container_overrides"]["command"]
+        for symbol, name in job_pairs(job):
+            result = json.loads((folder / f"strategy={name}" / f"{symbol}.json").read_text())
+            assert (result["symbol"], result["strategy"], result["end"]) == (symbol, name, plan.end)
+            # the job's own command for this pair alone, printing instead of writing: the same result
+            alone = [*command[: command.index("--symbol") + 1], symbol, *command[command.index("--symbol") + 2 :]]
+            printed = backtest_process(*alone[: alone.index("--results-url")], check=True)
+            assert json.loads(printed.stdout) == result
+        assert (folder / f"strategy={name}" / "_jobs" / f"{job['job_name']}.json").exists()
+    cross = json.loads((folder / "strategy=sma_cross" / "BTCUSDT.json").read_text())
+    assert cross["grid"]["combinations"] == 4 and len(cross["sweep"]) == 4
+    ranged = json.loads((folder / "strategy=range_position" / "BTCUSDT.json").read_text())
+    assert ranged["params"]["window"] == "1d" and ranged["grid"]["combinations"] == 2
+
+    # rank: every (pair, strategy) on the leaderboard
+    assert dag_run.state == "success"
+    board = pd.read_parquet(folder / "leaderboard.parquet")
+    assert set(zip(board["symbol"], board["strategy"], strict=True)) == {(p, n) for p in pairs for n in names}
+    assert (board["status"] == "ok").all()
+
+
+def load_daily_dag_and_run(data_url, conf: dict):
+    """The DAG parsed in local mode on synthetic candles, and one dag.test run of it."""
+    settings = {"BACKTEST_EXECUTOR": "local", "BACKTEST_SOURCE": "synthetic", "BACKTEST_DATA_URL": str(data_url)}
+    dag = load_daily_dag(**settings)
+    return dag, dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
+
+
 @pytest.mark.parametrize(
     "conf, message",
     [
         ({"pairs": ["BTCUSDT", "btc-usdt"]}, "invalid symbol"),
-        ({"window": "abc"}, "invalid window"),
+        ({"window": "abc"}, "window: invalid bar count"),
+        ({"strategies": [{"name": "sma_cross", "params": {"fast": "5d", "slow": "1d"}}]}, "no valid combination"),
         ({"fee_bps": -1}, "invalid fee"),
     ],
 )
@@ -76,6 +131,17 @@ def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_pa
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states["plan"] == "failed"
     assert states.get("backtest") != "success"
+    assert not data_url.exists()  # no refresh, no job, no results
+
+
+def test_a_strategy_that_looks_ahead_fails_the_run_in_plan(airflow_db, tmp_path, strategy_folder):
+    drop(strategy_folder, "peek_next", PEEK_NEXT)
+    data_url = tmp_path / "store"
+    conf = {"pairs": ["BTCUSDT"], "strategies": [{"name": "sma_trend"}, {"name": "peek_next"}]}
+    dag_run = run_daily_dag(data_url, conf, LOGICAL_DATE)
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["plan"] == "failed" and states.get("backtest") != "success"
     assert not data_url.exists()  # no refresh, no job, no results
 
 
@@ -126,9 +192,9 @@ def test_dag_sweep_holdout_and_chunks(airflow_db, tmp_path):
     assert len(mapped) == 2 * 3  # 5 pairs in chunks of 2: 3 refresh + 3 backtest task instances
 
     (folder,) = (data_url / "results" / "crypto_backtest_daily").glob("date=*/run=*")
-    board = pd.read_parquet(folder / "leaderboard.parquet")
-    assert len(board) == 5 * 3 and board["best"].sum() == 5
-    best = board[board["best"]]
+    # the leaderboard: each pair's chosen window; every (pair, window) row in the run's grid file
+    best = pd.read_parquet(folder / layout.LEADERBOARD_PARQUET)
+    assert len(best) == 5 and len(pd.read_parquet(folder / layout.GRID_PARQUET)) == 5 * 3
     assert best["rank"].tolist() == [1, 2, 3, 4, 5]
     assert best["oos_sharpe"].tolist() == sorted(best["oos_sharpe"], reverse=True)
     summary = json.loads((folder / "summary.json").read_text())["cost"]
@@ -147,6 +213,7 @@ def test_dag_lists_a_failed_pair_without_losing_its_chunk(airflow_db, tmp_path, 
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {
         "plan": "success",
+        "chunks": "success",
         "jobs": "success",
         "refresh": "failed",
         "candles": "skipped",  # its one chunk failed: no pair is known fresh, no candles event

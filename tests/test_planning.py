@@ -1,16 +1,48 @@
-"""Planning a run (backtest_airflow/planning.py): params checked, pairs in chunks, one job a chunk,
-its container command, and the moment a run is as of."""
+"""Planning a run (backtest_airflow/planning.py): params checked (strategies and their grids
+included), pairs in chunks, one job per chunk and strategy, its container command, the quick
+look-ahead check, and the moment a run is as of."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
 
+from backtest import strategy
 from backtest.errors import InputError
-from backtest_airflow.planning import MAX_JOBS, as_of, job_kwargs, job_pairs, make_plan
+from backtest.strategy import MAX_COMBINATIONS
+from backtest_airflow import tasks
+from backtest_airflow.planning import (
+    MAX_JOBS,
+    as_of,
+    job_kwargs,
+    job_pairs,
+    job_units,
+    lookahead_problems,
+    make_plan,
+)
+from tests.support.strategies import PEEK_NEXT, RANGE_POSITION, drop
 
 LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
+BATCH_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+THREE = [
+    {"name": "sma_trend", "params": {"window": "5d"}},
+    {"name": "sma_cross", "params": {"fast": "1d,2d", "slow": "5d:10d:5d"}},
+    {"name": "rsi_reversion", "params": {}},
+]
+
+
+def plan_of(**params):
+    return make_plan({"pairs": ["BTCUSDT"], **params}, "/store", "dag", "run", LOGICAL_DATE)
+
+
+def problems_of(**params) -> str:
+    with pytest.raises(InputError) as caught:
+        plan_of(**params)
+    message = str(caught.value)
+    assert "\n" not in message  # one line
+    return message
 
 
 def test_thousand_pairs_make_few_jobs():
@@ -21,8 +53,8 @@ def test_thousand_pairs_make_few_jobs():
     assert len(plan.chunks) == MAX_JOBS == 40 and {len(c) for c in plan.chunks} == {25}
     jobs = job_kwargs(plan, "s3://b/d", "scheduled__x")
     assert len({job["job_name"] for job in jobs}) == 40 and max(len(job["job_name"]) for job in jobs) <= 128
-    assert [pair for job in jobs for pair in job_pairs(job)] == pairs
-    assert jobs[0]["tags"] == {"pairs": "P0000USDT +24"}
+    assert [pair for job in jobs for pair, _ in job_pairs(job)] == pairs
+    assert jobs[0]["tags"] == {"pairs": "P0000USDT +24", "strategy": "sma_trend"}
     assert len(jobs) <= conf.getint("core", "max_map_length")  # refresh and backtest: one instance a job
     small = make_plan({"pairs": pairs[:10]}, "s3://b/d", "dag", "r", LOGICAL_DATE)
     assert small.chunks == [[p] for p in pairs[:10]]
@@ -61,14 +93,16 @@ def test_plan_renders_the_container_command():
         "2026-07-04T00:00:00Z",
         "--end",
         "2026-10-02T00:00:00Z",
-        "--window",
-        "15d",
+        "--strategy",
+        "sma_trend",
+        "--param",
+        "window=15d",
         "--fee-bps",
         "10",
         "--results-url",
-        plan.results_url,
+        plan.results_url + "/strategy=sma_trend",
     ]
-    assert job["job_name"].startswith("backtest-BTCUSDT-20261002-") and len(job["job_name"]) <= 128
+    assert job["job_name"].startswith("backtest-BTCUSDT-sma_trend-20261002-") and len(job["job_name"]) <= 128
 
 
 @pytest.mark.parametrize(
@@ -94,12 +128,9 @@ def test_a_runs_as_of_moment_is_its_interval_end_logical_date_or_run_after_down_
 
 
 def test_unknown_param_keys_are_refused_with_every_other_problem():
-    with pytest.raises(InputError) as caught:
-        make_plan({"pairs": [], "windw": "5d", "fee_bps": -1}, "/store", "dag", "run", LOGICAL_DATE)
-    message = str(caught.value)
+    message = problems_of(pairs=[], windw="5d", fee_bps=-1)
     assert "unknown param(s) 'windw'" in message
     assert "pairs must be a non-empty list" in message and "invalid fee" in message
-    assert "\n" not in message  # one line
 
 
 @pytest.mark.parametrize("fee", [12.3456789, 0.1 + 0.2, 1e-05, 999.9999999999])
@@ -110,3 +141,162 @@ def test_plan_passes_the_fee_with_every_digit(fee):
     command = job["container_overrides"]["command"]
     sent = command[command.index("--fee-bps") + 1]
     assert float(sent) == fee
+
+
+# -- several strategies ----------------------------------------------------------------------------
+
+
+def test_strategies_are_normalized_and_the_window_param_is_sma_trends_window():
+    assert plan_of().strategies == [{"name": "sma_trend", "params": {"window": "15d"}}]  # the default
+    assert plan_of(window="2d").strategies == [{"name": "sma_trend", "params": {"window": "2d"}}]
+    assert plan_of(window=["1d", "2d"]).strategies == [{"name": "sma_trend", "params": {"window": "1d,2d"}}]
+    # sma_trend listed without a window: the window param fills it, default or not
+    listed = [{"name": "sma_trend"}, {"name": "momentum", "params": {"lookback": 48}}]
+    assert plan_of(strategies=listed, window="3d").strategies == [
+        {"name": "sma_trend", "params": {"window": "3d"}},
+        {"name": "momentum", "params": {"lookback": "48"}},
+    ]
+    # values as text, numbers or lists; a list becomes the comma list the job's --param takes
+    cross = plan_of(strategies=[{"name": "sma_cross", "params": {"fast": [12, "1d"], "slow": "5d:10d:5d"}}])
+    assert cross.strategies == [{"name": "sma_cross", "params": {"fast": "12,1d", "slow": "5d:10d:5d"}}]
+    rsi = plan_of(strategies=[{"name": "rsi_reversion", "params": {"lower": 25.5, "upper": [70, 80.0]}}])
+    assert rsi.strategies[0]["params"] == {"lower": "25.5", "upper": "70,80.0"}
+    # sma_trend's window given in strategies, window param at its default: the strategies' one
+    given = plan_of(strategies=[{"name": "sma_trend", "params": {"window": "4d"}}], window="15d")
+    assert given.strategies == [{"name": "sma_trend", "params": {"window": "4d"}}]
+
+
+def test_window_given_twice_or_for_no_sma_trend_is_a_problem():
+    message = problems_of(strategies=[{"name": "sma_trend", "params": {"window": "4d"}}], window="2d")
+    assert "window '2d' and the window '4d' of sma_trend in strategies are both given" in message
+    message = problems_of(strategies=[{"name": "momentum"}], window="2d")
+    assert "window '2d' is sma_trend's window, but strategies does not list it" in message
+    assert "window: invalid bar count 'abc'" in problems_of(window="abc")
+
+
+def test_every_strategy_problem_is_in_one_message():
+    too_many = {"entry": "1:1000:1", "exit": "1:101:1"}  # 101,000 combinations
+    message = problems_of(
+        pairs=["BTCUSDT", "bad-pair"],
+        strategies=[
+            {"name": "sma_crss", "params": {}},  # unknown name
+            {"name": "sma_cross", "params": {"fst": "1d"}},  # unknown parameter
+            {"name": "momentum", "params": {"lookback": "0h"}},  # bad value
+            {"name": "ema_trend", "params": {"span": "1d:2d:-1"}},  # bad range step
+            {"name": "rsi_reversion", "params": {"lower": "80", "upper": "20,30"}},  # no valid combination
+            {"name": "momentum", "params": {}},  # listed twice
+            {"name": "vwma_trend", "params": {"band": True}},  # not a value
+            {"name": "sma_trend", "params": {}, "extra": 1},  # not {name, params}
+            {"name": "donchian_breakout", "params": too_many},
+        ],
+        fee_bps=-1,
+    )
+    for part in (
+        "invalid symbol(s) 'bad-pair'",
+        f"unknown strategy(s) 'sma_crss': registered are {', '.join(strategy.names())}",
+        "strategy sma_cross has no parameter 'fst' (its parameters: fast, slow)",
+        "momentum lookback: invalid bar count '0h'",
+        "ema_trend span: invalid bar count '-1'",
+        "no valid combination of rsi_reversion's parameters: lower (80) must be below upper (20)",
+        "strategy 'momentum' is listed twice",
+        "vwma_trend band: values must be text, a number or a list of them, not True",
+        'strategies[7] must be {"name": ..., "params": {...}}',
+        f"the grid of donchian_breakout has 101,000 combinations: at most {MAX_COMBINATIONS:,}",
+        "invalid fee",
+    ):
+        assert part in message, part
+    assert "strategies must be a non-empty list" in problems_of(strategies=[])
+
+
+def test_jobs_are_chunks_times_strategies_within_max_jobs():
+    pairs = [f"P{i:04d}USDT" for i in range(1000)]
+    plan = make_plan({"pairs": pairs, "strategies": THREE}, "s3://b/d", "dag", "scheduled__x", LOGICAL_DATE)
+    jobs = job_kwargs(plan, "s3://b/d", "scheduled__x")
+    assert len(plan.chunks) == MAX_JOBS // 3 == 13 and len(jobs) == 39 <= MAX_JOBS
+    assert [len(c) for c in plan.chunks] == [77] * 12 + [1000 - 12 * 77]
+    # map index order: chunk by chunk, each chunk's strategies; job_units says the same as the commands
+    assert [job_pairs(job) for job in jobs] == job_units(plan)
+    assert [job["tags"]["strategy"] for job in jobs[:4]] == ["sma_trend", "sma_cross", "rsi_reversion", "sma_trend"]
+    assert sorted(pair for job in jobs for pair in job_pairs(job)) == sorted(
+        (pair, name) for pair in pairs for name in ("sma_trend", "sma_cross", "rsi_reversion")
+    )
+    names = [job["job_name"] for job in jobs]
+    assert len(set(names)) == len(jobs) and all(BATCH_JOB_NAME.fullmatch(name) for name in names)
+    assert all(job["tags"]["strategy"] in job["job_name"] for job in jobs)
+    # a few pairs: one pair a job, per strategy; pairs_per_job still wins
+    assert len(job_kwargs(plan_of(pairs=pairs[:10], strategies=THREE), "/s", "r")) == 30
+    assert len(plan_of(pairs=pairs[:10], strategies=THREE, pairs_per_job=4).chunks) == 3
+
+
+def test_each_strategys_job_writes_into_its_folder_with_its_grid():
+    plan = plan_of(pairs=["BTCUSDT", "ETHUSDT"], strategies=THREE, rank_by="sharpe", pairs_per_job=2)
+    trend, cross, rsi = (job["container_overrides"]["command"] for job in job_kwargs(plan, "/store", "run"))
+    head = ["run", "--symbol", "BTCUSDT,ETHUSDT", "--data-url", "/store", "--start", plan.start, "--end", plan.end]
+    assert trend == [*head, "--strategy", "sma_trend", "--param", "window=5d", "--fee-bps", "10",
+                     "--results-url", f"{plan.results_url}/strategy=sma_trend"]  # fmt: skip
+    # a grid: the job picks each pair's best combination by the ranking metric
+    assert cross == [*head, "--strategy", "sma_cross", "--param", "fast=1d,2d", "--param", "slow=5d:10d:5d",
+                     "--fee-bps", "10", "--holdout-days", "0", "--select-by", "sharpe",
+                     "--results-url", f"{plan.results_url}/strategy=sma_cross"]  # fmt: skip
+    assert rsi == [*head, "--strategy", "rsi_reversion", "--fee-bps", "10",
+                   "--results-url", f"{plan.results_url}/strategy=rsi_reversion"]  # fmt: skip
+
+
+def test_history_covers_the_longest_warm_up_of_any_strategy():
+    # rsi_reversion's period 14 is seeded: 5 x 14 = 70 bars; ema_trend span 4d: 5 x 96 = 480 bars = 20 days
+    plan = plan_of(
+        lookback_days=30, strategies=[{"name": "rsi_reversion"}, {"name": "ema_trend", "params": {"span": "2d,4d"}}]
+    )
+    assert plan.warmup_bars == 480 and plan.history_days == 30 + 20 + 1
+    assert plan_of(lookback_days=30, window="2d").history_days == 30 + 2 + 1  # sma_trend: 47 bars
+
+
+def test_failed_backtest_tasks_map_to_their_pairs_and_strategy():
+    plan = plan_of(pairs=["AAUSDT", "BBUSDT", "CCUSDT"], strategies=THREE, pairs_per_job=2)
+    states = {("backtest", 4): "failed", ("backtest", 0): "success", ("refresh", 1): "failed"}
+    assert tasks.failed_pairs(states, "backtest", job_units(plan)) == {
+        ("CCUSDT", "sma_cross"): "backtest task failed"  # job 4: the second chunk's second strategy
+    }
+    assert tasks.failed_pairs(states, "refresh", plan.chunks) == {"CCUSDT": "refresh task failed"}
+
+
+# -- users' strategies and the look-ahead check ----------------------------------------------------
+
+
+def test_a_users_strategy_from_the_strategy_path_is_planned_like_a_built_in(strategy_folder):
+    drop(strategy_folder, "range_position", RANGE_POSITION)
+    plan = plan_of(strategies=[{"name": "range_position", "params": {"level": "0.5,0.8"}}])
+    assert plan.strategies == [{"name": "range_position", "params": {"level": "0.5,0.8"}}]
+    assert lookahead_problems(plan) == []
+    (job,) = job_kwargs(plan, "/store", "run")
+    command = job["container_overrides"]["command"]
+    at = command.index("--strategy")
+    assert command[at : at + 4] == ["--strategy", "range_position", "--param", "level=0.5,0.8"]
+    assert job_pairs(job) == [("BTCUSDT", "range_position")]
+
+
+def test_plan_refuses_a_strategy_that_looks_ahead(strategy_folder):
+    drop(strategy_folder, "peek_next", PEEK_NEXT)
+    plan = plan_of(strategies=[{"name": "sma_trend"}, {"name": "peek_next"}])  # valid params ...
+    (problem,) = lookahead_problems(plan)  # ... but it reads c_{t+1}
+    assert problem.startswith("peek_next lag=1: looks ahead: the signal at bar ")
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    params = {"pairs": ["BTCUSDT"], "strategies": [{"name": "peek_next"}]}
+    with pytest.raises(AirflowFailException) as caught:
+        tasks.plan(params, None, "run", "/store", interval_end=LOGICAL_DATE, logical_date=None, run_after=LOGICAL_DATE)
+    assert str(caught.value).startswith("look-ahead check failed: peek_next lag=1: looks ahead")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_strategy_module_that_does_not_import_fails_plan_with_its_error(strategy_folder):
+    (strategy_folder / "broken.py").write_text("import numpy as np\nraise RuntimeError('half-written')\n")
+    message = problems_of(strategies=[{"name": "sma_trend"}])
+    assert f"strategy module {strategy_folder / 'broken.py'} failed to import: RuntimeError: half-written" in message
+
+
+@pytest.mark.parametrize("name", ["sma_trend", "sma_cross", "ema_trend", "momentum", "donchian_breakout",
+                                  "rsi_reversion", "vwma_trend"])  # fmt: skip
+def test_every_registered_strategy_passes_plans_quick_check(name):
+    assert lookahead_problems(plan_of(strategies=[{"name": name}])) == []

@@ -15,6 +15,7 @@ from backtest_airflow.settings import (
 )
 from tests.support import REPO, environment
 from tests.support.dag import load_daily_dag
+from tests.support.strategies import RANGE_POSITION, drop
 
 
 def dag_bag():
@@ -48,9 +49,9 @@ def test_daily_dag_shape(dags):
     dag = dags["crypto_backtest_daily"]
     assert str(dag.schedule) == "@daily" or getattr(dag.timetable, "summary", "") == "@daily"
     tasks = dag.task_dict
-    assert set(tasks) == {"plan", "jobs", "refresh", "candles", "backtest", "rank"}
-    assert tasks["jobs"].upstream_task_ids == {"plan"}
-    assert tasks["refresh"].upstream_task_ids == {"plan", "jobs"}
+    assert set(tasks) == {"plan", "chunks", "jobs", "refresh", "candles", "backtest", "rank"}
+    assert tasks["jobs"].upstream_task_ids == tasks["chunks"].upstream_task_ids == {"plan"}
+    assert tasks["refresh"].upstream_task_ids == {"plan", "chunks"}  # one per chunk, not per job
     assert tasks["candles"].upstream_task_ids == {"plan", "refresh"}
     assert tasks["backtest"].upstream_task_ids == {"jobs", "refresh"}
     assert tasks["rank"].upstream_task_ids == {"plan", "backtest"}
@@ -73,3 +74,30 @@ def test_the_trigger_form_shows_the_pairs_variable_when_set():
     with environment(**{variable: '["ADAUSDT"]'}):
         assert load_daily_dag().params["pairs"] == ["ADAUSDT"]
     assert load_daily_dag().params["pairs"] == pairs_from_file()
+
+
+def test_the_form_lists_every_registered_strategy_with_its_parameters():
+    from backtest import strategy
+
+    param = load_daily_dag().params.get_param("strategies")
+    assert param.value == [{"name": "sma_trend", "params": {}}]  # the window param fills its window
+    names = param.schema["items"]["properties"]["name"]["enum"]
+    assert names == strategy.names() and {"sma_trend", "vwma_trend"} <= set(names)  # built-ins and strategies/
+    for described in strategy.describe_all():
+        defaults = ", ".join(f"{p['name']}={p['default']}" for p in described["params"])
+        assert f"{described['name']}({defaults}): {described['description']}" in param.description
+
+
+def test_a_users_strategy_is_in_the_form_and_a_broken_one_does_not_break_the_dag(strategy_folder):
+    drop(strategy_folder, "range_position", RANGE_POSITION)
+    param = load_daily_dag().params.get_param("strategies")
+    assert "range_position" in param.schema["items"]["properties"]["name"]["enum"]
+    assert "range_position(window=2d, level=0.5)" in param.description
+
+    (strategy_folder / "broken.py").write_text("raise ImportError('no module named talib')\n")
+    bag = dag_bag()
+    assert bag.import_errors == {} and "crypto_backtest_daily" in bag.dags  # the DAG still loads
+    param = bag.dags["crypto_backtest_daily"].params.get_param("strategies")
+    assert "enum" not in param.schema["items"]["properties"]["name"]  # no list to check names against
+    assert "every run fails in plan until fixed" in param.description
+    assert f"{strategy_folder / 'broken.py'} failed to import: ImportError: no module named talib" in param.description

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from backtest_airflow.planning import RunPlan, as_of, job_kwargs, make_plan
-from backtest_airflow.settings import load_settings
-from tests.support.dag import load_daily_dag
+from backtest_airflow.layout import strategy_results_url
+from backtest_airflow.planning import RunPlan, job_pairs
+from tests.support.dag import load_daily_dag, planned_run
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 CONF = {"pairs": PAIRS, "lookback_days": 30}
@@ -50,7 +50,7 @@ def moto_batch_without_docker(endpoint: str) -> Iterator[None]:
         config({"batch": saved["batch"]})
 
 
-def run_batch_dag(batch: Batch, data_url, moto_server: str, monkeypatch):
+def run_batch_dag(batch: Batch, data_url, moto_server: str, monkeypatch, conf: dict = CONF):
     connection = {"conn_type": "aws", "extra": {"endpoint_url": moto_server, "region_name": "us-east-1"}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the connection leads to moto
@@ -63,16 +63,12 @@ def run_batch_dag(batch: Batch, data_url, moto_server: str, monkeypatch):
         BACKTEST_SOURCE="synthetic",
         BACKTEST_DATA_URL=str(data_url),
     )
-    return dag, dag.test(logical_date=LOGICAL_DATE, run_conf=CONF)
+    return dag, dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
 
 
-def planned(dag, dag_run, data_url) -> tuple[RunPlan, list[dict]]:
+def planned(dag, dag_run, data_url, conf: dict = CONF) -> tuple[RunPlan, list[dict]]:
     """The run's plan and jobs as `planning` renders them (what local mode would run)."""
-    params = {name: dag.params[name] for name in dag.params} | CONF
-    end = as_of(dag_run.data_interval_end, dag_run.logical_date, dag_run.run_after)
-    plan = make_plan(params, str(data_url), dag.dag_id, dag_run.run_id, end)
-    settings = load_settings()
-    return plan, job_kwargs(plan, str(data_url), dag_run.run_id, settings.job_vcpu, settings.job_memory_mib)
+    return planned_run(dag, dag_run, data_url, conf)
 
 
 def submitted_jobs(batch: Batch) -> list[dict]:
@@ -88,7 +84,8 @@ def environment_of(job: dict) -> dict[str, str]:
 def assert_jobs_are_the_plans(batch: Batch, plan: RunPlan, jobs: list[dict], status: str) -> dict[str, dict]:
     """One Batch job per planned job, on the configured queue and definition, with the planned command."""
     described = submitted_jobs(batch)
-    assert len(described) == len(jobs) == len(PAIRS)  # up to 40 pairs: one pair a job
+    # up to 40 pairs x strategies: one pair a job, once per strategy
+    assert len(described) == len(jobs) == len(plan.pairs) * len(plan.strategies)
     by_name = {job["jobName"]: job for job in described}
     assert sorted(by_name) == sorted(job["job_name"] for job in jobs)
     for job in jobs:
@@ -97,7 +94,8 @@ def assert_jobs_are_the_plans(batch: Batch, plan: RunPlan, jobs: list[dict], sta
         assert submitted["jobDefinition"] == batch.job_definition_arn
         assert submitted["status"] == status
         assert submitted["container"]["command"] == job["container_overrides"]["command"]
-        assert plan.results_url in submitted["container"]["command"]
+        ((_, strategy), *_) = job_pairs(job)  # each strategy's results in its folder of the run
+        assert strategy_results_url(plan.results_url, strategy) in submitted["container"]["command"]
         planned_env = {item["name"]: item["value"] for item in job["container_overrides"]["environment"]}
         assert planned_env.items() <= environment_of(submitted).items()
         assert submitted["tags"] == job["tags"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -15,10 +14,9 @@ import pandas as pd
 from backtest.job import SELECT_METRICS, RunSpec, backtest, write_result
 from backtest.params import parse_time_ms
 from backtest.refresh import refresh_pair
-from backtest.strategy import grid_of
-from backtest_airflow import layout, tasks
+from backtest_airflow import layout, planning, tasks
 from backtest_airflow.layout import run_folder_name
-from backtest_airflow.planning import make_plan
+from backtest_airflow.planning import RunPlan, grid_of, job_kwargs, make_plan
 from backtest_airflow.settings import load_settings
 from tests.support import REPO, environment
 
@@ -55,6 +53,16 @@ def run_daily_dag(data_url: Path | str, conf: dict, logical_date: datetime, **se
     return load_daily_dag(**settings).test(logical_date=logical_date, run_conf=conf)
 
 
+def planned_run(dag, dag_run, data_url, conf: dict) -> tuple[RunPlan, list[dict]]:
+    """A dag.test run's plan and jobs as `planning` renders them (what its tasks ran), from its DAG's
+    params and `conf`."""
+    params = {name: dag.params[name] for name in dag.params} | conf
+    end = planning.as_of(dag_run.data_interval_end, dag_run.logical_date, dag_run.run_after)
+    plan = make_plan(params, str(data_url), dag.dag_id, dag_run.run_id, end)
+    settings = load_settings()
+    return plan, job_kwargs(plan, str(data_url), dag_run.run_id, settings.job_vcpu, settings.job_memory_mib)
+
+
 def make_run(
     data_url: str,
     pairs: list[str],
@@ -67,37 +75,29 @@ def make_run(
     strategies: list[dict] | None = None,
     rank_by: str = "total_return",
 ) -> dict:
-    """Refresh synthetic candles, backtest every (pair, strategy) not in `failed`, then rank as the DAG does.
+    """Refresh synthetic candles, backtest every (pair, strategy) not in `failed` into the strategy's
+    folder, as the jobs do, then rank as the DAG does.
 
-    `strategies` ([{"name", "params"}]) replaces the plan's (sma_trend with `window`); `failed`
-    holds symbols (every strategy fails) or (symbol, strategy) pairs. Each strategy's grid runs as
-    the DAG's job would run it, into that strategy's results folder."""
+    The run's strategies: `strategies` (the DAG param, planned by `make_plan`) when given, else
+    sma_trend with `window`. `failed` holds symbols (every strategy fails) or (symbol, strategy) pairs."""
     as_of = datetime.fromisoformat(f"{date}T00:00:00+00:00")  # a run of date D is as of D 00:00
     run_id = run_id or f"manual__{as_of.isoformat()}"
-    params = {"pairs": pairs, "window": window, "lookback_days": lookback_days, "fee_bps": 10, "rank_by": rank_by}
-    params["holdout_days"] = holdout_days
+    params = {"pairs": pairs, "lookback_days": lookback_days, "fee_bps": 10, "holdout_days": holdout_days}
+    params.update({"window": window} if strategies is None else {"strategies": strategies}, rank_by=rank_by)
     plan = make_plan(params, data_url, layout.DAG_ID, run_id, as_of)
-    if strategies is not None:
-        plan = dataclasses.replace(plan, strategies=strategies)
-    grids = {item["name"]: grid_of(item["name"], item["params"]) for item in plan.strategies}
-    warmup_days = math.ceil(max(grid.warmup_bars() for grid in grids.values()) / 24) + 1
-    select_by = rank_by if rank_by in SELECT_METRICS else "total_return"
+    select_by = rank_by if rank_by in SELECT_METRICS else "total_return"  # as the jobs' --select-by
     failed_tasks = {}
     for symbol in pairs:
         refresh_pair(
-            symbol,
-            data_url,
-            until_ms=parse_time_ms(plan.end),
-            history_days=max(plan.history_days, lookback_days + warmup_days),
-            source="synthetic",
+            symbol, data_url, until_ms=parse_time_ms(plan.end), history_days=plan.history_days, source="synthetic"
         )
-        for name, grid in grids.items():
-            if symbol in failed or (symbol, name) in failed:
-                failed_tasks[(symbol, name)] = "backtest task failed"
+        for entry in plan.strategies:
+            if symbol in failed or (symbol, entry["name"]) in failed:
+                failed_tasks[(symbol, entry["name"])] = "backtest task failed"
                 continue
             spec = RunSpec(
                 symbol=symbol,
-                grid=grid,
+                grid=grid_of(entry),
                 fee_bps=plan.fee_bps,
                 start_ms=parse_time_ms(plan.start),
                 end_ms=parse_time_ms(plan.end),
@@ -106,7 +106,7 @@ def make_run(
                 select_by=select_by,
             )
             result, equity = backtest(spec)
-            write_result(layout.strategy_results_url(plan.results_url, name), result, equity)
+            write_result(layout.strategy_results_url(plan.results_url, entry["name"]), result, equity)
     settings = dataclasses.replace(load_settings(), data_url=data_url)
     ranked = tasks.rank(plan, failed_tasks, settings, run_id)  # what `rank` runs
     table = pd.read_parquet(ranked["leaderboard"])
