@@ -68,7 +68,7 @@ def assert_point_in_time(airflow: LiveAirflow, run: dict, pairs: list[str], conf
     assert (board["end"] == z(end)).all()
     lookback = conf.get("lookback_days", 365)
     for symbol in pairs:
-        result = json.loads((folder / f"{symbol}.json").read_text())
+        result = json.loads((folder / "strategy=sma_trend" / f"{symbol}.json").read_text())
         assert result["end"] == z(end) and result["last_bar"] == z(end - timedelta(hours=1))
         assert result["start"] == z(end - timedelta(days=lookback)) == result["first_bar"]
         assert result["bars"] == lookback * 24  # the whole window, not what the store happened to hold

@@ -628,7 +628,7 @@ def test_job_role_reads_candles_and_writes_results_only(aws, stack, iam_moto):
     store, prefix = stack.outputs["BucketName"], "prod/backtests"
     job = StoreUser(iam_moto, docs, [store, "another-bucket"])
     candle = f"{prefix}/candles/interval=1h/symbol=BTCUSDT/month=2026-09/part-0.parquet"
-    result = f"{prefix}/results/crypto_backtest_daily/date=2026-10-01/run=manual/BTCUSDT.json"
+    result = f"{prefix}/results/crypto_backtest_daily/date=2026-10-01/run=manual/strategy=sma_trend/BTCUSDT.json"
     lock = f"{prefix}/locks/candles-1h-BTCUSDT.lock"
 
     assert job.can("s3:GetObject", store, candle)

@@ -34,6 +34,7 @@ from backtest.params import DAY_MS, HOUR_MS, format_time_ms, parse_time_ms
 from backtest.strategy import MAX_COMBINATIONS, get, grid_of
 from backtest.synthetic import EPOCH_MS, synthetic_candles
 from tests.support import REPO, T0, backtest_process, reference_run, run_cli
+from tests.support.strategies import RANGE_POSITION
 
 GOLDEN = Path(__file__).parent / "golden" / "sma_trend"
 BUILTINS = ("sma_trend", "sma_cross", "ema_trend", "momentum", "donchian_breakout", "rsi_reversion")
@@ -556,38 +557,7 @@ def new_high(candles, lookback):
     return out
 '''
 
-CLASS_STYLE = '''
-"""A user's strategy as a class, vectorised over combinations: long while the close is in the top
-`1 - share` of the last `window` bars' range."""
-import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-
-from backtest.strategy import Param, Strategy, register
-
-
-@register
-class RangeTop(Strategy):
-    name = "range_top"
-    description = "long while the close is high in its recent range"
-    params = (
-        Param("window", "12", low=2, high=10_000, bars=True),
-        Param("share", 0.5, low=0.0, high=1.0, kind=float),
-    )
-
-    def warmup_bars(self, params):
-        return params["window"] - 1
-
-    def signals(self, candles, combos):
-        out = np.zeros((len(combos), len(candles)), dtype=bool)
-        for row, combo in enumerate(combos):
-            w = combo["window"]
-            if len(candles) < w:
-                continue
-            high = sliding_window_view(candles.high, w).max(axis=1)
-            low = sliding_window_view(candles.low, w).min(axis=1)
-            out[row, w - 1 :] = candles.close[w - 1 :] - low > combo["share"] * (high - low)
-        return out
-'''
+CLASS_STYLE = RANGE_POSITION  # a class, vectorised over combinations (tests/support/strategies.py)
 
 
 def ref_new_high(c: Candles, lookback: int) -> list[int]:
@@ -595,11 +565,11 @@ def ref_new_high(c: Candles, lookback: int) -> list[int]:
     return [int(t >= lookback and close[t] > max(close[t - lookback : t])) for t in range(len(close))]
 
 
-def ref_range_top(c: Candles, window: int, share: float) -> list[int]:
+def ref_range_position(c: Candles, window: int, level: float) -> list[int]:
     out = [0] * len(c)
     for t in range(window - 1, len(c)):
         high, low = max(c.high[t - window + 1 : t + 1].tolist()), min(c.low[t - window + 1 : t + 1].tolist())
-        out[t] = int(float(c.close[t]) - low > share * (high - low))
+        out[t] = int(float(c.close[t]) - low > level * (high - low))
     return out
 
 
@@ -618,12 +588,12 @@ def with_strategies(*folders: Path) -> dict[str, str]:
     "strategy_name, params, warmup, reference",
     [
         ("new_high", {"lookback": 24}, 24, ref_new_high),
-        ("range_top", {"window": 12, "share": 0.7}, 11, ref_range_top),
+        ("range_position", {"window": 12, "level": 0.7}, 11, ref_range_position),
     ],
 )
 def test_a_users_strategy_runs_through_the_cli(eth_file, tmp_path, strategy_name, params, warmup, reference):
     folder = write_modules(tmp_path / "mine", new_high=FUNCTION_STYLE)
-    other = write_modules(tmp_path / "more", range_top=CLASS_STYLE)  # a second folder on the path
+    other = write_modules(tmp_path / "more", range_position=CLASS_STYLE)  # a second folder on the path
     results = tmp_path / "results"
     proc = backtest_process(
         "run", "--symbol", "ETHUSDT", "--input", str(eth_file), "--start", "2017-01-10", "--strategy", strategy_name,
@@ -648,27 +618,27 @@ def test_a_users_strategy_runs_through_the_cli(eth_file, tmp_path, strategy_name
 
 
 def test_a_users_grid_and_list_strategies(eth_file, tmp_path):
-    folder = write_modules(tmp_path / "mine", new_high=FUNCTION_STYLE, range_top=CLASS_STYLE)
+    folder = write_modules(tmp_path / "mine", new_high=FUNCTION_STYLE, range_position=CLASS_STYLE)
     env = with_strategies(folder)
     proc = backtest_process(
-        "run", "--symbol", "ETHUSDT", "--input", str(eth_file), "--start", "2017-01-10", "--strategy", "range_top",
-        "--param", "window=6,1d", "--param", "share=0.25:0.75:0.25", env=env,
+        "run", "--symbol", "ETHUSDT", "--input", str(eth_file), "--start", "2017-01-10", "--strategy", "range_position",
+        "--param", "window=6,1d", "--param", "level=0.25:0.75:0.25", env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert [row["params"] for row in result["sweep"]] == [
-        {"window": w, "window_bars": bars, "share": share}
+        {"window": w, "window_bars": bars, "level": level}
         for w, bars in (("6", 6), ("1d", 24))
-        for share in (0.25, 0.5, 0.75)
+        for level in (0.25, 0.5, 0.75)
     ]
     listed = backtest_process("list-strategies", env=env)
     assert listed.returncode == 0, listed.stderr
     by_name = {item["name"]: item for item in json.loads(listed.stdout)}
-    assert set(BUILTINS) | {"new_high", "range_top"} <= set(by_name)
+    assert set(BUILTINS) | {"new_high", "range_position"} <= set(by_name)
     assert by_name["new_high"]["description"] == "long on a close above the last `lookback` closes"
-    assert by_name["range_top"]["params"] == [
-        {"name": "window", "type": "int", "bars": True, "default": "12"},
-        {"name": "share", "type": "float", "bars": False, "default": 0.5},
+    assert by_name["range_position"]["params"] == [
+        {"name": "window", "type": "int", "bars": True, "default": "2d"},
+        {"name": "level", "type": "float", "bars": False, "default": 0.5},
     ]
 
 
@@ -693,7 +663,7 @@ def test_two_strategies_of_one_name_exit_2(tmp_path):
     folder = write_modules(tmp_path / "mine", a_twin=twin, b_twin=twin)
     line = _one_error_line(backtest_process("list-strategies", env=with_strategies(folder)))
     assert line.startswith("error: two strategies are named 'twin'") and "a_twin.py" in line and "b_twin.py" in line
-    builtin_name = CLASS_STYLE.replace('"range_top"', '"sma_trend"')
+    builtin_name = CLASS_STYLE.replace('"range_position"', '"sma_trend"')
     folder = write_modules(tmp_path / "clash", clash=builtin_name)
     line = _one_error_line(backtest_process("list-strategies", env=with_strategies(folder)))
     assert line.startswith("error: two strategies are named 'sma_trend'") and "builtins.py" in line
@@ -707,7 +677,7 @@ def test_a_missing_strategy_folder_exits_2(tmp_path):
 def test_a_long_lived_process_loads_again_once_a_broken_module_is_fixed(tmp_path):
     """As in a process that lists the strategies again and again (the DAG's parser): after a failed
     load, the modules that did import are imported again, which is no clash of names."""
-    folder = write_modules(tmp_path / "mine", new_high=FUNCTION_STYLE, range_top=CLASS_STYLE, zz_broken="1 / 0\n")
+    folder = write_modules(tmp_path / "mine", new_high=FUNCTION_STYLE, range_position=CLASS_STYLE, zz_broken="1 / 0\n")
     script = textwrap.dedent(f"""
         from pathlib import Path
         from backtest import strategy
@@ -724,4 +694,6 @@ def test_a_long_lived_process_loads_again_once_a_broken_module_is_fixed(tmp_path
     assert proc.returncode == 0, proc.stderr
     first, second = proc.stdout.splitlines()
     assert first.startswith("first: strategy module") and "ZeroDivisionError" in first
-    assert second == f"second: {sorted([*BUILTINS, 'new_high', 'range_top'])}"
+    listed = backtest_process("list-strategies")  # the project's own strategies, without the user folder
+    project = [item["name"] for item in json.loads(listed.stdout)]
+    assert second == f"second: {sorted([*project, 'new_high', 'range_position'])}"
