@@ -238,13 +238,17 @@ def efficiency_chart(ranked: pd.DataFrame, several: bool = False) -> Markup:
         ax.text(0, i, " n/a", va="center", fontsize=8, color="#666")
     ax.axvline(0, color="#444", linewidth=0.7)
     ax.axvline(1, color=BUY_HOLD_COLOR, linewidth=0.9, linestyle="--")
+    if defined.any() and np.abs(values[defined]).max() > 10:  # a fold with a tiny in-sample cagr: keep 0..1 readable
+        ax.set_xscale("symlog", linthresh=1)
     ax.set_yticks(y, labels, fontsize=9 if n <= 30 else 7)
     ax.set_ylim(n - 0.5, -0.5)  # every row, rank 1 at the top (also the n/a ones, which have no bar)
     ax.grid(True, axis="x", color="#e3e6eb", linewidth=0.6)
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_axisbelow(True)
-    title = "Walk-forward efficiency (out-of-sample cagr / in-sample cagr, the folds' mean), in rank order"
-    ax.set_title(title, loc="left", fontsize=11)
+    if ax.get_xscale() == "symlog":
+        ax.set_xlabel("efficiency (symmetric log scale, linear from -1 to 1)", fontsize=9)
+    what = "(pair, strategy)" if several else "pair"
+    ax.set_title(f"Walk-forward efficiency by {what}, in rank order", loc="left", fontsize=11)
     return figure_svg(fig, "efficiency", "Walk-forward efficiency of every ranked pair")
 
 

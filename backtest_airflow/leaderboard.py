@@ -481,7 +481,8 @@ def _percent(value) -> str:
 
 def title(plan: RunPlan, table: pd.DataFrame) -> str:
     """The leaderboard's title (also the report's), flagged when the candles were synthetic."""
-    text = f"Leaderboard {plan.start} to {plan.end} ({strategies_text(plan.strategies)}, by {plan.rank_by})"
+    walk = f", walk-forward {plan.walk_forward}" if plan.walk_forward else ""
+    text = f"Leaderboard {plan.start} to {plan.end} ({strategies_text(plan.strategies)}{walk}, by {plan.metric})"
     if table["synthetic"].eq(True).any():  # all-NaN (float) when every pair failed: no fillna(False)
         text += " - SYNTHETIC DATA"
     return text

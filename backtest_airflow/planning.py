@@ -95,7 +95,14 @@ class RunPlan:
     @property
     def metric(self) -> str:
         """The leaderboard's ranking column: `rank_by`, on the out-of-sample figures when ranked on them."""
-        return f"oos_{self.rank_by}" if self.rank_on == "out_of_sample" else self.rank_by
+        return ranking_column(self.rank_by, self.rank_on, self.walk_forward)
+
+
+def ranking_column(rank_by: str, rank_on: str | None, walk_forward: str | None = None) -> str:
+    """The leaderboard column a run ranks by: `oos_<rank_by>` when it ranks on out-of-sample figures
+    (`rank_on` out_of_sample, or any walk-forward: its stitched test windows), else `rank_by`.
+    From a plan's fields or a run's params as given (where rank_on may still say in_sample)."""
+    return f"oos_{rank_by}" if rank_on == "out_of_sample" or walk_forward else rank_by
 
 
 def _whole(value, name: str, low: int, high: int, problems: list[str]) -> int:

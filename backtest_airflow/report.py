@@ -54,7 +54,7 @@ import pandas as pd
 from backtest.job import LOWER_IS_BETTER
 from backtest.params import parse_time_ms
 from backtest.storage import read_bytes, resolve, write_bytes_atomic
-from backtest_airflow import charts, layout, leaderboard
+from backtest_airflow import charts, layout, leaderboard, planning
 from backtest_airflow.formatting import (
     best_rows,
     format_value,
@@ -160,7 +160,7 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
 def _rank_metric(run_info: dict) -> str:
     """The leaderboard's ranking column (as `planning.RunPlan.metric`, from the plan's fields)."""
     rank_by = str(run_info.get("rank_by") or "total_return")
-    return f"oos_{rank_by}" if run_info.get("rank_on") == "out_of_sample" else rank_by
+    return planning.ranking_column(rank_by, run_info.get("rank_on"), run_info.get("walk_forward"))
 
 
 def _lower_is_better(metric: str) -> bool:

@@ -358,6 +358,9 @@ def test_walk_forward_ranks_on_the_stitched_figures_beside_the_folds_in_sample_o
     assert first["symbol"] == top["symbol"] and float(first["oos_sharpe"]) == round(top["oos_sharpe"], 2)
     assert first["wf_is_cagr"] == f"{top['wf_is_cagr']:.2%}" and first["wf_folds"] == "3"
     assert "Walk-forward: ranked on the stitched out-of-sample figures" in markdown
+    assert (
+        "(sma_trend window=1d; sma_cross fast=6h:18h:6h slow=12h:2d:12h, walk-forward 8d:4d, by oos_sharpe)" in markdown
+    )
 
 
 def test_without_a_walk_forward_its_columns_are_empty(mixed):
