@@ -28,7 +28,7 @@ import pandas as pd
 
 from backtest.storage import read_bytes, resolve
 from backtest_airflow import layout
-from backtest_airflow.planning import as_of
+from backtest_airflow.planning import as_of, ranking_column
 from backtest_airflow.settings import Settings, load_settings
 from backtest_airflow.tasks import task_states
 
@@ -90,7 +90,7 @@ def success_message(
     else:
         params = context.get("params") or {}
         metric = params.get("rank_by", "total_return")
-        column = f"oos_{metric}" if params.get("rank_on") == "out_of_sample" else metric
+        column = ranking_column(metric, params.get("rank_on"), params.get("walk_forward"))
         ranked = board[board["rank"].notna()].sort_values("rank")
         lines.append(f"Top {min(TOP_N, len(ranked))} of {len(ranked)} by {column}:")
         for row in ranked.head(TOP_N).to_dict("records"):

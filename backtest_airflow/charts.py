@@ -6,7 +6,8 @@ folder, buy-and-hold (close / first close) from the candle store. Only the top a
 pairs; hourly curves are thinned to `MAX_PLOT_POINTS` per line. A grid over two parameters gets
 a heatmap of the metric its best combination was chosen by, for the strategy's top
 `HEATMAP_PAIRS` pairs (from the run's grid file); several strategies get a comparison of the
-ranking metric's spread across pairs.
+ranking metric's spread across pairs. A walk-forward's equity file is its stitched out-of-sample
+curve: its chart marks the folds' boundaries, and the run gets a chart of each row's efficiency.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ MAX_TICKS = 16  # per heatmap axis
 MAX_PLOT_POINTS = 800  # per line; hourly curves are thinned to this (drawdowns keep their peaks)
 STRATEGY_COLOR = "#1f5fbf"
 BUY_HOLD_COLOR = "#9a9a9a"
+FOLD_COLOR = "#c2571a"  # a walk-forward's fold boundaries
+NEGATIVE_COLOR = "#c0392b"
 
 
 # -- data for the charts ----------------------------------------------------------------------
@@ -127,8 +130,20 @@ def figure_svg(fig, salt: str, label: str) -> Markup:
     return Markup('<svg role="img" aria-label="{}"').format(label) + Markup(body)
 
 
-def pair_chart(symbol: str, row: dict, times: np.ndarray, equity: np.ndarray, buy_hold: np.ndarray | None) -> Markup:
-    """Equity vs buy-and-hold (top) and their drawdowns (bottom) for one pair, as SVG."""
+def pair_chart(
+    symbol: str,
+    row: dict,
+    times: np.ndarray,
+    equity: np.ndarray,
+    buy_hold: np.ndarray | None,
+    prefix: str = "",
+    boundaries: list[np.datetime64] | None = None,
+) -> Markup:
+    """Equity vs buy-and-hold (top) and their drawdowns (bottom) for one pair, as SVG.
+
+    `prefix` "oos_": the curve is a walk-forward's stitched out-of-sample one, titled with the
+    row's `oos_*` figures; `boundaries`: where its folds' test windows start (dashed vertical
+    lines on both panels; on the top one the SVG group of line k is `fold-boundary-<k>`, k from 1)."""
     _, Figure = _mpl()
     import matplotlib.dates as mdates
     from matplotlib.ticker import PercentFormatter
@@ -137,13 +152,21 @@ def pair_chart(symbol: str, row: dict, times: np.ndarray, equity: np.ndarray, bu
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.3, 1])
     index = thin_index(len(times))
     x = times[index]
-    top.plot(x, equity[index], color=STRATEGY_COLOR, linewidth=1.3, label="strategy")
+    name = "walk-forward, out of sample" if prefix == "oos_" else "strategy"
+    (line,) = top.plot(x, equity[index], color=STRATEGY_COLOR, linewidth=1.3, label=name)
+    line.set_gid("equity-curve")
     dd = drawdown(equity)
     bottom.fill_between(x, -bucket_max(dd, index), 0, color=STRATEGY_COLOR, alpha=0.35, linewidth=0, label="strategy")
     if buy_hold is not None:
         top.plot(x, buy_hold[index], color=BUY_HOLD_COLOR, linewidth=1.1, label="buy & hold")
         bottom.plot(x, -bucket_max(drawdown(buy_hold), index), color=BUY_HOLD_COLOR, linewidth=0.9, label="buy & hold")
     top.axhline(1.0, color="#444", linewidth=0.6, linestyle=":")
+    for k, boundary in enumerate(boundaries or (), start=1):
+        line = top.axvline(
+            boundary, color=FOLD_COLOR, linewidth=0.8, linestyle="--", label="fold start" if k == 1 else None
+        )
+        line.set_gid(f"fold-boundary-{k}")
+        bottom.axvline(boundary, color=FOLD_COLOR, linewidth=0.8, linestyle="--")
     top.set_ylabel("growth of 1")
     top.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none", fontsize=9)
     bottom.set_ylabel("drawdown")
@@ -156,28 +179,30 @@ def pair_chart(symbol: str, row: dict, times: np.ndarray, equity: np.ndarray, bu
         ax.spines[["top", "right"]].set_visible(False)
         ax.margins(x=0)
     rank = format_value("rank", row.get("rank"))
-    title = f"#{rank} {symbol}: strategy {format_value('total_return', row.get('total_return'))}"
-    title += f", buy & hold {format_value('buy_hold_return', row.get('buy_hold_return'))}"
-    title += f", max drawdown {format_value('max_drawdown', row.get('max_drawdown'))}"
+    what, dd = ("out of sample", "max DD") if prefix == "oos_" else ("strategy", "max drawdown")
+    title = f"#{rank} {symbol}: {what} {format_value('total_return', row.get(prefix + 'total_return'))}"
+    title += f", buy & hold {format_value('buy_hold_return', row.get(prefix + 'buy_hold_return'))}"
+    title += f", {dd} {format_value('max_drawdown', row.get(prefix + 'max_drawdown'))}"
     top.set_title(title, loc="left", fontsize=11)
     return figure_svg(fig, f"pair-{symbol}", f"Equity and drawdown of {symbol} against buy and hold")
 
 
-def returns_chart(ranked: pd.DataFrame, several: bool = False) -> Markup:
-    """Total return of every ranked row beside its buy-and-hold return (horizontal bars), as SVG."""
+def returns_chart(ranked: pd.DataFrame, several: bool = False, prefix: str = "") -> Markup:
+    """Total return of every ranked row beside its buy-and-hold return (horizontal bars), as SVG
+    (`prefix` "oos_": the out-of-sample figures)."""
     _, Figure = _mpl()
     from matplotlib.ticker import PercentFormatter
 
     strategies = ranked["strategy"] if "strategy" in ranked else [None] * len(ranked)
     symbols = [row_label(s, k, several) for s, k in zip(ranked["symbol"], strategies, strict=True)]
     n = len(symbols)
-    strategy = pd.to_numeric(ranked["total_return"], errors="coerce").fillna(0.0).to_numpy()
-    buy_hold = pd.to_numeric(ranked["buy_hold_return"], errors="coerce").fillna(0.0).to_numpy()
+    strategy = pd.to_numeric(ranked[prefix + "total_return"], errors="coerce").fillna(0.0).to_numpy()
+    buy_hold = pd.to_numeric(ranked[prefix + "buy_hold_return"], errors="coerce").fillna(0.0).to_numpy()
     fig = Figure(figsize=(8.6, 1.3 + 0.32 * n), layout="constrained")
     ax = fig.subplots()
     y = np.arange(n)
     height = 0.4
-    ax.barh(y - height / 2, strategy, height, color=STRATEGY_COLOR, label="strategy (total_return)")
+    ax.barh(y - height / 2, strategy, height, color=STRATEGY_COLOR, label=f"strategy ({prefix}total_return)")
     ax.barh(y + height / 2, buy_hold, height, color=BUY_HOLD_COLOR, label="buy & hold")
     ax.set_yticks(y, symbols, fontsize=9 if n <= 30 else 7)
     ax.invert_yaxis()  # rank 1 at the top
@@ -189,8 +214,42 @@ def returns_chart(ranked: pd.DataFrame, several: bool = False) -> Markup:
     ax.margins(y=0.5 / max(n, 1))
     ax.tick_params(axis="x", labeltop=n > 20)  # a tall chart: the scale at both ends
     fig.legend(loc="outside upper right", ncols=2, frameon=False, fontsize=9)
-    ax.set_title(f"Total return by {'(pair, strategy)' if several else 'pair'}, in rank order", loc="left", fontsize=11)
+    what = "Out-of-sample total return" if prefix == "oos_" else "Total return"
+    ax.set_title(f"{what} by {'(pair, strategy)' if several else 'pair'}, in rank order", loc="left", fontsize=11)
     return figure_svg(fig, "returns", "Total return of every ranked pair beside buy and hold")
+
+
+def efficiency_chart(ranked: pd.DataFrame, several: bool = False) -> Markup:
+    """Each ranked row's walk-forward efficiency (`wf_efficiency`, horizontal bars in rank order),
+    with 0 and 1 marked; a row without one is labelled n/a. As SVG."""
+    _, Figure = _mpl()
+
+    strategies = ranked["strategy"] if "strategy" in ranked else [None] * len(ranked)
+    labels = [row_label(s, k, several) for s, k in zip(ranked["symbol"], strategies, strict=True)]
+    values = pd.to_numeric(ranked["wf_efficiency"], errors="coerce").to_numpy(dtype=float)
+    n = len(labels)
+    fig = Figure(figsize=(8.6, 1.3 + 0.3 * n), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)
+    defined = np.isfinite(values)
+    colors = [STRATEGY_COLOR if v >= 0 else NEGATIVE_COLOR for v in np.where(defined, values, 0.0)]
+    ax.barh(y[defined], values[defined], 0.6, color=[c for c, d in zip(colors, defined, strict=True) if d])
+    for i in y[~defined]:
+        ax.text(0, i, " n/a", va="center", fontsize=8, color="#666")
+    ax.axvline(0, color="#444", linewidth=0.7)
+    ax.axvline(1, color=BUY_HOLD_COLOR, linewidth=0.9, linestyle="--")
+    if defined.any() and np.abs(values[defined]).max() > 10:  # a fold with a tiny in-sample cagr: keep 0..1 readable
+        ax.set_xscale("symlog", linthresh=1)
+    ax.set_yticks(y, labels, fontsize=9 if n <= 30 else 7)
+    ax.set_ylim(n - 0.5, -0.5)  # every row, rank 1 at the top (also the n/a ones, which have no bar)
+    ax.grid(True, axis="x", color="#e3e6eb", linewidth=0.6)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_axisbelow(True)
+    if ax.get_xscale() == "symlog":
+        ax.set_xlabel("efficiency (symmetric log scale, linear from -1 to 1)", fontsize=9)
+    what = "(pair, strategy)" if several else "pair"
+    ax.set_title(f"Walk-forward efficiency by {what}, in rank order", loc="left", fontsize=11)
+    return figure_svg(fig, "efficiency", "Walk-forward efficiency of every ranked pair")
 
 
 # -- grids and strategies ----------------------------------------------------------------------

@@ -41,12 +41,13 @@ def run_demo(
     window: str | None = None,
     lookback_days: int | None = None,
     strategies: list[dict] | None = None,
+    walk_forward: str | None = None,
 ) -> tuple[DagRun, Path, float]:
     """One run of the daily DAG under dag.test() in this process, with the environment's settings
     (AIRFLOW_HOME, BACKTEST_DATA_URL, ...): (the DAG run, its results folder, seconds dag.test took).
 
     Migrates the metadata DB first; `pairs` > 0 backtests that many synthetic pairs instead of the
-    configured list; `window`, `lookback_days` and `strategies` override those params."""
+    configured list; `window`, `lookback_days`, `strategies` and `walk_forward` override those params."""
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
@@ -65,6 +66,8 @@ def run_demo(
         conf["lookback_days"] = lookback_days
     if strategies:
         conf["strategies"] = strategies
+    if walk_forward:
+        conf["walk_forward"] = walk_forward
     quiet_third_party_warnings()  # after Airflow's imports, which install filters of their own
     began = time.perf_counter()
     logical_date = datetime.fromisoformat(date + "T00:00:00+00:00")
@@ -84,9 +87,12 @@ def main() -> int:
         type=json.loads,
         help='override the strategies param, as JSON: \'[{"name": "sma_cross", "params": {"fast": "1d,2d"}}]\'',
     )
+    parser.add_argument("--walk-forward", help="set the walk_forward param, e.g. 60d:20d or 60d:20d:anchored")
     args = parser.parse_args()
     try:
-        dag_run, folder, elapsed = run_demo(args.date, args.pairs, args.window, args.lookback_days, args.strategies)
+        dag_run, folder, elapsed = run_demo(
+            args.date, args.pairs, args.window, args.lookback_days, args.strategies, args.walk_forward
+        )
     except DagImportError as error:
         print(error, file=sys.stderr)
         return 1

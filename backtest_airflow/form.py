@@ -59,8 +59,20 @@ def params() -> dict[str, Param]:
             minimum=0,
             description="Keep the last N days of the window out of sample: the best window is chosen before them.",
         ),
+        "walk_forward": Param(
+            "",
+            type="string",
+            description=(
+                "Walk-forward analysis, empty for none: TRAIN:TEST such as 180d:30d (rolling) or 180d:30d:anchored. "
+                "Each fold chooses every strategy's best combination on its TRAIN window and trades it on the TEST "
+                "window after it; the run ranks on the stitched test windows (rank_on is then out_of_sample). "
+                "lookback_days must be longer than TRAIN; not with holdout_days."
+            ),
+        ),
         "rank_on": Param(
-            "in_sample", enum=list(planning.RANK_ON), description="Rank on in-sample or out-of-sample figures."
+            "in_sample",
+            enum=list(planning.RANK_ON),
+            description="Rank on in-sample or out-of-sample figures (a hold-out's; with walk_forward always out-of-sample).",
         ),
         "pairs_per_job": Param(
             0,

@@ -21,6 +21,7 @@ LEADERBOARD_MD = "leaderboard.md"
 SUMMARY_JSON = "summary.json"
 GRID_PARQUET = "grid.parquet"  # every (pair, strategy, combination) row of a run
 GRID_PARAM_PREFIX = "param_"  # its parameter columns: param_<key of the result's params>, e.g. param_fast_bars
+WF_IS_PREFIX = "wf_is_"  # the leaderboard's walk-forward in-sample columns: wf_is_<metric>, the folds' mean
 REPORT_HTML = "report.html"
 RANK_FILES = (LEADERBOARD_PARQUET, LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_HTML)  # what a finished run shows
 # `date=` and `run=` folder names, as the UI checks them before they reach a storage key.

@@ -8,7 +8,11 @@ in-sample figures when there is a hold-out).
 The leaderboard has one row per (pair, strategy): its chosen combination (`params`, e.g.
 `fast=1d slow=5d`) and that combination's figures; hold-out figures are in the `oos_*` columns.
 Rows are ranked by the run's metric (descending, except `max_drawdown`, where smaller is better;
-undefined values last), on in-sample or out-of-sample figures (`rank_on`). A (pair, strategy)
+undefined values last), on in-sample or out-of-sample figures (`rank_on`).
+
+With a walk-forward, `params` and the plain metric columns are still the whole window's grid (the
+best combination chosen with hindsight), `oos_*` are the stitched out-of-sample figures (what the
+run ranks on), and the `wf_*` columns say how the folds went (`WF_COLUMNS`, see `walk_forward_columns`). A (pair, strategy)
 that failed (no result: the job said why in `{symbol}.error.json`, or its task failed) follows,
 unranked, with its status. A result whose last candle is more than `STALE_HOURS` older than the
 window's end is `stale`: it did not see the whole window (did its refresh fail?), so it is not
@@ -47,11 +51,23 @@ from backtest.metrics import METRIC_NAMES
 from backtest.params import HOUR_MS, parse_time_ms
 from backtest.storage import Location, list_dir, read_bytes, resolve, write_bytes_atomic
 from backtest_airflow import layout
+from backtest_airflow.formatting import PERCENT_COLUMNS, RATIO_COLUMNS
+from backtest_airflow.layout import WF_IS_PREFIX
 from backtest_airflow.planning import RunPlan
 
 STALE_HOURS = 6
 FARGATE_MINIMUM_SECONDS = 60
 OOS_COLUMNS = tuple(f"oos_{name}" for name in METRIC_NAMES)
+# A walk-forward's columns (null without one): see `walk_forward_columns`.
+WF_COLUMNS = (
+    "wf_folds",
+    "wf_efficiency",
+    "wf_efficiency_folds",
+    "wf_param_changes",
+    "wf_param_change_share",
+    "wf_last_params",
+    *(WF_IS_PREFIX + name for name in METRIC_NAMES),
+)
 GRID_ROW_GROUP_ROWS = 131_072  # rows buffered before the grid file gets a row group
 COLUMNS = (
     "rank",
@@ -63,6 +79,7 @@ COLUMNS = (
     *METRIC_NAMES,
     "excess_return",
     *OOS_COLUMNS,
+    *WF_COLUMNS,
     "combinations",
     "skipped",
     "select_by",
@@ -128,6 +145,29 @@ def _excess(row: dict) -> float | None:
     return None if total is None or buy_hold is None else total - buy_hold
 
 
+def walk_forward_columns(walk: dict) -> dict:
+    """The `wf_*` leaderboard columns of a result's `walk_forward` object (README, "Walk-forward").
+
+    `wf_folds`; `wf_efficiency` and `wf_efficiency_folds` (the folds it averages), `wf_param_changes`
+    and `wf_param_change_share` as the job reports them; `wf_last_params`, the last fold's chosen
+    combination; and per metric `wf_is_<metric>`, the mean over the folds of the chosen
+    combination's figure on its training window (the folds where it is defined; null if none),
+    to set beside the stitched `oos_<metric>`."""
+    folds = walk["folds"]
+    columns = {
+        "wf_folds": len(folds),
+        "wf_efficiency": walk.get("efficiency"),
+        "wf_efficiency_folds": walk.get("efficiency_folds"),
+        "wf_param_changes": walk.get("param_changes"),
+        "wf_param_change_share": walk.get("param_change_share"),
+        "wf_last_params": params_text(folds[-1]["params"]) if folds else None,
+    }
+    for name in METRIC_NAMES:
+        values = [fold["in_sample"][name] for fold in folds if fold["in_sample"].get(name) is not None]
+        columns[WF_IS_PREFIX + name] = math.fsum(values) / len(values) if values else None
+    return columns
+
+
 def _row(symbol: str, strategy: str, result: dict, status: str) -> dict:
     """The leaderboard row of one (pair, strategy) result: its chosen combination."""
     rows, best = combinations(result)
@@ -140,6 +180,7 @@ def _row(symbol: str, strategy: str, result: dict, status: str) -> dict:
         "best": True,
         **{name: result.get(name) for name in METRIC_NAMES},
         **{f"oos_{name}": value for name, value in (result.get("oos") or {}).items()},
+        **(walk_forward_columns(result["walk_forward"]) if result.get("walk_forward") else {}),
         "combinations": len(rows),
         "skipped": grid.get("skipped", 0),
         "select_by": grid.get("select_by"),
@@ -362,7 +403,8 @@ def build(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], grid: bool = 
     failed = table[~ok].sort_values(["symbol", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c)
     parts = [part for part in (ranked, failed) if len(part)]
     board = pd.concat(parts, ignore_index=True) if parts else ranked
-    return board.reindex(columns=list(COLUMNS)).astype({"rank": "Int64", "combinations": "Int64", "skipped": "Int64"})
+    integers = ("rank", "combinations", "skipped", "wf_folds", "wf_efficiency_folds", "wf_param_changes")
+    return board.reindex(columns=list(COLUMNS)).astype(dict.fromkeys(integers, "Int64"))
 
 
 def grid_shape(results_url: str) -> tuple[int, list[str]] | None:
@@ -439,7 +481,8 @@ def _percent(value) -> str:
 
 def title(plan: RunPlan, table: pd.DataFrame) -> str:
     """The leaderboard's title (also the report's), flagged when the candles were synthetic."""
-    text = f"Leaderboard {plan.start} to {plan.end} ({strategies_text(plan.strategies)}, by {plan.rank_by})"
+    walk = f", walk-forward {plan.walk_forward}" if plan.walk_forward else ""
+    text = f"Leaderboard {plan.start} to {plan.end} ({strategies_text(plan.strategies)}{walk}, by {plan.metric})"
     if table["synthetic"].eq(True).any():  # all-NaN (float) when every pair failed: no fillna(False)
         text += " - SYNTHETIC DATA"
     return text
@@ -450,21 +493,52 @@ def has_grid(table: pd.DataFrame) -> bool:
     return "combinations" in table and bool((pd.to_numeric(table["combinations"], errors="coerce") > 1).any())
 
 
-def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None) -> str:
+def has_walk_forward(table: pd.DataFrame) -> bool:
+    """Whether any row of a leaderboard (of this module) comes from a walk-forward."""
+    return "wf_folds" in table and bool(table["wf_folds"].notna().any())
+
+
+def walk_forward_shown(rank_by: str | None) -> list[str]:
+    """A walk-forward's columns the leaderboard's Markdown shows beside the stitched figures: the
+    ranking metric out of sample and the folds' mean in sample, cagr both ways (annualised, so
+    comparable across the windows' lengths), the efficiency and the parameter changes."""
+    shown = ["oos_total_return"]
+    for metric in dict.fromkeys([rank_by or "total_return", "cagr"]):
+        shown += [f"oos_{metric}", WF_IS_PREFIX + metric]
+    return [*dict.fromkeys(shown), "wf_efficiency", "wf_param_changes", "wf_folds"]
+
+
+def _ratio(value) -> str:
+    return "" if pd.isna(value) else f"{value:.2f}"
+
+
+def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None, rank_by: str | None = None) -> str:
+    """The leaderboard as Markdown (best rows; `rank_by`, the run's ranking metric, for a walk-forward's columns)."""
     best = table[table["best"]]
     grid = has_grid(best)
+    walk = has_walk_forward(best)
     shown = ["rank", "symbol", "strategy", "status"] + (["params"] if grid or best["params"].nunique() > 1 else [])
     shown += ["total_return", "buy_hold_return", "sharpe", "max_drawdown", "trades"]
-    shown += ["oos_total_return", "oos_sharpe"] if best["oos_total_return"].notna().any() else []
+    if walk:
+        shown += walk_forward_shown(rank_by)
+    elif best["oos_total_return"].notna().any():
+        shown += ["oos_total_return", "oos_sharpe"]
     view = best[shown].copy()
-    for column in ("total_return", "buy_hold_return", "max_drawdown", "oos_total_return"):
-        if column in view:
+    for column in view.columns:
+        base = column.removeprefix("oos_").removeprefix(WF_IS_PREFIX)
+        if base in RATIO_COLUMNS or column == "wf_efficiency":
+            view[column] = view[column].map(_ratio)
+        elif base in PERCENT_COLUMNS:
             view[column] = view[column].map(_percent)
-    for column in ("sharpe", "oos_sharpe"):
-        if column in view:
-            view[column] = view[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     view = view.astype(object).where(view.notna(), "")
     text = f"# {title}\n\n" + view.to_markdown(index=False) + "\n"
+    if walk:
+        text += (
+            "\nWalk-forward: ranked on the stitched out-of-sample figures (`oos_*`, the folds' test windows); "
+            f"`{WF_IS_PREFIX}*` are the folds' mean in-sample figures of their chosen combinations, `wf_efficiency` "
+            "the mean of out-of-sample cagr / in-sample cagr over the folds; the other columns and `params` are "
+            "the whole window's best combination, chosen with hindsight.\n"
+        )
     if grid:
         rows = int(pd.to_numeric(best["combinations"], errors="coerce").fillna(0).sum())
         by = ", ".join(sorted({str(v) for v in best["select_by"].dropna()}))
@@ -475,7 +549,9 @@ def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None) -> st
     return text
 
 
-def write(table: pd.DataFrame, results_url: str, title: str, cost: dict | None = None) -> dict[str, str]:
+def write(
+    table: pd.DataFrame, results_url: str, title: str, cost: dict | None = None, rank_by: str | None = None
+) -> dict[str, str]:
     """Write the leaderboard files (and the cost summary) atomically; returns their URLs by name.
 
     The grid file is written by `build`, which reads the results it comes from."""
@@ -485,7 +561,7 @@ def write(table: pd.DataFrame, results_url: str, title: str, cost: dict | None =
     contents = {
         layout.LEADERBOARD_PARQUET: parquet.getvalue(),
         layout.LEADERBOARD_CSV: table.to_csv(index=False).encode(),
-        layout.LEADERBOARD_MD: to_markdown(table, title, cost).encode(),
+        layout.LEADERBOARD_MD: to_markdown(table, title, cost, rank_by).encode(),
     }
     if cost:
         contents[layout.SUMMARY_JSON] = json.dumps({"title": title, "cost": cost}, indent=1).encode()

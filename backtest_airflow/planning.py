@@ -15,7 +15,12 @@ run (Batch allows 50 a second), each job paying one Fargate start-up instead of 
 strategies, 13 chunks of 77 pairs and 39 jobs.
 
 Every strategy parameter rule (names, bounds, durations, ranges, rejected combinations, grid
-size) is `backtest.strategy`'s: `make_plan` asks it and reports every problem in one message.
+size) is `backtest.strategy`'s, and the walk-forward's (`TRAIN:TEST[:anchored]`) is
+`backtest.walkforward`'s: `make_plan` asks them and reports every problem in one message.
+
+With `walk_forward` set, every job runs the walk-forward (`--walk-forward`, choosing by
+`--select-by` in each fold) and the run ranks on its stitched out-of-sample figures: `rank_on` is
+`out_of_sample` whatever the param says (the test windows are the run's out-of-sample part).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from backtest import strategy
 from backtest.builtins import SmaTrend
 from backtest.errors import InputError
 from backtest.job import SELECT_METRICS
-from backtest.params import SYMBOL_PATTERN, format_time, parse_fee_bps
+from backtest.params import SYMBOL_PATTERN, format_time, parse_fee_bps, window_label
+from backtest.walkforward import parse_walk_forward
 from backtest_airflow import layout
 
 # What a leaderboard can rank by: what a sweep can select by, and buy-and-hold (same for every window).
@@ -54,6 +60,7 @@ PARAM_KEYS = (
     "rank_by",
     "allow_failed_pairs",
     "holdout_days",
+    "walk_forward",
     "rank_on",
     "pairs_per_job",
 )
@@ -71,6 +78,7 @@ class RunPlan:
     fee_bps: float
     lookback_days: int
     holdout_days: int
+    walk_forward: str  # "" (off), or TRAIN:TEST[:anchored] as the jobs' --walk-forward takes it (e.g. 60d:20d)
     rank_by: str
     rank_on: str
     allow_failed_pairs: bool
@@ -87,7 +95,14 @@ class RunPlan:
     @property
     def metric(self) -> str:
         """The leaderboard's ranking column: `rank_by`, on the out-of-sample figures when ranked on them."""
-        return f"oos_{self.rank_by}" if self.rank_on == "out_of_sample" else self.rank_by
+        return ranking_column(self.rank_by, self.rank_on, self.walk_forward)
+
+
+def ranking_column(rank_by: str, rank_on: str | None, walk_forward: str | None = None) -> str:
+    """The leaderboard column a run ranks by: `oos_<rank_by>` when it ranks on out-of-sample figures
+    (`rank_on` out_of_sample, or any walk-forward: its stitched test windows), else `rank_by`.
+    From a plan's fields or a run's params as given (where rank_on may still say in_sample)."""
+    return f"oos_{rank_by}" if rank_on == "out_of_sample" or walk_forward else rank_by
 
 
 def _whole(value, name: str, low: int, high: int, problems: list[str]) -> int:
@@ -135,7 +150,9 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
         fee = parse_fee_bps(params.get("fee_bps", 10))
     except InputError as exc:
         problems.append(str(exc))
+    known = len(problems)
     lookback = _whole(params.get("lookback_days", 365), "lookback_days", 1, MAX_LOOKBACK_DAYS, problems)
+    lookback_valid = len(problems) == known
     holdout = _whole(params.get("holdout_days", 0), "holdout_days", 0, MAX_LOOKBACK_DAYS, problems)
     if holdout and holdout >= lookback:
         problems.append(f"holdout_days ({holdout}) must be shorter than lookback_days ({lookback})")
@@ -143,11 +160,12 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
     rank_by = params.get("rank_by", "total_return")
     if rank_by not in RANK_METRICS:
         problems.append(f"invalid rank_by {rank_by!r}: one of {', '.join(RANK_METRICS)}")
+    walk_forward = _walk_forward(params.get("walk_forward"), lookback if lookback_valid else None, holdout, problems)
     rank_on = params.get("rank_on", "in_sample")
     if rank_on not in RANK_ON:
         problems.append(f"invalid rank_on {rank_on!r}: one of {', '.join(RANK_ON)}")
-    elif rank_on == "out_of_sample" and not holdout:
-        problems.append("rank_on out_of_sample needs holdout_days > 0")
+    elif rank_on == "out_of_sample" and not holdout and walk_forward is None:
+        problems.append("rank_on out_of_sample needs holdout_days > 0 or a walk_forward")
     if problems:
         raise InputError("; ".join(problems))
 
@@ -165,14 +183,45 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
         fee_bps=fee,
         lookback_days=lookback,
         holdout_days=holdout,
+        walk_forward=walk_forward or "",
         rank_by=rank_by,
-        rank_on=rank_on,
+        rank_on="out_of_sample" if walk_forward else rank_on,  # the stitched test windows: see the module docstring
         allow_failed_pairs=bool(params.get("allow_failed_pairs")),
         start=_iso(start),
         end=_iso(end),
         results_url=results_url,
         history_days=lookback + math.ceil(warmup / 24) + 1,
     )
+
+
+def _walk_forward(value: Any, lookback_days: int | None, holdout_days: int, problems: list[str]) -> str | None:
+    """The `walk_forward` param as the job's --walk-forward takes it (`backtest.walkforward`'s own parser
+    and spelling, e.g. `60d:20d`), or None when it is off (empty); problems go to `problems`.
+
+    The run's window is `lookback_days` long (None: not a valid number, said elsewhere), so it has a
+    fold only when it is longer than the training window (the first test window starts TRAIN after
+    the window's start): checked here, once, rather than failing in every job."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        problems.append(f"walk_forward must be text such as 180d:30d or 180d:30d:anchored, not {value!r}")
+        return None
+    try:
+        walk = parse_walk_forward(value)
+    except InputError as exc:
+        problems.append(str(exc))
+        return None
+    if holdout_days:
+        problems.append(
+            f"holdout_days ({holdout_days}) and walk_forward ({walk.text}) are both given: give one "
+            "(the walk-forward's test windows are its out-of-sample part)"
+        )
+    if lookback_days is not None and lookback_days * 24 <= walk.train_bars:
+        problems.append(
+            f"lookback_days ({lookback_days}) is too short for walk_forward {walk.text}: the backtest window must "
+            f"be longer than its {window_label(walk.train_bars)} training window to leave a test window"
+        )
+    return walk.text
 
 
 def _values_text(value: Any) -> str | None:
@@ -301,8 +350,10 @@ def job_command(plan: RunPlan, symbols: list[str], entry: dict, data_url: str, i
     for key, values in entry["params"].items():
         command += ["--param", f"{key}={values}"]
     command += ["--fee-bps", repr(float(plan.fee_bps)).removesuffix(".0")]  # every digit
-    if plan.holdout_days or is_grid:
-        select_by = plan.rank_by if plan.rank_by in SELECT_METRICS else "total_return"
+    select_by = plan.rank_by if plan.rank_by in SELECT_METRICS else "total_return"
+    if plan.walk_forward:  # every strategy, a grid or not: each fold chooses (among one, then) and trades
+        command += ["--walk-forward", plan.walk_forward, "--select-by", select_by]
+    elif plan.holdout_days or is_grid:
         command += ["--holdout-days", str(plan.holdout_days), "--select-by", select_by]
     return [*command, "--results-url", layout.strategy_results_url(plan.results_url, entry["name"])]
 

@@ -26,6 +26,13 @@ What it shows:
   rows only, so that rendering stays cheap for 50 pairs (with a hold-out, the stored equity
   curve, and so the chart, covers the in-sample part);
 - the total return of every ranked row beside its buy-and-hold return;
+- with a walk-forward (`walk_forward` set): the leaderboard's stitched out-of-sample figures
+  (ranked on) beside the folds' mean in-sample ones and the efficiency; a chart and a table of
+  each row's efficiency; and for the top and bottom rows, the stored curve, which is then the
+  stitched out-of-sample equity, against buy-and-hold over the same test bars (close / first
+  test close), with the folds' test starts marked, and the table of its folds (the ranges, the
+  chosen parameters, their in-sample figures and out-of-sample return, each fold's efficiency),
+  from the (pair, strategy)'s result JSON; the returns chart and the cards are then out of sample;
 - the run's parameters, data range and, when `run_info["cost"]` is present, its cost summary.
 
 `run_info` is a plain dict: the run plan's fields (`strategies`, `fee_bps`, `lookback_days`,
@@ -38,13 +45,16 @@ up without a change here.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
 from backtest.job import LOWER_IS_BETTER
-from backtest.storage import resolve, write_bytes_atomic
-from backtest_airflow import charts, layout, leaderboard
+from backtest.params import parse_time_ms
+from backtest.storage import read_bytes, resolve, write_bytes_atomic
+from backtest_airflow import charts, layout, leaderboard, planning
 from backtest_airflow.formatting import (
     best_rows,
     format_value,
@@ -54,6 +64,7 @@ from backtest_airflow.formatting import (
     report_columns,
     sort_value,
 )
+from backtest_airflow.formatting import label as column_label
 from backtest_airflow.templating import render
 
 REPORT_FILE = layout.REPORT_HTML  # the name `rank` writes it under
@@ -71,6 +82,7 @@ PARAMETER_ORDER = (
     "fee_bps",
     "lookback_days",
     "holdout_days",
+    "walk_forward",
     "rank_by",
     "rank_on",
     "allow_failed_pairs",
@@ -102,6 +114,8 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
     rows = grid_shape[0] if grid_shape else len(table)
     sweep = leaderboard.has_grid(best) or len(table) > len(best) or len(run_info.get("windows") or []) > 1
     holdout = bool(run_info.get("holdout_days")) or ("split" in table and table["split"].notna().any())
+    walk = leaderboard.has_walk_forward(best)
+    prefix = "oos_" if walk else ""  # the returns chart and the cards: the stitched test windows
     # The run's as-of moment: it saw only the candles closed before it (README, "A run's date").
     ident = [("as of", run_info.get("end")), ("DAG", run_info.get("dag_id")), ("run", run_info.get("run_id"))]
     every = None
@@ -117,13 +131,14 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
         synthetic=synthetic,
         ident=[(name, value) for name, value in ident if value],
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        cards=_summary_cards(best, ranked, metric, several),
+        cards=_summary_cards(best, ranked, metric, several, prefix),
         pairs=len(best),
         several=several,
         failed=best[best["status"] != "ok"].to_dict("records"),
-        board=leaderboard_view(best, report_columns(best, sweep=sweep), "leaderboard-table"),
+        board=leaderboard_view(best, report_columns(best, sweep=sweep, metric=metric), "leaderboard-table"),
         sweep=sweep,
         holdout=holdout,
+        walk=_walk_forward(best, ranked, metric, several, run_info) if walk else None,
         rows=rows,
         max_all_rows=MAX_ALL_ROWS,
         grid_file=layout.GRID_PARQUET if grid_shape else None,
@@ -132,8 +147,8 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
         comparison=_comparison_view(comparison, metric),
         strategies_svg=charts.strategies_chart(comparison, metric) if comparison else None,
         heatmaps=_heatmaps(results_url, best, grid_shape[1] if grid_shape else [], order),
-        returns_svg=charts.returns_chart(ranked, several) if len(ranked) else None,
-        curves=_curves(results_url, best, run_info.get("data_url"), holdout, several),
+        returns_svg=charts.returns_chart(ranked, several, prefix) if len(ranked) else None,
+        curves=_curves(results_url, best, run_info.get("data_url"), holdout, several, walk),
         parameters=_parameters(run_info),
         data=_data_range(table, run_info, synthetic),
         cost=None if cost in (None, "", {}) else _cost(cost),
@@ -145,14 +160,17 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
 def _rank_metric(run_info: dict) -> str:
     """The leaderboard's ranking column (as `planning.RunPlan.metric`, from the plan's fields)."""
     rank_by = str(run_info.get("rank_by") or "total_return")
-    return f"oos_{rank_by}" if run_info.get("rank_on") == "out_of_sample" else rank_by
+    return planning.ranking_column(rank_by, run_info.get("rank_on"), run_info.get("walk_forward"))
 
 
 def _lower_is_better(metric: str) -> bool:
     return metric.removeprefix("oos_") in LOWER_IS_BETTER
 
 
-def _summary_cards(best: pd.DataFrame, ranked: pd.DataFrame, metric: str, several: bool) -> list[tuple[str, str]]:
+def _summary_cards(
+    best: pd.DataFrame, ranked: pd.DataFrame, metric: str, several: bool, prefix: str = ""
+) -> list[tuple[str, str]]:
+    """The cards at the top; `prefix` "oos_": the returns are a walk-forward's stitched out-of-sample ones."""
     pairs = best["symbol"].nunique() if several else len(best)
     cards = [("pairs", str(pairs))]
     if several:
@@ -163,12 +181,21 @@ def _summary_cards(best: pd.DataFrame, ranked: pd.DataFrame, metric: str, severa
         if metric in ranked:
             name = charts.row_label(top["symbol"], top.get("strategy"), several)
             cards.append((f"best by {metric}", f"{name} {format_value(metric, top[metric])}"))
-        returns = pd.to_numeric(ranked["total_return"], errors="coerce").dropna()
+        what = " (out of sample)" if prefix else ""
+        returns = pd.to_numeric(ranked[prefix + "total_return"], errors="coerce").dropna()
         if len(returns):
-            cards.append(("median return", format_value("total_return", float(returns.median()))))
-        if "excess_return" in ranked:
-            excess = pd.to_numeric(ranked["excess_return"], errors="coerce").dropna()
-            cards.append(("beat buy & hold", f"{int((excess > 0).sum())} of {len(excess)}"))
+            cards.append((f"median return{what}", format_value("total_return", float(returns.median()))))
+        if prefix:
+            excess = pd.to_numeric(ranked["oos_total_return"] - ranked["oos_buy_hold_return"], errors="coerce").dropna()
+        else:
+            excess = pd.to_numeric(ranked["excess_return"], errors="coerce") if "excess_return" in ranked else None
+            excess = None if excess is None else excess.dropna()
+        if excess is not None:
+            cards.append((f"beat buy & hold{what}", f"{int((excess > 0).sum())} of {len(excess)}"))
+        if prefix and "wf_efficiency" in ranked:
+            efficiency = pd.to_numeric(ranked["wf_efficiency"], errors="coerce").dropna()
+            if len(efficiency):
+                cards.append(("median WF efficiency", format_value("wf_efficiency", float(efficiency.median()))))
     return cards
 
 
@@ -240,12 +267,59 @@ def _heatmap_table(item: charts.Heatmap) -> dict:
             "x_labels": item.x_labels, "rows": rows}  # fmt: skip
 
 
-def _curves(results_url: str, best: pd.DataFrame, data_url: str | None, holdout: bool, several: bool) -> list[dict]:
-    """The top and bottom rows' charts (`svg` None when the (pair, strategy) has no stored equity curve)."""
+def _walk_forward(best: pd.DataFrame, ranked: pd.DataFrame, metric: str, several: bool, run_info: dict) -> dict:
+    """The walk-forward section: each ranked row's efficiency (a chart and a table of the wf_* columns)."""
+    columns = ["rank", "symbol", *(["strategy"] if "strategy" in best else []), "wf_folds", "wf_efficiency_folds",
+               "wf_efficiency", "wf_param_changes", "wf_param_change_share", "wf_last_params"]  # fmt: skip
+    if metric.startswith("oos_"):
+        columns += [metric, layout.WF_IS_PREFIX + metric.removeprefix("oos_")]
+    columns += [c for c in ("oos_cagr", layout.WF_IS_PREFIX + "cagr") if c not in columns]
+    return {
+        "text": run_info.get("walk_forward") or "",
+        "svg": charts.efficiency_chart(ranked, several) if len(ranked) else None,
+        "board": leaderboard_view(ranked, [c for c in columns if c in ranked], "walk-forward-table"),
+    }
+
+
+def load_result(results_url: str, symbol: str) -> dict | None:
+    """A pair's result JSON (`{symbol}.json`) in a results folder, or None when there is none."""
+    data = read_bytes(resolve(results_url).join(f"{symbol}.json"))
+    return json.loads(data) if data else None
+
+
+def _folds_view(result: dict) -> dict:
+    """A walk-forward result's folds as the report's table shows them: per fold its index (as the
+    equity file's `fold` column), ranges, chosen parameters, in-sample figures (the `select_by`
+    metric it was chosen by, and cagr), out-of-sample return and cagr, and efficiency."""
+    select_by = (result.get("grid") or {}).get("select_by") or "total_return"
+    metrics = [("in_sample", m) for m in dict.fromkeys((select_by, "cagr"))]
+    metrics += [("out_of_sample", "total_return"), ("out_of_sample", "cagr")]
+    heads = [f"IS {column_label(m)}" if part == "in_sample" else column_label(f"oos_{m}") for part, m in metrics]
+    heads.append("efficiency")
+    rows = []
+    for k, fold in enumerate(result["walk_forward"]["folds"]):
+        values = [(m, fold[part].get(m)) for part, m in metrics] + [("wf_efficiency", fold.get("efficiency"))]
+        rows.append(
+            {
+                "fold": k,
+                "train": (fold["train_start"], fold["train_end"]),
+                "test": (fold["test_start"], fold["test_end"]),
+                "params": leaderboard.params_text(fold["params"]),
+                "cells": [{"sort": sort_value(v), "text": format_value(m, v)} for m, v in values],
+            }
+        )
+    return {"heads": heads, "rows": rows, "select_by": select_by}
+
+
+def _curves(
+    results_url: str, best: pd.DataFrame, data_url: str | None, holdout: bool, several: bool, walk: bool = False
+) -> list[dict]:
+    """The top and bottom rows' charts (`svg` None when the (pair, strategy) has no stored equity curve);
+    with a walk-forward, the stitched out-of-sample curve with its folds marked, and its folds' table."""
     records = {(r["symbol"], r.get("strategy") if "strategy" in best else None): r for r in best.to_dict("records")}
     curves = []
     for symbol, strategy, end in charts.shown_pairs(best):
-        curve = {"symbol": symbol, "strategy": strategy, "end": end, "svg": None}
+        curve = {"symbol": symbol, "strategy": strategy, "end": end, "svg": None, "folds": None}
         curves.append(curve)
         folder = layout.strategy_results_url(results_url, strategy) if strategy else results_url
         loaded = charts.load_equity(folder, symbol)
@@ -259,8 +333,16 @@ def _curves(results_url: str, best: pd.DataFrame, data_url: str | None, holdout:
         if buy_hold is None:
             notes.append("Buy-and-hold unavailable: the candles could not be read.")
         row = records[(symbol, strategy)]
-        curve["svg"] = charts.pair_chart(charts.row_label(symbol, strategy, several), row, times, equity, buy_hold)
-        chosen = " ".join(str(v) for v in (strategy, row.get("params", row.get("window"))) if not missing(v))
+        boundaries, prefix = None, ""
+        result = load_result(folder, symbol) if walk else None
+        if result and result.get("walk_forward"):
+            folds = result["walk_forward"]["folds"]
+            boundaries = [np.datetime64(parse_time_ms(fold["test_start"]), "ms") for fold in folds[1:]]
+            prefix, curve["folds"] = "oos_", _folds_view(result)
+        label = charts.row_label(symbol, strategy, several)
+        curve["svg"] = charts.pair_chart(label, row, times, equity, buy_hold, prefix, boundaries)
+        params = None if prefix else row.get("params", row.get("window"))  # a walk-forward's: per fold, below
+        chosen = " ".join(str(v) for v in (strategy, params) if not missing(v))
         curve["chosen"] = f" ({chosen})" if chosen else ""
         curve["notes"] = " ".join(notes)
     return curves
@@ -269,6 +351,8 @@ def _curves(results_url: str, best: pd.DataFrame, data_url: str | None, holdout:
 def _parameters(run_info: dict) -> list[tuple[str, object]]:
     keys = [k for k in PARAMETER_ORDER if k in run_info]
     keys += sorted(k for k in run_info if k not in keys and k not in NOT_PARAMETERS)
+    if run_info.get("walk_forward") == "":
+        keys.remove("walk_forward")  # off
     if run_info.get("windows") in ([run_info.get("window")], (run_info.get("window"),)):
         keys.remove("windows")  # one window: said once
     items: list[tuple[str, object]] = [

@@ -128,11 +128,11 @@ def rank(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], settings: Sett
     table = leaderboard.build(plan, failed_tasks)
     title = leaderboard.title(plan, table)
     cost = leaderboard.cost_summary(plan, settings.prices)
-    paths = leaderboard.write(table, plan.results_url, title, cost)
+    paths = leaderboard.write(table, plan.results_url, title, cost, plan.rank_by)
     info = {**asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": settings.data_url}
     paths[layout.REPORT_HTML] = report.write(table, plan.results_url, {**info, "title": title, "cost": cost})
     files = "\n".join(f"{name}: {url}" for name, url in paths.items())
-    log.info("%s\n%s", leaderboard.to_markdown(table, title, cost), files)  # one entry, in order
+    log.info("%s\n%s", leaderboard.to_markdown(table, title, cost, plan.rank_by), files)  # one entry, in order
     return {
         "leaderboard": paths[layout.LEADERBOARD_PARQUET],
         "report": paths[layout.REPORT_HTML],

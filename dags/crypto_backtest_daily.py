@@ -29,7 +29,9 @@ moving average, flat otherwise) on every configured pair, every day, and ranks t
    the run if any pair failed (unless `allow_failed_pairs`).
 
 Trigger it with the form to choose the pairs, the strategies and their parameters (a grid of
-values, with an optional out-of-sample hold-out), fee, lookback or ranking metric; `window` is
+values, with an optional out-of-sample hold-out or a walk-forward, `walk_forward` such as
+`180d:30d`: each fold chooses on its training window and trades the test window after it, and
+the run ranks on the stitched test windows), fee, lookback or ranking metric; `window` is
 `sma_trend`'s window. Users' strategies are modules in the project's `strategies/` folder (shipped
 in the job image). Configuration (store URL, executor mode, Batch queue and job definition, AWS
 connection, pair list) is described in the README and in `backtest_airflow/settings.py`.

@@ -233,6 +233,20 @@ def test_with_several_strategies_the_digest_names_pair_and_strategy():
     assert "Failed pairs (1 of 2):\n- ETHUSDT: failed: backtest task failed" in body
 
 
+def test_with_a_walk_forward_the_digest_ranks_on_the_stitched_figures():
+    """The run's params may still say rank_on in_sample (the form's default): a walk-forward ranks out of sample."""
+    board = pd.DataFrame(
+        {"rank": [1, 2], "symbol": ["BTCUSDT", "ETHUSDT"], "status": "ok", "best": True, "sharpe": [0.5, 2.0],
+         "oos_sharpe": [1.25, -0.5], "total_return": [0.1, 0.3]}
+    )  # fmt: skip
+    params = {"rank_by": "sharpe", "rank_on": "in_sample", "walk_forward": "60d:20d"}
+    _, body = alerts.success_message({"run_id": "r", "params": params}, board, None, None)
+    assert "Top 2 of 2 by oos_sharpe:" in body
+    assert "  1. BTCUSDT      1.25 (total return 10.00%)" in body.splitlines()
+    _, body = alerts.success_message({"run_id": "r", "params": {**params, "walk_forward": ""}}, board, None, None)
+    assert "Top 2 of 2 by sharpe:" in body
+
+
 # ---------------------------------------------------------------------------------- a real scheduler
 
 

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from backtest_airflow import leaderboard
@@ -239,3 +240,46 @@ def test_batch_mode_submits_a_users_strategy_with_the_command_local_mode_runs(
         record = json.loads((folder / "_jobs" / f"{job['job_name']}.json").read_text())
         assert record["symbols"] == [symbol] and record["failed"] == []
     assert sorted(path.name for path in folder.glob("*.json")) == sorted(f"{pair}.json" for pair in PAIRS)
+
+
+@pytest.mark.slow
+def test_batch_mode_submits_walk_forward_commands_that_run_as_local_mode_runs_them(
+    airflow_db, moto_server, batch, tmp_path, monkeypatch
+):
+    """walk_forward set: every job Batch gets carries --walk-forward (with --select-by); run by the
+    local runner, the submitted command leaves the stitched result and curve, which rank ranks on."""
+    strategies = [{"name": "sma_cross", "params": {"fast": "6h,12h", "slow": "1d,2d"}}, {"name": "sma_trend"}]
+    conf = {**CONF, "strategies": strategies, "window": "1d", "lookback_days": 30, "walk_forward": "10d:5d",
+            "rank_by": "sharpe"}  # fmt: skip
+    data_url = tmp_path / "store"
+    dag, dag_run = run_batch_dag(batch, data_url, moto_server, monkeypatch, conf)
+    plan, jobs = planned(dag, dag_run, data_url, conf)
+    assert (plan.walk_forward, plan.rank_on) == ("10d:5d", "out_of_sample")
+
+    by_name = assert_jobs_are_the_plans(batch, plan, jobs, "SUCCEEDED")
+    states = task_states(dag_run)
+    assert [states["backtest", i] for i in range(len(jobs))] == ["success"] * len(jobs)
+    for job in jobs:
+        command = by_name[job["job_name"]]["container"]["command"]
+        at = command.index("--walk-forward")
+        assert command[at : at + 4] == ["--walk-forward", "10d:5d", "--select-by", "sharpe"]
+
+    for job in jobs:  # every submitted command, run by local mode's runner
+        submitted = by_name[job["job_name"]]["container"]
+        overrides = {"command": submitted["command"], "environment": submitted["environment"]}
+        LocalBatchOperator(task_id="parity", job_name=job["job_name"], container_overrides=overrides).execute({})
+        ((symbol, name),) = job_pairs(job)
+        folder = Path(plan.results_url) / f"strategy={name}"
+        result = json.loads((folder / f"{symbol}.json").read_text())
+        walk = result["walk_forward"]
+        assert (result["start"], result["end"]) == (plan.start, plan.end)
+        assert [fold["test_start"] for fold in walk["folds"]] == [
+            "2026-09-11T00:00:00Z", "2026-09-16T00:00:00Z", "2026-09-21T00:00:00Z", "2026-09-26T00:00:00Z"
+        ]  # fmt: skip
+        assert result["oos"] == walk["stitched"] and walk["stitched"]["bars"] == 20 * 24
+        equity = pq.read_table(folder / f"{symbol}.equity.parquet")
+        assert equity.column("fold").to_pylist() == [k for k in range(4) for _ in range(5 * 24)]
+    board = leaderboard.build(plan, {}, grid=False)
+    assert (board["status"] == "ok").all() and board["rank"].tolist() == list(range(1, len(jobs) + 1))
+    assert board["oos_sharpe"].tolist() == sorted(board["oos_sharpe"], reverse=True)
+    assert (board["wf_folds"] == 4).all()

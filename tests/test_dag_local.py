@@ -8,6 +8,7 @@ import json
 from datetime import datetime
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from backtest.errors import InputError
@@ -105,6 +106,64 @@ def test_several_strategies_and_a_users_own_in_one_local_run(airflow_db, tmp_pat
     assert (board["status"] == "ok").all()
 
 
+@pytest.mark.slow
+def test_walk_forward_run_ranks_on_the_stitched_figures_like_the_cli(airflow_db, tmp_path):
+    """walk_forward set: every job runs it (--walk-forward), the leaderboard ranks on the stitched
+    out-of-sample figures, and each (pair, strategy)'s result and stitched curve are what the job's
+    own command prints and writes for that pair alone."""
+    data_url = tmp_path / "store"
+    strategies = [
+        {"name": "sma_cross", "params": {"fast": "6h,12h", "slow": "1d:3d:1d"}},
+        {"name": "momentum", "params": {"lookback": "1d"}},  # one combination: each fold "chooses" it
+    ]
+    conf = {"pairs": ["BTCUSDT", "ETHUSDT"], "strategies": strategies, "lookback_days": 120, "walk_forward": "60d:20d",
+            "rank_by": "sharpe", "pairs_per_job": 2}  # fmt: skip
+    dag, dag_run = load_daily_dag_and_run(data_url, conf)
+    assert dag_run.state == "success"
+    plan, jobs = planned_run(dag, dag_run, data_url, conf)
+    assert (plan.walk_forward, plan.rank_on) == ("60d:20d", "out_of_sample")
+    assert len(jobs) == 2
+
+    (folder,) = run_folders(data_url)
+    for job in jobs:
+        command = job["container_overrides"]["command"]
+        at = command.index("--walk-forward")
+        assert command[at : at + 4] == ["--walk-forward", "60d:20d", "--select-by", "sharpe"]
+        assert "--holdout-days" not in command
+        for symbol, name in job_pairs(job):
+            result = json.loads((folder / f"strategy={name}" / f"{symbol}.json").read_text())
+            walk = result["walk_forward"]
+            assert (walk["train"], walk["test"], walk["anchored"]) == ("60d", "20d", False)
+            assert [fold["test_start"] for fold in walk["folds"]] == [
+                "2026-08-02T00:00:00Z", "2026-08-22T00:00:00Z", "2026-09-11T00:00:00Z"
+            ]  # fmt: skip
+            assert result["oos"] == walk["stitched"] and walk["stitched"]["bars"] == 60 * 24
+            # the job's own command for this pair alone, into another folder: the same result and curve
+            alone = [*command[: command.index("--symbol") + 1], symbol, *command[command.index("--symbol") + 2 :]]
+            alone[alone.index("--results-url") + 1] = str(tmp_path / "alone" / name)
+            printed = backtest_process(*alone, check=True)
+            assert json.loads(printed.stdout) == result
+            stored = pq.read_table(folder / f"strategy={name}" / f"{symbol}.equity.parquet")
+            assert stored.equals(pq.read_table(tmp_path / "alone" / name / f"{symbol}.equity.parquet"))
+            assert stored.column_names == ["open_time", "equity", "position", "fold"]
+            assert stored.column("equity")[-1].as_py() - 1 == pytest.approx(walk["stitched"]["total_return"])
+
+    board = pd.read_parquet(folder / layout.LEADERBOARD_PARQUET)
+    assert len(board) == 4 and (board["status"] == "ok").all() and board["rank"].tolist() == [1, 2, 3, 4]
+    for row in board.to_dict("records"):
+        result = json.loads((folder / f"strategy={row['strategy']}" / f"{row['symbol']}.json").read_text())
+        assert row["oos_sharpe"] == result["walk_forward"]["stitched"]["sharpe"]
+        assert row["wf_efficiency"] == result["walk_forward"]["efficiency"] or pd.isna(row["wf_efficiency"])
+        assert row["wf_folds"] == 3
+    sharpe = board["oos_sharpe"].tolist()
+    assert sharpe == sorted(sharpe, reverse=True)  # ranked on the stitched figures
+    markdown = (folder / layout.LEADERBOARD_MD).read_text()
+    heads = [head.strip() for head in markdown.split("\n\n")[1].splitlines()[0].strip("|").split("|")]
+    assert {"oos_sharpe", "wf_is_sharpe", "wf_efficiency", "wf_param_changes"} <= set(heads)
+    page = (folder / layout.REPORT_HTML).read_text()
+    assert 'id="walk-forward-table"' in page and page.count('<table class="folds"') == 4
+
+
 def load_daily_dag_and_run(data_url, conf: dict):
     """The DAG parsed in local mode on synthetic candles, and one dag.test run of it."""
     settings = {"BACKTEST_EXECUTOR": "local", "BACKTEST_SOURCE": "synthetic", "BACKTEST_DATA_URL": str(data_url)}
@@ -119,6 +178,10 @@ def load_daily_dag_and_run(data_url, conf: dict):
         ({"window": "abc"}, "window: invalid bar count"),
         ({"strategies": [{"name": "sma_cross", "params": {"fast": "5d", "slow": "1d"}}]}, "no valid combination"),
         ({"fee_bps": -1}, "invalid fee"),
+        (
+            {"walk_forward": "60d:20d", "lookback_days": 30},
+            "lookback_days \\(30\\) is too short for walk_forward 60d:20d",
+        ),
     ],
 )
 def test_bad_trigger_input_fails_in_plan_and_launches_nothing(airflow_db, tmp_path, conf, message):

@@ -25,6 +25,7 @@ from backtest.params import HOUR_MS, parse_time_ms
 from backtest.refresh import refresh_pair
 from backtest.storage import resolve
 from backtest.strategy import grid_of
+from backtest.walkforward import parse_walk_forward
 from backtest_airflow import layout, leaderboard
 from backtest_airflow.planning import RunPlan, make_plan
 
@@ -69,6 +70,7 @@ def run_jobs(plan: RunPlan, skip: set = frozenset(), stale: set = frozenset(), e
                 data_url=plan.results_url.split("/results/")[0],
                 holdout_days=plan.holdout_days,
                 select_by=plan.rank_by if plan.rank_by != "buy_hold_return" else "total_return",
+                walk_forward=parse_walk_forward(plan.walk_forward) if plan.walk_forward else None,
             )
             write_result(folder, *backtest(spec))
 
@@ -296,3 +298,73 @@ def test_cost_summary_adds_up_job_records_of_every_strategy(tmp_path):
 
     one = leaderboard.cost_summary(dataclasses.replace(plan, strategies=STRATEGIES[:1]), PRICES)
     assert one["jobs"] == 1 and one["text"].startswith("2 pairs, 1 jobs, 30.0 vCPU-seconds")
+
+
+# -- walk-forward --------------------------------------------------------------------------------
+
+
+def test_walk_forward_ranks_on_the_stitched_figures_beside_the_folds_in_sample_ones(tmp_path):
+    store = str(tmp_path / "store")
+    plan = plan_for(store, STRATEGIES[:2], rank_by="sharpe", walk_forward="8d:4d")  # 20 days: 3 folds
+    assert (plan.rank_on, plan.metric) == ("out_of_sample", "oos_sharpe")
+    run_jobs(plan)
+    board = leaderboard.build(plan, {})
+    assert list(board.columns) == list(leaderboard.COLUMNS) and len(board) == len(PAIRS) * 2
+    assert board["rank"].tolist() == list(range(1, 9))
+    oos = board["oos_sharpe"].tolist()
+    assert all(math.isnan(b) or a >= b for a, b in itertools.pairwise(oos)), oos  # ranked on the stitched sharpe
+    for row in board.to_dict("records"):
+        result = result_of(plan, row["symbol"], row["strategy"])
+        walk = result["walk_forward"]
+        assert result["oos"] == walk["stitched"]
+        for name in METRIC_NAMES:  # the stitched figures beside the whole window's (chosen with hindsight)
+            stitched, whole = walk["stitched"][name], result[name]
+            assert row[f"oos_{name}"] == stitched or (stitched is None and pd.isna(row[f"oos_{name}"])), name
+            assert row[name] == whole or (whole is None and pd.isna(row[name])), name
+            # the folds' mean in-sample figure of their chosen combinations
+            values = [fold["in_sample"][name] for fold in walk["folds"] if fold["in_sample"][name] is not None]
+            mean = row[f"wf_is_{name}"]
+            assert mean == pytest.approx(sum(values) / len(values), rel=1e-12) if values else pd.isna(mean), name
+        assert row["wf_folds"] == len(walk["folds"]) == 3
+        assert row["wf_efficiency"] == walk["efficiency"] or (
+            walk["efficiency"] is None and pd.isna(row["wf_efficiency"])
+        )
+        assert row["wf_efficiency_folds"] == walk["efficiency_folds"]
+        chosen = [fold["params"] for fold in walk["folds"]]
+        changes = sum(a != b for a, b in itertools.pairwise(chosen))
+        assert row["wf_param_changes"] == walk["param_changes"] == changes
+        assert row["wf_param_change_share"] == walk["param_change_share"] == changes / 2
+        assert row["wf_last_params"] == labels(chosen[-1])
+        assert row["params"] == labels(result["best"]) and pd.isna(row["split"])
+
+    # The grid file is the whole window's grid: the very file a run without the walk-forward writes.
+    plain = dataclasses.replace(plan, walk_forward="", rank_on="in_sample", results_url=str(tmp_path / "plain"))
+    run_jobs(plain)
+    leaderboard.build(plain, {})
+    grid = pd.read_parquet(Path(plan.results_url) / layout.GRID_PARQUET)
+    pd.testing.assert_frame_equal(grid, pd.read_parquet(Path(plain.results_url) / layout.GRID_PARQUET))
+    assert len(grid) == len(PAIRS) * 11 and not [c for c in grid.columns if c.startswith(("oos_", "wf_"))]
+
+    # The Markdown: the stitched ranking metric beside the folds' in-sample one, cagr both ways, efficiency.
+    markdown = leaderboard.to_markdown(board, leaderboard.title(plan, board), rank_by="sharpe")
+    head, _, *lines = markdown.split("\n\n")[1].splitlines()
+    heads = [h.strip() for h in head.strip("|").split("|")]
+    assert heads[heads.index("trades") + 1 :] == [
+        "oos_total_return", "oos_sharpe", "wf_is_sharpe", "oos_cagr", "wf_is_cagr", "wf_efficiency",
+        "wf_param_changes", "wf_folds",
+    ]  # fmt: skip
+    first = dict(zip(heads, (c.strip() for c in lines[0].strip("|").split("|")), strict=True))
+    top = board.iloc[0]
+    assert first["symbol"] == top["symbol"] and float(first["oos_sharpe"]) == round(top["oos_sharpe"], 2)
+    assert first["wf_is_cagr"] == f"{top['wf_is_cagr']:.2%}" and first["wf_folds"] == "3"
+    assert "Walk-forward: ranked on the stitched out-of-sample figures" in markdown
+    assert (
+        "(sma_trend window=1d; sma_cross fast=6h:18h:6h slow=12h:2d:12h, walk-forward 8d:4d, by oos_sharpe)" in markdown
+    )
+
+
+def test_without_a_walk_forward_its_columns_are_empty(mixed):
+    board = mixed["board"]
+    assert board[list(leaderboard.WF_COLUMNS)].isna().all().all()
+    markdown = leaderboard.to_markdown(board, "t", rank_by="sharpe")
+    assert "wf_" not in markdown and "oos_" not in markdown

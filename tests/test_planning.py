@@ -300,3 +300,90 @@ def test_a_strategy_module_that_does_not_import_fails_plan_with_its_error(strate
                                   "rsi_reversion", "vwma_trend"])  # fmt: skip
 def test_every_registered_strategy_passes_plans_quick_check(name):
     assert lookahead_problems(plan_of(strategies=[{"name": name}])) == []
+
+
+# -- walk-forward ----------------------------------------------------------------------------------
+
+
+def test_walk_forward_runs_in_every_job_and_the_run_ranks_out_of_sample():
+    plan = plan_of(pairs=["BTCUSDT", "ETHUSDT"], strategies=THREE, walk_forward="1440:20d", lookback_days=120,
+                   rank_by="sharpe", pairs_per_job=2)  # fmt: skip
+    assert plan.walk_forward == "60d:20d"  # the job parser's spelling
+    assert plan.rank_on == "out_of_sample" and plan.metric == "oos_sharpe"  # the stitched test windows
+    assert plan.history_days == plan_of(lookback_days=120, strategies=THREE).history_days  # the same candles
+    head = ["run", "--symbol", "BTCUSDT,ETHUSDT", "--data-url", "/store", "--start", plan.start, "--end", plan.end]
+    tail = ["--fee-bps", "10", "--walk-forward", "60d:20d", "--select-by", "sharpe"]
+    trend, cross, rsi = (job["container_overrides"]["command"] for job in job_kwargs(plan, "/store", "run"))
+    # every strategy, one combination or a grid; no --holdout-days
+    assert trend == [*head, "--strategy", "sma_trend", "--param", "window=5d", *tail,
+                     "--results-url", f"{plan.results_url}/strategy=sma_trend"]  # fmt: skip
+    assert cross == [*head, "--strategy", "sma_cross", "--param", "fast=1d,2d", "--param", "slow=5d:10d:5d", *tail,
+                     "--results-url", f"{plan.results_url}/strategy=sma_cross"]  # fmt: skip
+    assert rsi == [
+        *head,
+        "--strategy",
+        "rsi_reversion",
+        *tail,
+        "--results-url",
+        f"{plan.results_url}/strategy=rsi_reversion",
+    ]
+    # rank_on says nothing with a walk-forward (its default, in_sample, included); off: as before
+    assert plan_of(walk_forward="60d:20d:Anchored", lookback_days=90, rank_on="in_sample").rank_on == "out_of_sample"
+    assert plan_of(walk_forward="60d:20d:Anchored", lookback_days=90).walk_forward == "60d:20d:anchored"
+    assert plan_of(walk_forward="100h:1d", lookback_days=5, rank_by="buy_hold_return").walk_forward == "100h:1d"
+    off = plan_of(walk_forward="", rank_by="sharpe")
+    assert (off.walk_forward, off.rank_on, off.metric) == ("", "in_sample", "sharpe")
+    assert "--walk-forward" not in job_kwargs(off, "/store", "run")[0]["container_overrides"]["command"]
+    assert plan_of(walk_forward="  ").walk_forward == "" and plan_of(walk_forward=None).walk_forward == ""
+
+
+def test_walk_forward_problems_are_in_the_one_message():
+    from backtest.walkforward import parse_walk_forward
+
+    with pytest.raises(InputError) as parsed:  # the job's own parser and message
+        parse_walk_forward("60d")
+    message = problems_of(walk_forward="60d", fee_bps=-1, rank_on="out_of_sample")
+    assert str(parsed.value) in message and "invalid fee" in message
+    assert "rank_on out_of_sample needs holdout_days > 0 or a walk_forward" in message  # no valid walk-forward
+    assert "the training window must be 24 to" in problems_of(walk_forward="12h:1d")
+    assert "walk_forward must be text such as 180d:30d" in problems_of(walk_forward=30)
+
+    message = problems_of(walk_forward="60d:20d", holdout_days=5, lookback_days=60, pairs=[])
+    for part in (
+        "holdout_days (5) and walk_forward (60d:20d) are both given: give one",
+        "lookback_days (60) is too short for walk_forward 60d:20d: the backtest window must be longer than its 60d "
+        "training window",
+        "pairs must be a non-empty list",
+    ):
+        assert part in message, part
+    assert "too short" not in problems_of(walk_forward="60d:20d", lookback_days=0)  # lookback itself is the problem
+    # a window longer than the training window by a day, or an hour, has a fold (of that day or hour)
+    assert plan_of(walk_forward="60d:20d:anchored", lookback_days=61).walk_forward == "60d:20d:anchored"
+    assert plan_of(walk_forward="1439:1d", lookback_days=60).walk_forward == "1439h:1d"
+    assert "too short for walk_forward 1441h:1d" in problems_of(walk_forward="1441:1d", lookback_days=60)
+
+
+@pytest.mark.parametrize(
+    "walk_forward, lookback_days", [("60d:20d", 60), ("60d:20d", 61), ("1439:1d", 60), ("1441:1d", 60), ("2d:1d", 2)]
+)
+def test_plan_accepts_a_walk_forward_exactly_when_the_jobs_window_has_a_fold(walk_forward, lookback_days):
+    """plan's check against the job's own folds over the run's window (every hourly candle present)."""
+    import numpy as np
+
+    from backtest.params import HOUR_MS, parse_time_ms
+    from backtest.walkforward import make_folds, parse_walk_forward
+
+    start = parse_time_ms(plan_of(lookback_days=lookback_days).start)
+    end = parse_time_ms(plan_of(lookback_days=lookback_days).end)
+    open_time = np.arange(start, end, HOUR_MS, dtype=np.int64)
+    try:
+        folds = make_folds(parse_walk_forward(walk_forward), open_time, start, end)
+    except InputError:
+        folds = []
+    try:
+        plan_of(walk_forward=walk_forward, lookback_days=lookback_days)
+        accepted = True
+    except InputError as exc:
+        assert "too short" in str(exc)
+        accepted = False
+    assert accepted == bool(folds)

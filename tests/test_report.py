@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import statistics
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from backtest.params import HOUR_MS, parse_time_ms
 from backtest.storage import read_bytes, resolve
 from backtest.store import CandleStore
 from backtest.synthetic import synthetic_candles
@@ -666,3 +668,166 @@ def test_hostile_values_are_escaped_in_the_report_and_the_page(tmp_path, finishe
     assert '<section class="run" id="run-2026-11-01-hostile"' in listing  # shown, not "unreadable"
     assert_escaped(listing)
     assert listing.count("<script>") == 1
+
+
+# -- walk-forward ------------------------------------------------------------------------------
+
+WALK_STRATEGIES = [
+    {"name": "sma_cross", "params": {"fast": "6h,12h", "slow": "1d,2d"}},
+    {"name": "momentum", "params": {"lookback": "12h,1d"}},
+]
+
+
+@pytest.fixture(scope="module")
+def walked(tmp_path_factory) -> dict:
+    """A walk-forward run (20d:10d over 60 days: 4 folds) of 4 pairs x 2 strategies, ranked by sharpe."""
+    store = str(tmp_path_factory.mktemp("walk") / "store")
+    run = make_run(store, PAIRS[:4], lookback_days=60, strategies=WALK_STRATEGIES, rank_by="sharpe",
+                   walk_forward="20d:10d")  # fmt: skip
+    results = {
+        (row["symbol"], row["strategy"]): json.loads(
+            (Path(strategy_results_url(run["plan"].results_url, row["strategy"])) / f"{row['symbol']}.json").read_text()
+        )
+        for row in run["table"].to_dict("records")
+    }
+    return {**run, "store": store, "page": read_report(run), "results": results}
+
+
+def text_heads(page: str, table_id: str) -> list[str]:
+    """A table's column headers as text (entities decoded)."""
+    return [html.unescape(head) for head in table_heads(page, table_id)]
+
+
+def params_label(params: dict) -> str:
+    """A combination as the user writes it (bar counts by their label), independently of the report."""
+    return " ".join(f"{k}={v}" for k, v in params.items() if not (k.endswith("_bars") and k[:-5] in params))
+
+
+def figures(page: str) -> dict[tuple[str, str], str]:
+    """Each pair chart's SVG, by (symbol, strategy)."""
+    found = re.findall(
+        r'<figure class="chart pair-chart" data-symbol="(\w+)" data-strategy="(\w+)" data-end="\w+">(<svg.*?</svg>)',
+        page,
+        re.S,
+    )
+    return {(symbol, strategy): svg for symbol, strategy, svg in found}
+
+
+def path_xs(svg: str, gid: str) -> list[float]:
+    """The x coordinates of the path in the SVG group `gid` (matplotlib writes "M x y L x y ...")."""
+    path = re.search(rf'<g id="{gid}">\s*<path d="([^"]*)"', svg).group(1)
+    return [float(x) for x in re.findall(r"[ML] ([-0-9.]+) [-0-9.]+", path)]
+
+
+def test_walk_forward_charts_mark_the_folds_where_their_test_windows_start(walked):
+    table, results = walked["table"], walked["results"]
+    charts = figures(walked["page"])
+    assert list(charts) == [(s, k) for s, k, _ in shown_pairs(table)] and len(charts) == 6
+    for (symbol, strategy), svg in charts.items():
+        folds = results[symbol, strategy]["walk_forward"]["folds"]
+        # the curve drawn is the stored stitched one: from the first test start to the window's end
+        times, _ = load_equity(strategy_results_url(walked["plan"].results_url, strategy), symbol)
+        first, last = (int(t) for t in times[[0, -1]].astype("datetime64[ms]").astype(np.int64))
+        assert first == parse_time_ms(folds[0]["test_start"]) and last == parse_time_ms(walked["plan"].end) - HOUR_MS
+        curve = path_xs(svg, "equity-curve")
+        x0, x1 = curve[0], curve[-1]
+        hour = (x1 - x0) / ((last - first) / HOUR_MS)  # the width of an hour on the chart
+        assert len(folds) == 4 and f'id="fold-boundary-{len(folds)}"' not in svg  # one line per later fold
+        for k, fold in enumerate(folds[1:], start=1):
+            xs = path_xs(svg, f"fold-boundary-{k}")
+            assert len(set(xs)) == 1  # vertical
+            at = first + (xs[0] - x0) / (x1 - x0) * (last - first)  # back from the chart to a time
+            assert abs(at - parse_time_ms(fold["test_start"])) < 0.05 * HOUR_MS, (symbol, strategy, k)
+        assert hour > 0.1  # so that 5 % of an hour is a meaningful tolerance (an hour is visible)
+
+
+def test_walk_forward_fold_tables_are_the_results_folds(walked):
+    page, results = walked["page"], walked["results"]
+    tables = re.findall(
+        r'<table class="folds" data-symbol="(\w+)" data-strategy="(\w+)"><thead>(.*?)</thead><tbody>(.*?)</tbody>',
+        page,
+        re.S,
+    )
+    assert [(s, k) for s, k, _, _ in tables] == [(s, k) for s, k, _ in shown_pairs(walked["table"])]
+    for symbol, strategy, head, body in tables:
+        result = results[symbol, strategy]
+        assert result["grid"]["select_by"] == "sharpe"
+        assert re.findall(r"<th[^>]*>([^<]*)</th>", head) == [
+            "fold", "training window", "test window", "params", "IS sharpe", "IS cagr", "OOS return", "OOS cagr",
+            "efficiency",
+        ]  # fmt: skip
+        rows = re.findall(
+            r'<tr data-fold="(\d+)" data-train-start="([^"]+)" data-train-end="([^"]+)" data-test-start="([^"]+)" '
+            r'data-test-end="([^"]+)">(.*?)</tr>',
+            body,
+            re.S,
+        )
+        folds = result["walk_forward"]["folds"]
+        assert len(rows) == len(folds)
+        for (k, *ranges, cells), fold in zip(rows, folds, strict=True):
+            assert ranges == [fold[key] for key in ("train_start", "train_end", "test_start", "test_end")]
+            assert re.search(r'<td class="text params">([^<]*)</td>', cells).group(1) == params_label(fold["params"])
+            values = re.findall(r'<td data-value="([^"]*)">', cells)
+            expected = [fold["in_sample"]["sharpe"], fold["in_sample"]["cagr"], fold["out_of_sample"]["total_return"],
+                        fold["out_of_sample"]["cagr"], fold["efficiency"]]  # fmt: skip
+            assert [float(v) if v else None for v in values] == expected, (symbol, strategy, k)
+
+
+def test_walk_forward_efficiency_per_pair_and_the_stitched_figures(walked):
+    page, table, results = walked["page"], walked["table"], walked["results"]
+    assert 'id="walk-forward"' in page and page.count('<figure class="chart efficiency-chart"><svg') == 1
+    heads = text_heads(page, "walk-forward-table")
+    rows = re.findall(
+        r'<tr data-symbol="(\w+)" data-strategy="(\w+)">(.*?)</tr>', table_html(page, "walk-forward-table"), re.S
+    )
+    assert [(s, k) for s, k, _ in rows] == list(zip(table["symbol"], table["strategy"], strict=True))  # rank order
+    for symbol, strategy, cells in rows:
+        walk = results[symbol, strategy]["walk_forward"]
+        values = dict(zip(heads, re.findall(r'data-value="([^"]*)"', cells), strict=True))
+        assert (float(values["WF efficiency"]) if values["WF efficiency"] else None) == walk["efficiency"]
+        assert int(float(values["folds"])) == len(walk["folds"]) == 4
+        assert int(float(values["efficiency folds"])) == walk["efficiency_folds"]
+        assert int(float(values["param changes"])) == walk["param_changes"]
+        assert float(values["OOS sharpe"]) == walk["stitched"]["sharpe"] == results[symbol, strategy]["oos"]["sharpe"]
+        assert values["last fold's params"] == params_label(walk["folds"][-1]["params"])
+    assert any(results[key]["walk_forward"]["efficiency"] is not None for key in results)  # not all n/a
+
+    # The leaderboard shows what the run ranked on first: the stitched figures, then the efficiency.
+    board_heads = text_heads(page, "leaderboard-table")
+    assert board_heads[:9] == ["rank", "symbol", "strategy", "status", "params", "OOS return", "OOS buy & hold",
+                               "OOS sharpe", "IS sharpe (folds)"]  # fmt: skip
+    assert {"WF efficiency", "change share", "folds", "last fold's params", "OOS cagr", "IS cagr (folds)"} <= set(
+        board_heads
+    )
+    # The stored curve is the stitched one; buy-and-hold over the same test bars (close / first test close).
+    for symbol, strategy, _ in shown_pairs(table):
+        row = table.set_index(["symbol", "strategy"]).loc[(symbol, strategy)]
+        times, equity = load_equity(strategy_results_url(walked["plan"].results_url, strategy), symbol)
+        buy_hold = load_buy_hold(walked["store"], symbol, times)
+        assert buy_hold[0] == 1.0 and buy_hold[-1] - 1 == pytest.approx(row["oos_buy_hold_return"], rel=1e-12)
+        assert equity[-1] - 1 == pytest.approx(row["oos_total_return"], rel=1e-12)
+        assert drawdown(equity).max() == pytest.approx(row["oos_max_drawdown"], rel=1e-12)
+    cards = dict((v, k) for k, v in re.findall(r'<div class="card"><b>([^<]*)</b><span>([^<]*)</span>', page))
+    median = statistics.median(table["oos_total_return"])
+    assert cards["median return (out of sample)"] == f"{median:+.2%}"
+    assert cards["best by oos_sharpe"].startswith(f"{table['symbol'].iloc[0]} {table['strategy'].iloc[0]} ")
+    assert "walk_forward" in page and "20d:10d" in page  # the run's parameter
+    assert_self_contained(page)
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert [_sha256(script) for script in scripts] == [templating.SCRIPT_HASH]
+
+
+def test_backtests_page_shows_a_walk_forwards_stitched_return_and_efficiency(walked):
+    client = TestClient(ui.create_app(walked["store"], require_auth=False))
+    page = client.get("/").text
+    table_id = f"leaderboard-{walked['date']}-{walked['folder']}"
+    heads = text_heads(page, table_id)
+    assert heads[:5] == ["rank", "symbol", "strategy", "status", "params"]
+    assert heads[5:8] == ["OOS return", "OOS buy & hold", "WF efficiency"]
+    rows = re.findall(r'<tr data-symbol="(\w+)" data-strategy="(\w+)">(.*?)</tr>', table_html(page, table_id), re.S)
+    for symbol, strategy, cells in rows:
+        values = dict(zip(heads, re.findall(r'data-value="([^"]*)"', cells), strict=True))
+        walk = walked["results"][symbol, strategy]["walk_forward"]
+        assert float(values["OOS return"]) == walk["stitched"]["total_return"]
+        assert (float(values["WF efficiency"]) if values["WF efficiency"] else None) == walk["efficiency"]
+    assert_self_contained(page)

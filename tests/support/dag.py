@@ -14,6 +14,7 @@ import pandas as pd
 from backtest.job import SELECT_METRICS, RunSpec, backtest, write_result
 from backtest.params import parse_time_ms
 from backtest.refresh import refresh_pair
+from backtest.walkforward import parse_walk_forward
 from backtest_airflow import layout, planning, tasks
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.planning import RunPlan, grid_of, job_kwargs, make_plan
@@ -74,16 +75,19 @@ def make_run(
     holdout_days: int = 0,
     strategies: list[dict] | None = None,
     rank_by: str = "total_return",
+    walk_forward: str = "",
 ) -> dict:
     """Refresh synthetic candles, backtest every (pair, strategy) not in `failed` into the strategy's
     folder, as the jobs do, then rank as the DAG does.
 
     The run's strategies: `strategies` (the DAG param, planned by `make_plan`) when given, else
-    sma_trend with `window`. `failed` holds symbols (every strategy fails) or (symbol, strategy) pairs."""
+    sma_trend with `window`. `failed` holds symbols (every strategy fails) or (symbol, strategy) pairs;
+    `walk_forward` is the DAG param (the jobs' --walk-forward)."""
     as_of = datetime.fromisoformat(f"{date}T00:00:00+00:00")  # a run of date D is as of D 00:00
     run_id = run_id or f"manual__{as_of.isoformat()}"
     params = {"pairs": pairs, "lookback_days": lookback_days, "fee_bps": 10, "holdout_days": holdout_days}
     params.update({"window": window} if strategies is None else {"strategies": strategies}, rank_by=rank_by)
+    params["walk_forward"] = walk_forward
     plan = make_plan(params, data_url, layout.DAG_ID, run_id, as_of)
     select_by = rank_by if rank_by in SELECT_METRICS else "total_return"  # as the jobs' --select-by
     failed_tasks = {}
@@ -104,6 +108,7 @@ def make_run(
                 data_url=data_url,
                 holdout_days=plan.holdout_days,
                 select_by=select_by,
+                walk_forward=parse_walk_forward(plan.walk_forward) if plan.walk_forward else None,
             )
             result, equity = backtest(spec)
             write_result(layout.strategy_results_url(plan.results_url, entry["name"]), result, equity)
