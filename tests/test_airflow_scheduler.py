@@ -180,8 +180,11 @@ def test_every_trigger_path_and_two_backfills_succeed_point_in_time(airflow):
     every_ti = [ti for run in manual + backfills for ti in airflow.task_instances(run["dag_run_id"])]
     assert concurrency(every_ti) <= PARALLELISM
     assert concurrency(every_ti, "refresh") <= pool_slots()[EXCHANGE_POOL][0]
-    labels = {ti["rendered_map_index"] for ti in every_ti if ti["task_id"] in ("refresh", "backtest")}
-    assert labels == set(PAIRS)  # mapped task instances are labelled by their pairs
+    # Mapped task instances are labelled by their pairs (and a backtest by its strategy).
+    assert {ti["rendered_map_index"] for ti in every_ti if ti["task_id"] == "refresh"} == set(PAIRS)
+    assert {ti["rendered_map_index"] for ti in every_ti if ti["task_id"] == "backtest"} == {
+        f"sma_trend {pair}" for pair in PAIRS
+    }
 
     # rank's log: the leaderboard once, as one entry outside the collapsed groups.
     events = [json.loads(line)["event"] for line in airflow.task_log(backfills[0]["dag_run_id"], "rank").splitlines()]

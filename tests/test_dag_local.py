@@ -175,7 +175,7 @@ def load_daily_dag_and_run(data_url, conf: dict):
     "conf, message",
     [
         ({"pairs": ["BTCUSDT", "btc-usdt"]}, "invalid symbol"),
-        ({"window": "abc"}, "window: invalid bar count"),
+        ({"window": "abc"}, "window: invalid window 'abc'"),
         ({"strategies": [{"name": "sma_cross", "params": {"fast": "5d", "slow": "1d"}}]}, "no valid combination"),
         ({"fee_bps": -1}, "invalid fee"),
         (

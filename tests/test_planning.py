@@ -171,7 +171,7 @@ def test_window_given_twice_or_for_no_sma_trend_is_a_problem():
     assert "window '2d' and the window '4d' of sma_trend in strategies are both given" in message
     message = problems_of(strategies=[{"name": "momentum"}], window="2d")
     assert "window '2d' is sma_trend's window, but strategies does not list it" in message
-    assert "window: invalid bar count 'abc'" in problems_of(window="abc")
+    assert "window: invalid window 'abc'" in problems_of(window="abc")
 
 
 def test_every_strategy_problem_is_in_one_message():
@@ -195,8 +195,8 @@ def test_every_strategy_problem_is_in_one_message():
         "invalid symbol(s) 'bad-pair'",
         f"unknown strategy(s) 'sma_crss': registered are {', '.join(strategy.names())}",
         "strategy sma_cross has no parameter 'fst' (its parameters: fast, slow)",
-        "momentum lookback: invalid bar count '0h'",
-        "ema_trend span: invalid bar count '-1'",
+        "momentum lookback: invalid lookback '0h'",
+        "ema_trend span: invalid span step '-1'",
         "no valid combination of rsi_reversion's parameters: lower (80) must be below upper (20)",
         "strategy 'momentum' is listed twice",
         "vwma_trend band: values must be text, a number or a list of them, not True",
