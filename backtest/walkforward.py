@@ -29,8 +29,8 @@ time of its first candle and E its end:
 Signals are causal (the look-ahead check proves it), so each combination's signal is computed once
 over all candles read and cut into folds: per fold and block of combinations only the training
 equity and the one selection metric are computed, the full metrics only for the chosen combination.
-For a strategy with a seed or a state, a fold's signals are those computed from the first candle
-read (more warm-up than a separate run of the fold would have, never less).
+For a strategy with a seed or a state, a fold's signals are those computed from the combination's
+warm-up before S (more warm-up than a separate run of a later fold would have, never less).
 """
 
 from __future__ import annotations
