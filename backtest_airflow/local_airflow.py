@@ -213,7 +213,10 @@ def main() -> int:
     host = os.environ.get("AIRFLOW_HOST", "127.0.0.1")
     port = int(os.environ.get("AIRFLOW_PORT", "8080"))
     home.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C
+    # `kill` stops it like Ctrl-C; so does SIGINT when a shell started it in the background,
+    # where SIGINT is ignored (and Python then installs no handler of its own).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
 
     print(f"Airflow home {home}: starting PostgreSQL ...", flush=True)
     socket_dir = start_postgres(home)

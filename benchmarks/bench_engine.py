@@ -164,7 +164,7 @@ def bench_engine(candles: Candles, repeats: int) -> tuple[list[tuple[str, str, s
         return metrics
 
     def sweep_signals() -> list:
-        return list(signal_blocks(strategy, candles, combos))
+        return list(signal_blocks(strategy, candles, combos, segment.first))
 
     blocks = sweep_signals()
     runs = [segment.run(signals, fee) for _, signals in blocks]
@@ -178,7 +178,9 @@ def bench_engine(candles: Candles, repeats: int) -> tuple[list[tuple[str, str, s
 
     def sweep() -> list:
         return [
-            row for _, signals in signal_blocks(strategy, candles, combos) for row in segment.metrics(signals, fee)[0]
+            row
+            for _, signals in signal_blocks(strategy, candles, combos, segment.first)
+            for row in segment.metrics(signals, fee)[0]
         ]
 
     single = median_seconds(one_window, repeats * 20, warmup=5)

@@ -73,7 +73,7 @@ def engine_sweep_ms() -> float:
     times = []
     for _ in range(7):
         began = time.perf_counter()
-        for _, signals in signal_blocks(grid.strategy, candles, grid.combos):
+        for _, signals in signal_blocks(grid.strategy, candles, grid.combos, segment.first):
             segment.metrics(signals, 0.001)
         times.append(time.perf_counter() - began)
     return float(np.median(times)) * 1000

@@ -131,7 +131,7 @@ def split_once(csv_path: Path, grid: Grid, fee: float) -> dict[str, float]:
     candles = read_candle_file(resolve(str(csv_path)))
     segment = job.Segment.of(candles, 0, len(candles))  # no --start: every bar is in the window
     t["load"] = time.process_time() - began
-    blocks = job.signal_blocks(grid.strategy, candles, grid.combos)
+    blocks = job.signal_blocks(grid.strategy, candles, grid.combos, segment.first)
     while True:
         began = time.process_time()
         item = next(blocks, None)
@@ -191,7 +191,7 @@ def cross_check(candles: Candles, grid: Grid, ours: dict, vbt: dict, vbt_signals
     not_ties = 0
     worst_same, worst_all, entry_mismatch = 0.0, 0.0, 0
     offset_of = {c: i for i, c in enumerate((c["fast"], c["slow"]) for c in grid.combos)}
-    ours_signals = np.concatenate([s for _, s in job.signal_blocks(grid.strategy, candles, grid.combos)])
+    ours_signals = np.concatenate([s for _, s in job.signal_blocks(grid.strategy, candles, grid.combos, 0)])
     for combo in combos:
         fast, slow = combo
         mine = ours_signals[offset_of[combo]]
