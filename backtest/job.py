@@ -2,14 +2,14 @@
 
 This is what `python -m backtest run` does in one AWS Batch job or one local process, for one
 pair or a chunk of pairs. Each pair's result is one JSON object; with a results URL it is also
-written, beside the best window's equity curve, as `{results_url}/{symbol}.json` and
+written, beside the best combination's equity curve, as `{results_url}/{symbol}.json` and
 `{symbol}.equity.parquet` (each atomically, the JSON last, and nothing when the pair fails).
 
-Several windows are evaluated in one pass over the candles (a sweep). With a hold-out, the
-window is split at `end - holdout_days`: every window is backtested on the in-sample part and,
-separately, on the out-of-sample part (starting flat, warmed up by the bars before it); the best
-window is chosen on the in-sample figures only, and its out-of-sample figures are reported
-beside them. With a walk-forward (`backtest.walkforward`), each fold's training window chooses the
+Every combination of one strategy's parameter grid is evaluated over the same candles, in blocks
+(`signal_blocks`). With a hold-out, the window is split at `end - holdout_days`: every
+combination is backtested on the in-sample part and, separately, on the out-of-sample part
+(starting flat, warmed up by the bars before it); the best is chosen on the in-sample figures
+only, and its out-of-sample figures are reported beside them. With a walk-forward (`backtest.walkforward`), each fold's training window chooses the
 combination its test window trades, and the stitched test windows are the out-of-sample figures.
 """
 
@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from backtest.candles import Candles, read_candle_file, to_arrow
 from backtest.engine import Segment
 from backtest.errors import DataError, InputError
-from backtest.metrics import LOWER_IS_BETTER, score  # noqa: F401 (the leaderboard reads LOWER_IS_BETTER here)
+from backtest.metrics import SELECT_METRICS, first_best
 from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
 from backtest.storage import resolve, write_bytes_atomic
 from backtest.store import CandleStore
@@ -40,7 +40,6 @@ log = logging.getLogger("backtest")
 
 JOBS_DIR = "_jobs"  # {results_url}/_jobs/{job}.json: each job's wall time and size (its cost)
 
-SELECT_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate")
 BLOCK_CELLS = 2_000_000  # combinations x bars per signal block: bounds memory for any grid size
 
 
@@ -172,10 +171,10 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
     best, best_score, best_run = 0, -math.inf, None
     for offset, signals in signal_blocks(strategy, candles, grid.combos, first):
         metrics, positions, equity = in_sample.metrics(signals, fee)
-        for i, row in enumerate(metrics):
-            if best_run is None or score(row, spec.select_by) > best_score:
-                best, best_score = offset + i, score(row, spec.select_by)
-                best_run = (positions[i].copy(), equity[i].copy())
+        i, block_score = first_best(metrics, spec.select_by)
+        if best_run is None or block_score > best_score:
+            best, best_score = offset + i, block_score
+            best_run = (positions[i].copy(), equity[i].copy())
         in_metrics += metrics
         if out_sample:
             oos_metrics += out_sample.metrics(signals, fee)[0]

@@ -49,6 +49,7 @@ METRIC_NAMES = (
     "bars",
     "gaps",
 )
+SELECT_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate")  # --select-by
 LOWER_IS_BETTER = ("max_drawdown",)
 _ANNUAL = math.sqrt(HOURS_PER_YEAR)
 
@@ -70,6 +71,13 @@ def score(metrics: dict, select_by: str) -> float:
     if value is None:
         return -math.inf
     return -value if select_by in LOWER_IS_BETTER else value
+
+
+def first_best(rows: list[dict], select_by: str) -> tuple[int, float]:
+    """(index, score) of the best of `rows` by `select_by`: the first of equals; undefined values lose."""
+    scores = [score(row, select_by) for row in rows]
+    i = int(np.argmax(scores))
+    return i, scores[i]
 
 
 def _quiet() -> np.errstate:

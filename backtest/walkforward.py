@@ -44,7 +44,7 @@ import pyarrow as pa
 from backtest.candles import Candles, to_arrow
 from backtest.engine import Segment
 from backtest.errors import DataError, InputError
-from backtest.metrics import compute_metrics_block, score
+from backtest.metrics import compute_metrics_block, first_best
 from backtest.params import HOUR_MS, MAX_WINDOW_BARS, format_time_ms, parse_bars, window_label
 from backtest.strategy import Grid
 
@@ -173,10 +173,9 @@ class Selection:
             rows = compute_metrics_block(
                 equity, positions, part.open, part.close, self.fee, segment.gaps, names=(self.select_by,)
             )
-            scores = np.array([score(row, self.select_by) for row in rows])
-            i = int(np.argmax(scores))  # the first best in this block
-            if self.chosen[j] is None or scores[i] > self.scores[j]:
-                self.chosen[j], self.scores[j], self.signals[j] = offset + i, scores[i], signals[i].copy()
+            i, block_score = first_best(rows, self.select_by)
+            if self.chosen[j] is None or block_score > self.scores[j]:
+                self.chosen[j], self.scores[j], self.signals[j] = offset + i, block_score, signals[i].copy()
 
     def finish(self, grid: Grid, walk: WalkForward) -> tuple[dict, dict, pa.Table]:
         """(the result's `walk_forward` object, the stitched out-of-sample metrics, the stitched curve)."""

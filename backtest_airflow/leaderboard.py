@@ -46,8 +46,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from backtest.job import JOBS_DIR, LOWER_IS_BETTER
-from backtest.metrics import METRIC_NAMES
+from backtest.job import JOBS_DIR
+from backtest.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from backtest.params import HOUR_MS, parse_time_ms
 from backtest.storage import Location, list_dir, read_bytes, resolve, write_bytes_atomic
 from backtest_airflow import layout

@@ -36,7 +36,7 @@ from typing import Any
 from backtest import strategy
 from backtest.builtins import SmaTrend
 from backtest.errors import InputError
-from backtest.job import SELECT_METRICS
+from backtest.metrics import SELECT_METRICS
 from backtest.params import SYMBOL_PATTERN, format_time, parse_fee_bps, window_label
 from backtest.walkforward import parse_walk_forward
 from backtest_airflow import layout

@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from backtest.job import LOWER_IS_BETTER
+from backtest.metrics import LOWER_IS_BETTER
 from backtest.params import parse_time_ms
 from backtest.storage import read_bytes, resolve, write_bytes_atomic
 from backtest_airflow import charts, layout, leaderboard, planning

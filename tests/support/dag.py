@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from backtest.job import SELECT_METRICS, RunSpec, backtest, write_result
+from backtest.job import RunSpec, backtest, write_result
+from backtest.metrics import SELECT_METRICS
 from backtest.params import parse_time_ms
 from backtest.refresh import refresh_pair
 from backtest.walkforward import parse_walk_forward
