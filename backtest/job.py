@@ -103,23 +103,14 @@ def signal_blocks(
     for offset in range(0, len(combos), size):
         block = combos[offset : offset + size]
         if not strategy.seeded:
-            yield offset, _signals(strategy, candles, block)
+            yield offset, strategy.checked_signals(candles, block)
             continue
         signals = np.zeros((len(block), n), dtype=bool)
         starts = [max(0, first_bar - strategy.warmup_bars(combo)) for combo in block]
         for start in sorted(set(starts)):
             rows = [i for i, s in enumerate(starts) if s == start]
-            signals[rows, start:] = _signals(strategy, candles.slice(start, n), [block[i] for i in rows])
+            signals[rows, start:] = strategy.checked_signals(candles.slice(start, n), [block[i] for i in rows])
         yield offset, signals
-
-
-def _signals(strategy: Strategy, candles: Candles, combos: list[Combo]) -> np.ndarray:
-    signals = np.asarray(strategy.signals(candles, combos), dtype=bool)
-    if signals.shape != (len(combos), len(candles)):
-        raise DataError(
-            f"strategy {strategy.name} returned signals of shape {signals.shape}, expected {(len(combos), len(candles))}"
-        )
-    return signals
 
 
 def check_select_by(select_by: str) -> None:

@@ -112,10 +112,7 @@ def warmup_problem(strategy: Strategy, combo: Combo, candles: Candles, counts: d
 
 
 def _signal(strategy: Strategy, combo: Combo, candles: Candles) -> np.ndarray:
-    signals = np.asarray(strategy.signals(candles, [combo]), dtype=bool)
-    if signals.shape != (1, len(candles)):
-        raise DataError(f"strategy {strategy.name} returned signals of shape {signals.shape}, not (1, {len(candles)})")
-    return signals[0]
+    return strategy.checked_signals(candles, [combo])[0]
 
 
 def _time(candles: Candles, t: int) -> str:

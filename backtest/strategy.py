@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backtest.candles import Candles
-from backtest.errors import InputError
+from backtest.errors import DataError, InputError
 from backtest.params import parse_bars, parse_value_list, window_label
 
 STRATEGY_PATH_ENV = "BACKTEST_STRATEGY_PATH"
@@ -128,6 +128,15 @@ class Strategy:
     def signals(self, candles: Candles, combos: Sequence[Combo]) -> np.ndarray:
         """A (len(combos), len(candles)) bool array: signal_t of each combination."""
         raise NotImplementedError
+
+    def checked_signals(self, candles: Candles, combos: Sequence[Combo]) -> np.ndarray:
+        """`signals`, refused as bad data (exit 3) unless it is one bool row per combination and bar."""
+        signals = np.asarray(self.signals(candles, combos), dtype=bool)
+        if signals.shape != (len(combos), len(candles)):
+            raise DataError(
+                f"strategy {self.name} returned signals of shape {signals.shape}, expected {(len(combos), len(candles))}"
+            )
+        return signals
 
     def reject(self, params: Combo) -> str | None:
         """Why this combination is invalid, or None (a grid skips and counts rejected ones)."""
