@@ -30,13 +30,13 @@ AIRFLOW_ENV := AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 # Embedded default: the whole daily DAG once, synthetic candles, local runner, no AWS, no internet.
 demo: $(STAMP)
 	@$(AIRFLOW_ENV) AIRFLOW_HOME=$(DEMO_HOME)/airflow BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(DEMO_HOME)/store} \
-	AIRFLOW__LOGGING__LOGGING_LEVEL=$${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING} $(PY) -m backtest_airflow.demo $(DEMO_ARGS)
+	AIRFLOW__LOGGING__LOGGING_LEVEL=$${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING} $(PY) -m backtest_airflow.local.demo $(DEMO_ARGS)
 
 # Airflow on PostgreSQL at http://127.0.0.1:$(AIRFLOW_PORT) with the project's DAG, until Ctrl-C
-# (backtest_airflow/local_airflow.py; it prints the login).
+# (backtest_airflow/local/stack.py; it prints the login).
 airflow: $(STAMP)
 	@$(AIRFLOW_ENV) AIRFLOW_HOME=$(AIRFLOW_LOCAL_HOME) AIRFLOW_PORT=$(AIRFLOW_PORT) \
-	BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(AIRFLOW_LOCAL_HOME)/store} $(PY) -m backtest_airflow.local_airflow
+	BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(AIRFLOW_LOCAL_HOME)/store} $(PY) -m backtest_airflow.local.stack
 
 test: $(STAMP) lint check-strategies
 	$(PY) -m pytest

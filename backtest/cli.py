@@ -17,8 +17,9 @@ import sys
 
 from backtest.errors import EXIT_CHECK, BacktestError, InputError, from_os_error
 from backtest.params import parse_fee_bps, parse_time_ms, validate_symbol
-from backtest.strategy import DEFAULT_STRATEGY, Grid, make_grid, parse_assignments
-from backtest.strategy import get as get_strategy
+from backtest.strategies.grid import Grid, make_grid, parse_assignments
+from backtest.strategies.registry import DEFAULT_STRATEGY
+from backtest.strategies.registry import get as get_strategy
 
 log = logging.getLogger("backtest")
 
@@ -100,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     import time
 
     from backtest import job
-    from backtest.walkforward import parse_walk_forward
+    from backtest.simulation.walkforward import parse_walk_forward
 
     began = time.time()
     symbols = [validate_symbol(s) for s in args.symbol.split(",")]
@@ -168,7 +169,7 @@ def _grid(name: str, params: list[str], window: str | None) -> Grid:
 
 
 def _check_strategy(args: argparse.Namespace) -> int:
-    from backtest import lookahead
+    from backtest.strategies import lookahead
 
     grid = make_grid(get_strategy(args.name), parse_assignments(args.param))
     candles = lookahead.check_candles(args.input) if args.input else None
@@ -181,14 +182,14 @@ def _check_strategy(args: argparse.Namespace) -> int:
 
 
 def _list_strategies(args: argparse.Namespace) -> int:
-    from backtest import strategy
+    from backtest.strategies import registry
 
-    print(json.dumps(strategy.describe_all(), indent=1))
+    print(json.dumps(registry.describe_all(), indent=1))
     return 0
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    from backtest import refresh
+    from backtest.data import refresh
 
     symbol = validate_symbol(args.symbol)
     until_ms = parse_time_ms(args.until, "--until")

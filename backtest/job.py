@@ -9,7 +9,7 @@ Every combination of one strategy's parameter grid is evaluated over the same ca
 (`signal_blocks`). With a hold-out, the window is split at `end - holdout_days`: every
 combination is backtested on the in-sample part and, separately, on the out-of-sample part
 (starting flat, warmed up by the bars before it); the best is chosen on the in-sample figures
-only, and its out-of-sample figures are reported beside them. With a walk-forward (`backtest.walkforward`), each fold's training window chooses the
+only, and its out-of-sample figures are reported beside them. With a walk-forward (`backtest.simulation.walkforward`), each fold's training window chooses the
 combination its test window trades, and the stitched test windows are the out-of-sample figures.
 """
 
@@ -26,15 +26,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backtest.candles import Candles, read_candle_file, to_arrow
-from backtest.engine import Segment
+from backtest.data.candles import Candles, read_candle_file, to_arrow
+from backtest.data.storage import resolve, write_bytes_atomic
+from backtest.data.store import CandleStore
 from backtest.errors import DataError, InputError
-from backtest.metrics import SELECT_METRICS, first_best
 from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
-from backtest.storage import resolve, write_bytes_atomic
-from backtest.store import CandleStore
-from backtest.strategy import Combo, Grid, Strategy
-from backtest.walkforward import Selection, WalkForward, make_folds
+from backtest.simulation.engine import Segment
+from backtest.simulation.metrics import SELECT_METRICS, first_best
+from backtest.simulation.walkforward import Selection, WalkForward, make_folds
+from backtest.strategies.contract import Combo, Strategy
+from backtest.strategies.grid import Grid
 
 log = logging.getLogger("backtest")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from backtest.storage import read_bytes, resolve
+from backtest.data.storage import read_bytes, resolve
 from backtest_airflow import layout
 from backtest_airflow.planning import as_of, ranking_column
 from backtest_airflow.settings import Settings, load_settings

@@ -16,7 +16,7 @@ strategies, 13 chunks of 77 pairs and 39 jobs.
 
 Every strategy parameter rule (names, bounds, durations, ranges, rejected combinations, grid
 size) is `backtest.strategy`'s, and the walk-forward's (`TRAIN:TEST[:anchored]`) is
-`backtest.walkforward`'s: `make_plan` asks them and reports every problem in one message.
+`backtest.simulation.walkforward`'s: `make_plan` asks them and reports every problem in one message.
 
 With `walk_forward` set, every job runs the walk-forward (`--walk-forward`, choosing by
 `--select-by` in each fold) and the run ranks on its stitched out-of-sample figures: `rank_on` is
@@ -34,11 +34,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backtest import strategy
-from backtest.builtins import SmaTrend
 from backtest.errors import InputError
-from backtest.metrics import SELECT_METRICS
 from backtest.params import SYMBOL_PATTERN, format_time, parse_fee_bps, window_label
-from backtest.walkforward import parse_walk_forward
+from backtest.simulation.metrics import SELECT_METRICS
+from backtest.simulation.walkforward import parse_walk_forward
+from backtest.strategies.builtins import SmaTrend
 from backtest_airflow import layout
 
 # What a leaderboard can rank by: what a sweep can select by, and buy-and-hold (same for every window).
@@ -195,7 +195,7 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
 
 
 def _walk_forward(value: Any, lookback_days: int | None, holdout_days: int, problems: list[str]) -> str | None:
-    """The `walk_forward` param as the job's --walk-forward takes it (`backtest.walkforward`'s own parser
+    """The `walk_forward` param as the job's --walk-forward takes it (`backtest.simulation.walkforward`'s own parser
     and spelling, e.g. `60d:20d`), or None when it is off (empty); problems go to `problems`.
 
     The run's window is `lookback_days` long (None: not a valid number, said elsewhere), so it has a
@@ -326,9 +326,9 @@ def grid_of(entry: dict) -> strategy.Grid:
 
 
 def lookahead_problems(plan: RunPlan) -> list[str]:
-    """Run the quick look-ahead check (`backtest.lookahead`, on synthetic candles) for every strategy
+    """Run the quick look-ahead check (`backtest.strategies.lookahead`, on synthetic candles) for every strategy
     of the run: what fails it, one line each (an empty list: every one passed)."""
-    from backtest import lookahead
+    from backtest.strategies import lookahead
 
     problems = []
     for entry in plan.strategies:

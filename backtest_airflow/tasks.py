@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from backtest.data.refresh import refresh_pair
 from backtest.errors import BacktestError, InputError
 from backtest.params import parse_time_ms
-from backtest.refresh import refresh_pair
-from backtest_airflow import layout, leaderboard, planning, report
+from backtest_airflow import layout, planning
 from backtest_airflow.planning import RunPlan
+from backtest_airflow.report import leaderboard, page
 from backtest_airflow.settings import Settings
 
 log = logging.getLogger("backtest_airflow.tasks")
@@ -130,7 +131,7 @@ def rank(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], settings: Sett
     cost = leaderboard.cost_summary(plan, settings.prices)
     paths = leaderboard.write(table, plan.results_url, title, cost, plan.rank_by)
     info = {**asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": settings.data_url}
-    paths[layout.REPORT_HTML] = report.write(table, plan.results_url, {**info, "title": title, "cost": cost})
+    paths[layout.REPORT_HTML] = page.write(table, plan.results_url, {**info, "title": title, "cost": cost})
     files = "\n".join(f"{name}: {url}" for name, url in paths.items())
     log.info("%s\n%s", leaderboard.to_markdown(table, title, cost, plan.rank_by), files)  # one entry, in order
     return {

@@ -37,14 +37,14 @@ from airflow.sdk import BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
-from backtest.storage import Location, list_dir, read_bytes, resolve
+from backtest.data.storage import Location, list_dir, read_bytes, resolve
 from backtest_airflow import layout
-from backtest_airflow.formatting import best_rows, is_synthetic, leaderboard_view, report_columns
 from backtest_airflow.layout import run_folder_name
-from backtest_airflow.leaderboard import has_grid
 from backtest_airflow.planning import as_of
+from backtest_airflow.report.formatting import best_rows, is_synthetic, leaderboard_view, report_columns
+from backtest_airflow.report.leaderboard import has_grid
+from backtest_airflow.report.templating import CSP, render
 from backtest_airflow.settings import load_settings
-from backtest_airflow.templating import CSP, render
 
 log = logging.getLogger("backtest_airflow.ui")
 

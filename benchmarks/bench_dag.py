@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_dag [--pairs 10 50]
 
-For each pair count: one `make demo` run in this process (backtest_airflow.demo.run_demo: dag.test,
+For each pair count: one `make demo` run in this process (backtest_airflow.local.demo.run_demo: dag.test,
 synthetic data, local runner, lookback 365 days, window 15d) in a fresh store, timed by run_demo; then the same work without Airflow —
 each pair's refresh in process and its `python -m backtest run` as a process (one pair a
 process, so the bare work does not profit from chunking), one after the other as dag.test
@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from backtest.data.refresh import refresh_pair
 from backtest.params import parse_time_ms
-from backtest.refresh import refresh_pair
-from backtest_airflow.demo import run_demo
+from backtest_airflow.local.demo import run_demo
 from tests.support import airflow_env, backtest_process
 
 DATE = "2026-11-01"

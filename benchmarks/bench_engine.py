@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_engine            (or: make bench)
 
 Data: the real Binance BTCUSDT hourly candles in ../shared/data/binance-spot-1h/ when present,
-else ~24,000 bars of synthetic candles (backtest.synthetic); the output says which.
+else ~24,000 bars of synthetic candles (backtest.data.synthetic); the output says which.
 
 a) engine only: sma_trend's signal, positions, equity and metrics for one pair and one window
    (360 bars), in process, through the job's own functions (strategy.signals, job.Segment).
@@ -39,13 +39,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from backtest.candles import Candles, read_candle_file
+from backtest.data.candles import Candles, read_candle_file
+from backtest.data.storage import resolve
+from backtest.data.synthetic import EPOCH_MS, synthetic_candles
 from backtest.job import Segment, signal_blocks
-from backtest.metrics import compute_metrics_block
 from backtest.params import HOUR_MS, format_time_ms
-from backtest.storage import resolve
+from backtest.simulation.metrics import compute_metrics_block
 from backtest.strategy import grid_of
-from backtest.synthetic import EPOCH_MS, synthetic_candles
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,7 +142,7 @@ def prepare_data(workdir: Path) -> tuple[str, str, Path]:
     path = workdir / "SYNTHUSDT.csv"
     write_csv(candles, path)
     reason = f"{SHARED_DATA} not found"
-    return "SYNTHUSDT", f"SYNTHETIC candles (backtest.synthetic, {reason}): {path}", path
+    return "SYNTHUSDT", f"SYNTHETIC candles (backtest.data.synthetic, {reason}): {path}", path
 
 
 def csv_to_parquet(csv_path: Path, parquet_path: Path) -> None:

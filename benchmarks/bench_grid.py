@@ -54,10 +54,10 @@ GRID = {"fast": "1d:10d:1d", "slow": "5d:60d:1d"}
 
 def make_results(root: Path, pairs: int, days: int, holdout_days: int) -> dict:
     """One real sma_cross grid result, stored for `pairs` symbols; returns the plan's arguments."""
+    from backtest.data.store import CandleStore
+    from backtest.data.synthetic import synthetic_candles
     from backtest.job import RunSpec, backtest, to_json
-    from backtest.store import CandleStore
     from backtest.strategy import grid_of
-    from backtest.synthetic import synthetic_candles
 
     grid = grid_of("sma_cross", GRID)
     end = datetime(2026, 10, 1, tzinfo=UTC)
@@ -117,7 +117,7 @@ def measure(kind: str, setup: dict) -> dict:
     """One measurement in this process (called in a child process)."""
     import pyarrow.parquet as pq
 
-    from backtest_airflow import leaderboard
+    from backtest_airflow.report import leaderboard
 
     plan = plan_of(setup)
     path = Path(setup["results_url"]) / "grid.parquet"

@@ -31,9 +31,9 @@ import time
 import uuid
 from pathlib import Path
 
-from backtest import binance
+from backtest.data import binance
+from backtest.data.refresh import refresh_pair
 from backtest.params import parse_time_ms
-from backtest.refresh import refresh_pair
 from tests.support import REPO, aws_env, free_port
 
 SYMBOL = "BTCUSDT"

@@ -36,7 +36,7 @@ RUNS = (  # label, logical date, window
 def dag_runs(pairs: int) -> None:
     """The three runs of one pair count in this process, in a fresh AIRFLOW_HOME and store (set
     before Airflow is imported: hence one process per pair count); a line each."""
-    from backtest_airflow.demo import run_demo
+    from backtest_airflow.local.demo import run_demo
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.update(airflow_env(Path(tmp) / "airflow", Path(tmp) / "store"))
@@ -60,10 +60,10 @@ def engine_sweep_ms() -> float:
     """A 60-window sma_trend sweep as the job runs it: signal blocks, then equity and metrics per block."""
     import numpy as np
 
+    from backtest.data.synthetic import synthetic_candles
     from backtest.job import Segment, signal_blocks
     from backtest.params import parse_time_ms
     from backtest.strategy import grid_of
-    from backtest.synthetic import synthetic_candles
 
     candles = synthetic_candles(
         "BTCUSDT", parse_time_ms("2023-01-01"), parse_time_ms("2023-01-01") + 24_000 * 3_600_000

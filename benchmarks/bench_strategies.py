@@ -46,9 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from backtest import job
-from backtest.candles import Candles, read_candle_file
-from backtest.metrics import compute_metrics_block
-from backtest.storage import resolve
+from backtest.data.candles import Candles, read_candle_file
+from backtest.data.storage import resolve
+from backtest.simulation.metrics import compute_metrics_block
 from backtest.strategy import Grid, grid_of
 from benchmarks.bench_engine import REPO, VBT_SCRIPT, ensure_vectorbt, prepare_data, print_table, verdict
 

@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from backtest.data.synthetic import EPOCH_MS, synthetic_candles
 from backtest.params import HOUR_MS
-from backtest.synthetic import EPOCH_MS, synthetic_candles
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "binance-spot-1h" / "binance_spot_BTCUSDT_1h_misrori.csv"
@@ -72,8 +72,8 @@ def run_cold(cmd: list[str]) -> tuple[float, float, int, str]:
 def in_process(symbol: str, path: Path, walk: str | None, select_by: str, repeats: int) -> float:
     """Median seconds of job.backtest in this process (candles read from the file each time)."""
     from backtest.job import RunSpec, backtest
+    from backtest.simulation.walkforward import parse_walk_forward
     from backtest.strategy import grid_of
-    from backtest.walkforward import parse_walk_forward
 
     grid = grid_of("sma_cross", {"fast": "24:240:24", "slow": "120:1440:24"})
     spec = RunSpec(

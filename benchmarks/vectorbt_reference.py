@@ -14,7 +14,7 @@ bench_strategies.py) the combinations, each one's total return and entries, in o
 --signals-out also saves the (combinations, bars) signals, bit-packed (np.packbits along the
 bars), for a bar-by-bar comparison; the timed runs leave it out.
 
-How it matches `backtest.engine`, and where it cannot:
+How it matches `backtest.simulation.engine`, and where it cannot:
 
 - Signals: close > SMA(window), or SMA(fast) > SMA(slow), False while an SMA is undefined
   (pandas / vectorbt rolling means; our engine decides ties exactly, the rolling sums here may

@@ -48,7 +48,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from backtest_airflow import alerts, form, layout, planning, tasks
-from backtest_airflow.local_batch import LocalBatchOperator
+from backtest_airflow.local.batch import LocalBatchOperator
 from backtest_airflow.planning import RunPlan
 from backtest_airflow.settings import EXCHANGE_POOL, LOCAL_POOL, asset_uri, load_settings
 

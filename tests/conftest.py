@@ -85,8 +85,8 @@ def store_url(request, tmp_path) -> str:
 @pytest.fixture
 def store(tmp_path) -> str:
     """A local store holding synthetic candles of STORE_PAIRS from STORE_SINCE to STORE_UNTIL."""
-    from backtest.store import CandleStore
-    from backtest.synthetic import synthetic_candles
+    from backtest.data.store import CandleStore
+    from backtest.data.synthetic import synthetic_candles
 
     url = str(tmp_path / "store")
     for symbol in STORE_PAIRS:
@@ -132,11 +132,11 @@ def exchange_factory():
 def strategy_folder(tmp_path, monkeypatch) -> Path:
     """An empty folder on BACKTEST_STRATEGY_PATH (this process's and its children's) for a test's
     own strategy modules; the registry of strategies is as before once the test is over."""
-    from backtest import strategy
+    from backtest.strategies import registry
 
-    monkeypatch.setattr(strategy, "_REGISTRY", dict(strategy._REGISTRY))
-    monkeypatch.setattr(strategy, "_IMPORTED", set(strategy._IMPORTED))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_IMPORTED", set(registry._IMPORTED))
     folder = tmp_path / "user-strategies"
     folder.mkdir()
-    monkeypatch.setenv(strategy.STRATEGY_PATH_ENV, str(folder))
+    monkeypatch.setenv(registry.STRATEGY_PATH_ENV, str(folder))
     return folder

@@ -30,9 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from backtest.candles import Candles
+from backtest.data.candles import Candles
+from backtest.data.synthetic import EPOCH_MS, synthetic_candles
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.synthetic import EPOCH_MS, synthetic_candles
 
 DEFAULT_NOW_MS = parse_time_ms("2024-07-01T00:30:00Z")  # mid-hour: the 00:00 candle is still open
 KLINES_WEIGHT = 2

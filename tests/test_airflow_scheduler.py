@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from backtest_airflow.layout import run_folder_name
-from backtest_airflow.local_airflow import PARALLELISM
+from backtest_airflow.local.stack import PARALLELISM
 from backtest_airflow.settings import EXCHANGE_POOL, pairs_from_file, pool_slots
 from tests.support import free_port
 from tests.support.live_airflow import DAG_ID, LiveAirflow, concurrency, parse_time, queued_seconds

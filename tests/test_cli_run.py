@@ -11,14 +11,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from backtest.data.storage import read_bytes, resolve
+from backtest.data.store import CandleStore
+from backtest.data.synthetic import synthetic_candles
 from backtest.errors import InputError
 from backtest.job import RunSpec, backtest
-from backtest.metrics import METRIC_NAMES as METRICS
 from backtest.params import HOUR_MS, parse_time_ms, parse_windows
-from backtest.storage import read_bytes, resolve
-from backtest.store import CandleStore
+from backtest.simulation.metrics import METRIC_NAMES as METRICS
 from backtest.strategy import get, grid_of
-from backtest.synthetic import synthetic_candles
 from tests.support import STORE_SINCE, STORE_UNTIL, backtest_process, make_candles, run_cli, run_json
 
 

@@ -28,10 +28,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from backtest import job
-from backtest.metrics import METRIC_NAMES
+from backtest.data.synthetic import EPOCH_MS, synthetic_candles
 from backtest.params import HOUR_MS
+from backtest.simulation.metrics import METRIC_NAMES
 from backtest.strategy import PROJECT_STRATEGIES, grid_of
-from backtest.synthetic import EPOCH_MS, synthetic_candles
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"

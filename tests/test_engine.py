@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtest.engine import above_sma, equity_curves, positions_from_signals
 from backtest.job import Segment
-from backtest.metrics import compute_metrics
+from backtest.simulation.engine import equity_curves, positions_from_signals
+from backtest.simulation.metrics import compute_metrics
+from backtest.strategies.exact import above_sma
 from backtest.strategy import get
 from tests.support import make_candles, reference_backtest
 

@@ -25,9 +25,9 @@ import time
 
 import pytest
 
+from backtest.data.storage import exclusive_lock, read_bytes, resolve
+from backtest.data.store import CandleStore, missing_ranges
 from backtest.params import parse_time_ms
-from backtest.storage import exclusive_lock, read_bytes, resolve
-from backtest.store import CandleStore, missing_ranges
 from tests.exchange import FakeExchange
 from tests.support import REPO, file_bytes
 

@@ -1,4 +1,4 @@
-"""The rank step's files (backtest_airflow/leaderboard.py): the leaderboard of (pair, strategy) rows,
+"""The rank step's files (backtest_airflow/report/leaderboard.py): the leaderboard of (pair, strategy) rows,
 the grid file with every combination, and the cost accounting (Fargate prices applied to the jobs'
 records of every strategy, with Batch's one-minute minimum).
 
@@ -19,15 +19,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from backtest.data.refresh import refresh_pair
+from backtest.data.storage import resolve
 from backtest.job import RunSpec, backtest, write_error, write_result
-from backtest.metrics import METRIC_NAMES
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.refresh import refresh_pair
-from backtest.storage import resolve
+from backtest.simulation.metrics import METRIC_NAMES
+from backtest.simulation.walkforward import parse_walk_forward
 from backtest.strategy import grid_of
-from backtest.walkforward import parse_walk_forward
-from backtest_airflow import layout, leaderboard
+from backtest_airflow import layout
 from backtest_airflow.planning import RunPlan, make_plan
+from backtest_airflow.report import leaderboard
 
 PRICES = {"vcpu_hour": 0.04048, "gb_hour": 0.004445, "spot_vcpu_hour": 0.0129159, "spot_gb_hour": 0.001418}
 AS_OF = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
@@ -223,7 +224,7 @@ def test_grid_file_holds_every_combination_of_every_result(mixed):
 
 def test_grid_file_with_a_hold_out_and_a_shared_parameter_name(tmp_path):
     """oos_* columns with a hold-out; a parameter name two strategies type differently becomes text."""
-    from backtest_airflow.leaderboard import grid_schema
+    from backtest_airflow.report.leaderboard import grid_schema
 
     store = str(tmp_path / "store")
     plan = plan_for(store, STRATEGIES[:2], holdout_days=5)

@@ -15,10 +15,10 @@ import pytest
 
 from backtest import strategy
 from backtest.cli import main
+from backtest.data.synthetic import EPOCH_MS, synthetic_candles
 from backtest.errors import EXIT_CHECK
-from backtest.lookahead import MAX_COMBOS_CHECKED, MIN_WINDOW_BARS, SEEDED_TOLERANCE
 from backtest.params import HOUR_MS, format_time_ms
-from backtest.synthetic import EPOCH_MS, synthetic_candles
+from backtest.strategies.lookahead import MAX_COMBOS_CHECKED, MIN_WINDOW_BARS, SEEDED_TOLERANCE
 from tests.support import backtest_process, make_candles
 
 REAL_BTC = "binance_spot_BTCUSDT_1h_misrori.csv"
@@ -105,7 +105,7 @@ def lag(candles, k):
 '''
 
 EMA_ONE_SPAN = '''
-from backtest.builtins import EmaTrend
+from backtest.strategies.builtins import EmaTrend
 from backtest.strategy import register
 
 

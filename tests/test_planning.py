@@ -338,7 +338,7 @@ def test_walk_forward_runs_in_every_job_and_the_run_ranks_out_of_sample():
 
 
 def test_walk_forward_problems_are_in_the_one_message():
-    from backtest.walkforward import parse_walk_forward
+    from backtest.simulation.walkforward import parse_walk_forward
 
     with pytest.raises(InputError) as parsed:  # the job's own parser and message
         parse_walk_forward("60d")
@@ -371,7 +371,7 @@ def test_plan_accepts_a_walk_forward_exactly_when_the_jobs_window_has_a_fold(wal
     import numpy as np
 
     from backtest.params import HOUR_MS, parse_time_ms
-    from backtest.walkforward import make_folds, parse_walk_forward
+    from backtest.simulation.walkforward import make_folds, parse_walk_forward
 
     start = parse_time_ms(plan_of(lookback_days=lookback_days).start)
     end = parse_time_ms(plan_of(lookback_days=lookback_days).end)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from backtest import builtins, strategy
+from backtest import strategy
+from backtest.strategies import builtins
 from tests.support import REPO
 
 README = REPO / "README.md"

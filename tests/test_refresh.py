@@ -17,13 +17,13 @@ import time
 import numpy as np
 import pytest
 
-from backtest import binance
-from backtest.candles import Candles
 from backtest.cli import main
+from backtest.data import binance
+from backtest.data.candles import Candles
+from backtest.data.refresh import refresh_pair
+from backtest.data.store import CandleStore
 from backtest.errors import EXIT_DATA, EXIT_IO, BacktestError, DataError, InputError, SourceUnavailable
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.refresh import refresh_pair
-from backtest.store import CandleStore
 from tests.exchange import Fault, kline_row
 from tests.support import REPO, assert_same, backtest_process, file_bytes
 

@@ -14,13 +14,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from backtest.data.storage import read_bytes, resolve
+from backtest.data.store import CandleStore
+from backtest.data.synthetic import synthetic_candles
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.storage import read_bytes, resolve
-from backtest.store import CandleStore
-from backtest.synthetic import synthetic_candles
-from backtest_airflow import report, templating, ui
-from backtest_airflow.charts import bucket_max, drawdown, load_buy_hold, load_equity, shown_pairs, thin_index
+from backtest_airflow import ui
 from backtest_airflow.layout import run_folder_name, strategy_results_url
+from backtest_airflow.report import page as report_page
+from backtest_airflow.report import templating
+from backtest_airflow.report.charts import bucket_max, drawdown, load_buy_hold, load_equity, shown_pairs, thin_index
 from tests.support.dag import load_daily_dag, make_run
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
@@ -244,15 +246,15 @@ def test_report_escapes_text_and_shows_the_cost(finished):
         "cost": {"text": "2 jobs <b>cheap</b>", "jobs": 2, "prices": {"vcpu_hour": 0.04}},
         "note": '"><img src=x onerror=alert(2)>',
     }
-    page = report.build_report(run["plan"].results_url, run["table"], info)
+    page = report_page.build_report(run["plan"].results_url, run["table"], info)
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>cheap</b>" not in page and "2 jobs &lt;b&gt;cheap&lt;/b&gt;" in page
     assert "<img" not in page and "&#34;&gt;&lt;img src=x" in page  # markupsafe writes " as &#34; (was &quot;)
     assert 'id="cost-summary"' in page and "vcpu_hour: 0.04" in page
     failed_only = run["table"][run["table"]["status"] != "ok"]  # no charts: quick
-    text_cost = report.build_report(run["plan"].results_url, failed_only, {**run["info"], "cost": "$0.01 <i>"})
+    text_cost = report_page.build_report(run["plan"].results_url, failed_only, {**run["info"], "cost": "$0.01 <i>"})
     assert "<pre>$0.01 &lt;i&gt;</pre>" in text_cost
-    assert 'id="cost-summary"' not in report.build_report(run["plan"].results_url, failed_only, run["info"])
+    assert 'id="cost-summary"' not in report_page.build_report(run["plan"].results_url, failed_only, run["info"])
 
 
 # -- the Backtests app ---------------------------------------------------------------------------
@@ -370,7 +372,7 @@ def test_plugin_registers_the_app_the_view_and_the_link():
 
 def test_huge_grids_keep_every_row_table_out_of_the_page(tmp_path):
     """100 pairs x 51 windows: the (pair, strategy, combination) rows stay in grid.parquet."""
-    from backtest_airflow import leaderboard
+    from backtest_airflow.report import leaderboard
 
     results = []
     for i in range(100):
@@ -399,7 +401,7 @@ def test_huge_grids_keep_every_row_table_out_of_the_page(tmp_path):
             for i, r in enumerate(results)
         ]
     )
-    page = report.build_report(
+    page = report_page.build_report(
         str(tmp_path), table, {"strategies": [{"name": "sma_trend", "params": {"window": "1d:51d:1d"}}]}
     )
     assert 'id="all-rows-table"' not in page
@@ -545,7 +547,7 @@ def test_strategies_are_compared_across_pairs(finished):
 
 
 def test_heatmap_needs_exactly_two_varying_parameters():
-    from backtest_airflow.charts import heatmap
+    from backtest_airflow.report.charts import heatmap
 
     rows = pd.DataFrame(
         {"symbol": "X", "strategy": "s", "best": [False, True, False, False],
@@ -657,7 +659,9 @@ def test_hostile_values_are_escaped_in_the_report_and_the_page(tmp_path, finishe
     run = finished["first"]
     failed_only = run["table"][run["table"]["status"] != "ok"]  # no charts: quick
     title = '<script>alert(1)</script>"><img src=x>'
-    page = report.build_report(run["plan"].results_url, _with_hostile_row(failed_only), {**run["info"], "title": title})
+    page = report_page.build_report(
+        run["plan"].results_url, _with_hostile_row(failed_only), {**run["info"], "title": title}
+    )
     assert_escaped(page)
     assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x&gt;</title>" in page
     assert page.count("<script>") == 1  # the page's own

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtest.candles import Candles
+from backtest.data.candles import Candles
+from backtest.data.storage import read_bytes, resolve
+from backtest.data.store import CandleStore
+from backtest.data.synthetic import synthetic_candles
 from backtest.errors import DataError, InputError
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.storage import read_bytes, resolve
-from backtest.store import CandleStore
-from backtest.synthetic import synthetic_candles
 from tests.support import assert_same, file_bytes
 
 JAN = parse_time_ms("2024-01-01")

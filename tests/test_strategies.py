@@ -1,7 +1,7 @@
 """Strategies as code: each built-in against an independent plain-loop reference, `sma_trend`
 byte-identical to the code before strategies, grids, memory on a large grid, users' strategies.
 
-The references follow the rules in backtest/builtins.py's docstring and call nothing under test.
+The references follow the rules in backtest/strategies/builtins.py's docstring and call nothing under test.
 Where the issue promises exactness (`sma_trend`, `sma_cross`, `momentum`, `donchian_breakout`:
 comparisons of sums, closes, highs and lows) they are exact: `Fraction` sums or plain float
 comparisons. `ema_trend` and `rsi_reversion` are float recursions by definition; their
@@ -27,12 +27,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backtest.candles import Candles
+from backtest.data.candles import Candles
+from backtest.data.synthetic import EPOCH_MS, synthetic_candles
 from backtest.job import BLOCK_CELLS, RunSpec, backtest
-from backtest.metrics import METRIC_NAMES
 from backtest.params import DAY_MS, HOUR_MS, format_time_ms, parse_time_ms
+from backtest.simulation.metrics import METRIC_NAMES
 from backtest.strategy import MAX_COMBINATIONS, get, grid_of
-from backtest.synthetic import EPOCH_MS, synthetic_candles
 from tests.support import REPO, T0, backtest_process, reference_run, run_cli
 from tests.support.strategies import RANGE_POSITION
 

@@ -14,12 +14,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from backtest.candles import read_candle_file
-from backtest.metrics import METRIC_NAMES
+from backtest.data.candles import read_candle_file
+from backtest.data.storage import resolve
+from backtest.data.synthetic import EPOCH_MS
 from backtest.params import HOUR_MS
-from backtest.storage import resolve
+from backtest.simulation.metrics import METRIC_NAMES
 from backtest.strategy import STRATEGY_PATH_ENV
-from backtest.synthetic import EPOCH_MS
 from tests.support import backtest_process, make_candles, run_cli, run_json
 
 TIME = "%Y-%m-%dT%H:%M:%SZ"

@@ -11,7 +11,7 @@ _SPEC = os.environ.get("BACKTEST_TEST_KILL", "")
 if _SPEC:
     import signal
 
-    import backtest.storage as _storage
+    import backtest.data.storage as _storage
 
     _when, _, _n = _SPEC.partition(":")
     _target, _count = int(_n), [0]

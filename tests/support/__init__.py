@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backtest.candles import VALUE_COLUMNS, Candles
+from backtest.data.candles import VALUE_COLUMNS, Candles
+from backtest.data.storage import read_bytes
+from backtest.data.store import CandleStore
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.storage import read_bytes
-from backtest.store import CandleStore
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = Path(sys.executable).with_name("airflow")  # the venv's `airflow` CLI

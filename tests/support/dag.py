@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from backtest.data.refresh import refresh_pair
 from backtest.job import RunSpec, backtest, write_result
-from backtest.metrics import SELECT_METRICS
 from backtest.params import parse_time_ms
-from backtest.refresh import refresh_pair
-from backtest.walkforward import parse_walk_forward
+from backtest.simulation.metrics import SELECT_METRICS
+from backtest.simulation.walkforward import parse_walk_forward
 from backtest_airflow import layout, planning, tasks
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.planning import RunPlan, grid_of, job_kwargs, make_plan

@@ -40,11 +40,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
-from backtest.candles import Candles, validate
+from backtest.data.candles import Candles, validate
 from backtest.errors import DataError, SourceUnavailable
 from backtest.params import HOUR_MS, format_time_ms, validate_symbol
 
-log = logging.getLogger("backtest.binance")
+log = logging.getLogger("backtest.data.binance")
 
 DEFAULT_API_URL = "https://api.binance.com"
 API_URL_ENV = "BINANCE_API_URL"

@@ -41,12 +41,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from backtest.candles import Candles, to_arrow
-from backtest.engine import Segment
+from backtest.data.candles import Candles, to_arrow
 from backtest.errors import DataError, InputError
-from backtest.metrics import compute_metrics_block, first_best
 from backtest.params import HOUR_MS, MAX_WINDOW_BARS, format_time_ms, parse_bars, window_label
-from backtest.strategy import Grid
+from backtest.simulation.engine import Segment
+from backtest.simulation.metrics import compute_metrics_block, first_best
+from backtest.strategies.grid import Grid
 
 MIN_BARS = 24  # training and test windows: at least a day of hourly bars each
 ANCHORED = "anchored"

@@ -16,7 +16,7 @@ import hashlib
 
 import numpy as np
 
-from backtest.candles import Candles
+from backtest.data.candles import Candles
 from backtest.params import HOUR_MS, validate_symbol
 
 SOURCE_NAME = "synthetic"

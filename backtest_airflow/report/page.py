@@ -51,11 +51,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from backtest.metrics import LOWER_IS_BETTER
+from backtest.data.storage import read_bytes, resolve, write_bytes_atomic
 from backtest.params import parse_time_ms
-from backtest.storage import read_bytes, resolve, write_bytes_atomic
-from backtest_airflow import charts, layout, leaderboard, planning
-from backtest_airflow.formatting import (
+from backtest.simulation.metrics import LOWER_IS_BETTER
+from backtest_airflow import layout, planning
+from backtest_airflow.report import charts, leaderboard
+from backtest_airflow.report.formatting import (
     best_rows,
     format_value,
     is_synthetic,
@@ -64,8 +65,8 @@ from backtest_airflow.formatting import (
     report_columns,
     sort_value,
 )
-from backtest_airflow.formatting import label as column_label
-from backtest_airflow.templating import render
+from backtest_airflow.report.formatting import label as column_label
+from backtest_airflow.report.templating import render
 
 REPORT_FILE = layout.REPORT_HTML  # the name `rank` writes it under
 MAX_ALL_ROWS = 5000  # a bigger grid's every-row table stays in the grid file

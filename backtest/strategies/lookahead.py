@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from backtest.candles import Candles, read_candle_file
+from backtest.data.candles import Candles, read_candle_file
+from backtest.data.storage import resolve
+from backtest.data.synthetic import EPOCH_MS, synthetic_candles
 from backtest.errors import DataError
 from backtest.params import HOUR_MS, format_time_ms
-from backtest.storage import resolve
-from backtest.strategy import Combo, Grid, Strategy
-from backtest.synthetic import EPOCH_MS, synthetic_candles
+from backtest.strategies.contract import Combo, Strategy
+from backtest.strategies.grid import Grid
 
 SEEDED_TOLERANCE = 0.01  # share of the window's bars a seeded/stateful strategy may change with 2x warm-up
 MIN_WINDOW_BARS = 1000  # bars after the doubled warm-up, for check (b)

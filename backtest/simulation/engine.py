@@ -1,10 +1,9 @@
-"""The execution engine every strategy shares, and `sma_trend`'s exact signal.
+"""The execution engine every strategy shares: positions, fills and equity, many combinations at
+once as (k, n) arrays.
 
 Exact semantics, for in-window bars t = 0..n-1 (opens o_t, closes c_t), fee f = fee_bps / 10,000
-per side, and a strategy's signal_t (decided at bar t's close; see `backtest.builtins`):
+per side, and a strategy's signal_t (decided at bar t's close; `backtest.strategies`):
 
-- sma_trend, window w: SMA_t = mean(c_{t-w+1..t}), defined for t >= w-1 (candles before the
-  window's start count as warm-up). signal_t = 1 if c_t > SMA_t, else 0 (0 while undefined).
 - A change of signal at bar t fills at the next bar's open o_{t+1}: the position over bar t is
   p_t = signal_{t-1}, and p_0 = 0 (every backtest starts flat). Long/flat only.
 - Equity is marked at each close, E_0 = 1, and for t >= 1:
@@ -13,79 +12,20 @@ per side, and a strategy's signal_t (decided at bar t's close; see `backtest.bui
     exit  (1 -> 0):          E_t = E_{t-1} * (o_t / c_{t-1}) * (1-f)
     flat  (0 -> 0):          E_t = E_{t-1}
 
-`c_t > SMA_t` is decided exactly on the float64 inputs: a fast rolling sum from one cumulative
-sum, and for the rare bars where its rounding error could flip the answer (flat prices, exact
-ties) an exact `math.fsum`. So the signal never depends on summation order.
-
-The signal is one strategy's (`backtest.builtins`); this module's `above_sma` is `sma_trend`'s,
-and positions and equity are the same for every strategy, many combinations at once as (k, n)
-arrays.
-
-Prices near the top of the float64 range (around 1e306) overflow those sums or the equity; a
-non-finite intermediate result is refused as bad data (DataError), never turned into a result.
+Prices near the top of the float64 range (around 1e306) overflow the equity; a non-finite
+result is refused as bad data (DataError), never turned into a result.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from backtest.candles import Candles, find_gaps
-from backtest.errors import DataError
-from backtest.metrics import METRIC_NAMES, compute_metrics_block
-
-UNIT_ROUNDOFF = 2.0**-53
-
-
-def _require_finite(values: np.ndarray, what: str) -> None:
-    if not np.isfinite(values).all():
-        raise DataError(f"prices out of range for float64 arithmetic: the {what} overflows")
-
-
-@dataclass(frozen=True)
-class PrefixSums:
-    """[0, c_0, c_0+c_1, ...] and a bound on each one's rounding error, shared by all windows."""
-
-    sums: np.ndarray
-    error_bound: np.ndarray
-
-    @classmethod
-    def of(cls, close: np.ndarray) -> PrefixSums:
-        sums = np.empty(len(close) + 1, dtype=np.float64)
-        sums[0] = 0.0
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.cumsum(close, out=sums[1:])
-        _require_finite(sums, "running sum of the closes")
-        # Recursive summation of positive terms: |error of sums[k]| <= k * u * sums[k].
-        return cls(sums, UNIT_ROUNDOFF * np.arange(len(sums), dtype=np.float64) * sums)
-
-
-def above_sma(close: np.ndarray, window: int, prefix: PrefixSums | None = None) -> np.ndarray:
-    """signal_t = c_t > mean(c_{t-w+1..t}) for every bar, exactly; False before bar w-1."""
-    n = len(close)
-    signal = np.zeros(n, dtype=bool)
-    if n < window:
-        return signal
-    prefix = PrefixSums.of(close) if prefix is None else prefix
-    cs, err_cs = prefix.sums, prefix.error_bound
-    with np.errstate(over="ignore", invalid="ignore"):
-        sums = cs[window:] - cs[:-window]
-        scaled = window * close[window - 1 :]
-        diff = scaled - sums  # > 0 exactly when c_t > SMA_t, up to rounding
-    _require_finite(diff, f"{window}-bar moving sum")
-    # Error bound of the two prefix sums, the subtraction, the product and the final
-    # difference, doubled for slack.
-    tol = 2.0 * (err_cs[window:] + err_cs[:-window] + UNIT_ROUNDOFF * (np.abs(sums) + scaled + np.abs(diff)))
-    decided = diff > 0
-    for i in np.nonzero(np.abs(diff) <= tol)[0]:
-        t = i + window - 1
-        exact = math.fsum([close[t]] * window + [-x for x in close[t - window + 1 : t + 1]])
-        decided[i] = exact > 0
-    signal[window - 1 :] = decided
-    return signal
+from backtest.data.candles import Candles, find_gaps
+from backtest.simulation.metrics import METRIC_NAMES, compute_metrics_block
+from backtest.strategies.exact import require_finite
 
 
 def positions_from_signals(signals: np.ndarray, first_bar: int, bars: int) -> np.ndarray:
@@ -112,7 +52,7 @@ def equity_curves(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, f
         exit_ = (open_[1:] / close[:-1]) * keep
         factor = np.select([prev & cur, cur, prev], [held, entry, exit_], 1.0)
         np.cumprod(factor, axis=1, out=equity[:, 1:])
-    _require_finite(equity, "equity curve")
+    require_finite(equity, "equity curve")
     return equity
 
 

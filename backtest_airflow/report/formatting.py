@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from backtest.metrics import METRIC_NAMES
+from backtest.simulation.metrics import METRIC_NAMES
 from backtest_airflow.layout import GRID_PARAM_PREFIX, WF_IS_PREFIX
 
 PERCENT_COLUMNS = frozenset(

@@ -46,14 +46,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from backtest.data.storage import Location, list_dir, read_bytes, resolve, write_bytes_atomic
 from backtest.job import JOBS_DIR
-from backtest.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.storage import Location, list_dir, read_bytes, resolve, write_bytes_atomic
+from backtest.simulation.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from backtest_airflow import layout
-from backtest_airflow.formatting import PERCENT_COLUMNS, RATIO_COLUMNS
 from backtest_airflow.layout import WF_IS_PREFIX
 from backtest_airflow.planning import RunPlan
+from backtest_airflow.report.formatting import PERCENT_COLUMNS, RATIO_COLUMNS
 
 STALE_HOURS = 6
 FARGATE_MINIMUM_SECONDS = 60

@@ -4,7 +4,7 @@ On the hourly closes c, highs h and lows l of the candles read (index t = 0 is t
 read, warm-up included); every signal is 0 while undefined.
 
 - `sma_trend(window)`: signal_t = 1 if c_t > SMA_window,t (the mean of c_{t-w+1..t}), defined
-  for t >= w-1, decided exactly on the float64 inputs (`engine.above_sma`). The default.
+  for t >= w-1, decided exactly on the float64 inputs (`exact.above_sma`). The default.
 - `sma_cross(fast, slow)`, fast < slow: signal_t = 1 if SMA_fast,t > SMA_slow,t, defined for
   t >= slow-1, decided exactly on the float64 inputs (a tie is 0).
 - `ema_trend(span)`: alpha = 2/(span+1); EMA_{span-1} = the simple mean of the first span
@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import accumulate
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from backtest.candles import Candles
-from backtest.engine import UNIT_ROUNDOFF, PrefixSums, above_sma
-from backtest.strategy import SEEDED_WARMUP_FACTOR, Combo, Param, Strategy, register
+from backtest.data.candles import Candles
+from backtest.strategies.contract import SEEDED_WARMUP_FACTOR, Combo, Param, Strategy
+from backtest.strategies.exact import UNIT_ROUNDOFF, ExactPrefix, PrefixSums, above_sma, exact_mean
 
 MAX_BARS = 100_000
 
@@ -50,7 +49,6 @@ def _bars(name: str, default: str, low: int = 2, help: str = "") -> Param:
     return Param(name, default, low=low, high=MAX_BARS, bars=True, help=help)
 
 
-@register
 class SmaTrend(Strategy):
     name = "sma_trend"
     description = "long while the close is above its simple moving average"
@@ -64,7 +62,6 @@ class SmaTrend(Strategy):
         return np.stack([above_sma(candles.close, combo["window"], prefix) for combo in combos])
 
 
-@register
 class SmaCross(Strategy):
     name = "sma_cross"
     description = "long while the fast SMA is above the slow SMA"
@@ -83,7 +80,7 @@ class SmaCross(Strategy):
         n = len(close)
         prefix = PrefixSums.of(close)
         cs, err_cs = prefix.sums, prefix.error_bound
-        exact = _ExactPrefix(close)
+        exact = ExactPrefix(close)
         out = np.zeros((len(combos), n), dtype=bool)
         for row, combo in enumerate(combos):
             f, s = combo["fast"], combo["slow"]
@@ -103,39 +100,6 @@ class SmaCross(Strategy):
         return out
 
 
-def _exact_integers(values: list[float]) -> tuple[list[int], int]:
-    """Each float as an integer over one common power of two: (integers, that power), exactly."""
-    ratios = [x.as_integer_ratio() for x in values]
-    scale = max((den for _, den in ratios), default=1)  # powers of two: x = num * (scale/den) / scale
-    return [num * (scale // den) for num, den in ratios], scale
-
-
-def exact_mean(values: list[float]) -> float:
-    """The mean of floats, correctly rounded (Python's int / int is): equal values give that value."""
-    integers, scale = _exact_integers(values)
-    return sum(integers) / (scale * len(integers))
-
-
-class _ExactPrefix:
-    """Exact prefix sums of the closes as Python integers (each close times one power of two),
-    built on first use: the rare bars where float rounding could flip a comparison."""
-
-    def __init__(self, close: np.ndarray):
-        self._close = close
-        self._sums: list[int] | None = None
-
-    def _prefix(self) -> list[int]:
-        if self._sums is None:
-            self._sums = [0, *accumulate(_exact_integers(self._close.tolist())[0])]
-        return self._sums
-
-    def cross(self, t: int, f: int, s: int) -> int:
-        """The sign of s * sum(c_{t-f+1..t}) - f * sum(c_{t-s+1..t}), exactly."""
-        p = self._prefix()
-        return s * (p[t + 1] - p[t + 1 - f]) - f * (p[t + 1] - p[t + 1 - s])
-
-
-@register
 class EmaTrend(Strategy):
     name = "ema_trend"
     description = "long while the close is above its exponential moving average"
@@ -169,7 +133,6 @@ def _ema_signal(close: list[float], span: int) -> np.ndarray:
     return signal
 
 
-@register
 class Momentum(Strategy):
     name = "momentum"
     description = "long while the close is above the close `lookback` bars before"
@@ -199,7 +162,6 @@ def _hold_state(enter: np.ndarray, leave: np.ndarray, start: int) -> np.ndarray:
     return event[last]
 
 
-@register
 class DonchianBreakout(Strategy):
     name = "donchian_breakout"
     description = "long from a close above the entry-bar high until a close below the exit-bar low"
@@ -237,7 +199,6 @@ class DonchianBreakout(Strategy):
         return out
 
 
-@register
 class RsiReversion(Strategy):
     name = "rsi_reversion"
     description = "long from RSI below `lower` until RSI above `upper` (Wilder's RSI)"
@@ -292,3 +253,6 @@ def wilder_rsi(close: list[float], period: int) -> np.ndarray:
         values[t] = 100.0 if avg_loss == 0 else 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
     rsi[:] = values
     return rsi
+
+
+BUILTINS = (SmaTrend, SmaCross, EmaTrend, Momentum, DonchianBreakout, RsiReversion)  # registered in this order

@@ -34,10 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backtest.candles import SCHEMA, Candles, Gap, find_gaps, validate
-from backtest.errors import DataError
-from backtest.params import HOUR_MS, format_time_ms, parse_time_ms, validate_symbol
-from backtest.storage import (
+from backtest.data.candles import SCHEMA, Candles, Gap, find_gaps, validate
+from backtest.data.storage import (
     Location,
     exclusive_lock,
     list_dir,
@@ -46,6 +44,8 @@ from backtest.storage import (
     resolve,
     write_bytes_atomic,
 )
+from backtest.errors import DataError
+from backtest.params import HOUR_MS, format_time_ms, parse_time_ms, validate_symbol
 
 INTERVAL = "1h"
 PART_FILE = "part-0.parquet"
@@ -207,7 +207,7 @@ class CandleStore:
 
     def lock(self, symbol: str):
         """Exclusive lock on a pair's candles (a context manager yielding its `Lease`), so overlapping
-        refreshes cannot lose candles; see `backtest.storage.exclusive_lock`."""
+        refreshes cannot lose candles; see `backtest.data.storage.exclusive_lock`."""
         validate_symbol(symbol)
         return exclusive_lock(self.root.join("locks", f"candles-{INTERVAL}-{symbol}.lock"))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from backtest_airflow.formatting import plain
+from backtest_airflow.report.formatting import plain
 
 PACKAGE_DIR = Path(__file__).parent
 SCRIPT_FILE = "sort.js"

@@ -36,7 +36,7 @@ from pathlib import Path
 from backtest_airflow import layout
 from backtest_airflow.settings import pool_slots
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 # One machine: task logs are files the api-server reads itself, so no log servers (they would
 # listen on every interface, on fixed ports 8793/8794). Only the api-server listens.
 COMPONENTS = {
@@ -114,7 +114,7 @@ def write_config(home: Path, host: str, port: int, socket_dir: str) -> None:
         }
     )
     with (home / "airflow.cfg").open("w") as file:
-        file.write("# Written by `make airflow` (backtest_airflow/local_airflow.py) at every start.\n")
+        file.write("# Written by `make airflow` (backtest_airflow/local/stack.py) at every start.\n")
         config.write(file)
 
 

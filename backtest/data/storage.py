@@ -35,7 +35,7 @@ import pyarrow.fs as pafs
 
 from backtest.errors import DataError, StorageError
 
-log = logging.getLogger("backtest.storage")
+log = logging.getLogger("backtest.data.storage")
 
 MAX_READ_BYTES = 256 * 2**20  # no candle, result or record file comes near this; /dev/zero would
 LOCK_LEASE_ENV = "BACKTEST_LOCK_LEASE_SECONDS"

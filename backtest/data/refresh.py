@@ -1,6 +1,6 @@
 """Incremental, idempotent refresh of one pair's hourly candles in the store.
 
-The pair's record (`backtest.store.PairRecord`) says which open-time ranges were already fetched
+The pair's record (`backtest.data.store.PairRecord`) says which open-time ranges were already fetched
 from its source. A refresh wants `[start, until)`, `until` floored to the hour (closed candles
 only), and fetches only the parts of it that are not covered yet, oldest first:
 
@@ -29,11 +29,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from backtest import synthetic
-from backtest.candles import Candles, find_gaps, validate
-from backtest.errors import InputError
-from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
-from backtest.store import (
+from backtest.data import synthetic
+from backtest.data.candles import Candles, find_gaps, validate
+from backtest.data.store import (
     CandleStore,
     PairRecord,
     merge_ranges,
@@ -42,8 +40,10 @@ from backtest.store import (
     month_start_ms,
     next_month_start_ms,
 )
+from backtest.errors import InputError
+from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
 
-log = logging.getLogger("backtest.refresh")
+log = logging.getLogger("backtest.data.refresh")
 
 SOURCES = ("binance", synthetic.SOURCE_NAME)
 
@@ -75,7 +75,7 @@ def fetch(
     if source == synthetic.SOURCE_NAME:
         return synthetic.synthetic_candles(symbol, start_ms, until_ms), 0, until_ms
     if source == "binance":
-        from backtest import binance
+        from backtest.data import binance
 
         return binance.fetch_klines(symbol, start_ms, until_ms, api_url=api_url, now_ms=now_ms)
     raise InputError(f"unknown source {source!r}: use {' or '.join(SOURCES)}")

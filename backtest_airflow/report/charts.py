@@ -22,13 +22,13 @@ import pandas as pd
 import pyarrow as pa
 from markupsafe import Markup
 
+from backtest.data.storage import read_bytes, read_parquet_bytes, resolve
 from backtest.errors import BacktestError
 from backtest.params import HOUR_MS
-from backtest.storage import read_bytes, read_parquet_bytes, resolve
-from backtest_airflow.formatting import format_value, missing
 from backtest_airflow.layout import GRID_PARAM_PREFIX
+from backtest_airflow.report.formatting import format_value, missing
 
-log = logging.getLogger("backtest_airflow.charts")
+log = logging.getLogger("backtest_airflow.report.charts")
 
 CURVES_EACH_END = 3  # equity/drawdown charts for this many top and bottom (pair, strategy) rows
 HEATMAP_PAIRS = 3  # heatmaps for this many top pairs of each strategy with a two-parameter grid
@@ -70,7 +70,7 @@ def load_buy_hold(data_url: str | None, symbol: str, times: np.ndarray) -> np.nd
     """Buy-and-hold growth (close / first close) at the equity curve's bars, from the candle store."""
     if not data_url or not len(times):
         return None
-    from backtest.store import CandleStore
+    from backtest.data.store import CandleStore
 
     open_ms = times.astype("datetime64[ms]").astype(np.int64)
     try:
@@ -87,7 +87,7 @@ def load_buy_hold(data_url: str | None, symbol: str, times: np.ndarray) -> np.nd
 
 
 def drawdown(curve: np.ndarray) -> np.ndarray:
-    """1 - E_t / max_{s<=t} E_s (positive fractions), as in backtest.metrics."""
+    """1 - E_t / max_{s<=t} E_s (positive fractions), as in backtest.simulation.metrics."""
     return 1.0 - curve / np.maximum.accumulate(curve)
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from backtest.data.storage import Location, read_bytes, read_parquet_bytes
 from backtest.errors import DataError
 from backtest.params import HOUR_MS
-from backtest.storage import Location, read_bytes, read_parquet_bytes
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
