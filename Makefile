@@ -41,7 +41,7 @@ airflow: $(STAMP)
 test: $(STAMP) lint check-strategies
 	$(PY) -m pytest
 
-# The look-ahead check (README "Strategies") of every registered strategy: the built-ins, strategies/
+# The look-ahead check (docs/strategies.md) of every registered strategy: the built-ins, strategies/
 # and BACKTEST_STRATEGY_PATH's modules, on synthetic candles at their default parameters.
 check-strategies: $(STAMP)
 	@listed=$$($(PY) -m backtest list-strategies) \

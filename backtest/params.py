@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import TypeVar
 
 from backtest.errors import InputError
@@ -37,20 +38,25 @@ def validate_symbol(symbol: str) -> str:
     return symbol
 
 
+def _hours(text: str | int) -> int | None:
+    """The hourly bars `360` (bars), `12h`, `15d` or `2w` stand for (0 for `0`), or None for other text."""
+    match = _WINDOW_RE.fullmatch(str(text).strip().lower())
+    return int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)] if match else None
+
+
 def parse_bars(text: str | int, what: str = "bar count") -> int:
     """A number of hourly bars: `360` (bars), `12h`, `15d` or `2w`; at least 1. `what` names it in the error."""
-    match = _WINDOW_RE.fullmatch(str(text).strip().lower())
-    if not match or int(match.group(1)) == 0:
+    bars = _hours(text)
+    if not bars:
         raise InputError(f"invalid {what} {text!r}: use bars (360) or a duration (12h, 15d, 2w)")
-    return int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)]
+    return bars
 
 
 def parse_window(text: str | int) -> int:
     """Window length in hourly bars: `360` (bars), `12h`, `15d` or `2w`."""
-    match = _WINDOW_RE.fullmatch(str(text).strip().lower())
-    if not match:
+    bars = _hours(text)
+    if bars is None:
         raise InputError(f"invalid window {text!r}: use bars (360) or a duration (12h, 15d, 2w)")
-    bars = int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)]
     if not MIN_WINDOW_BARS <= bars <= MAX_WINDOW_BARS:
         raise InputError(f"invalid window {text!r}: must be {MIN_WINDOW_BARS} to {MAX_WINDOW_BARS} hourly bars")
     return bars
@@ -99,17 +105,10 @@ def parse_windows(text: str | int) -> list[tuple[str, int]]:
 
     Returns (label, bars) pairs in the order given, without duplicates.
     """
-    windows = parse_value_list(text, parse_window, _parse_step, window_label)
+    windows = parse_value_list(text, parse_window, partial(parse_bars, what="window step"), window_label)
     if len(windows) > MAX_WINDOWS:
         raise InputError(f"invalid window list {text!r}: at most {MAX_WINDOWS} windows, got {len(windows)}")
     return windows
-
-
-def _parse_step(text: str) -> int:
-    match = _WINDOW_RE.fullmatch(text.strip().lower())
-    if not match or int(match.group(1)) == 0:
-        raise InputError(f"invalid window step {text!r}: use a positive number of bars or a duration (1d)")
-    return int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)]
 
 
 def parse_fee_bps(value: str | float) -> float:

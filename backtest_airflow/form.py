@@ -18,7 +18,7 @@ from airflow.sdk import Param
 
 from backtest import strategy
 from backtest.errors import InputError
-from backtest_airflow import planning
+from backtest_airflow import planning, run_strategies
 from backtest_airflow.settings import configured_pairs
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,10 @@ def params() -> dict[str, Param]:
         ),
         "strategies": strategies_param(),
         "window": Param(
-            planning.DEFAULT_WINDOW,
+            run_strategies.DEFAULT_WINDOW,
             type=["string", "integer"],
             description=(
-                f"{planning.WINDOW_STRATEGY}'s moving-average window, when `strategies` gives it none: bars (360) "
+                f"{run_strategies.WINDOW_STRATEGY}'s moving-average window, when `strategies` gives it none: bars (360) "
                 "or 12h / 15d / 2w; a sweep: 5d,10d,15d or 1d:60d:1d."
             ),
         ),
@@ -98,7 +98,7 @@ def strategies_param() -> Param:
     intro = (
         'Strategies to backtest, each {"name": ..., "params": {param: values}}: values are one value, a list '
         "(5d,10d) or a range a:b:step (ends included); bar counts take 360, 12h, 15d or 2w; several values make "
-        f"a grid; parameters not given keep their defaults. {planning.WINDOW_STRATEGY}'s window defaults to "
+        f"a grid; parameters not given keep their defaults. {run_strategies.WINDOW_STRATEGY}'s window defaults to "
         "the window field. "
     )
     try:
@@ -111,7 +111,7 @@ def strategies_param() -> Param:
         listed = "; ".join(f"{entry['name']}({_defaults(entry)}): {entry['description']}" for entry in described)
         description = f"{intro}Registered: {listed}."
     return Param(
-        [{"name": planning.WINDOW_STRATEGY, "params": {}}],
+        [{"name": run_strategies.WINDOW_STRATEGY, "params": {}}],
         type="array",
         items=item,
         minItems=1,

@@ -21,7 +21,7 @@ vCPU-hour and $0.004445 per GB-hour; Spot $0.01291590 per vCPU-hour and $0.00141
 GB-hour (Spot rates move; set the variables for your region). Fargate bills per second with a
 one-minute minimum per task.
 
-Pools (created by `make airflow`; elsewhere create them once, see the README's "Concurrency"):
+Pools (created by `make airflow`; elsewhere create them once, see docs/operation.md, "Concurrency"):
 
 | pool                | slots            | bounds                                                  |
 |---------------------|------------------|---------------------------------------------------------|

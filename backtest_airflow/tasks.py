@@ -11,17 +11,22 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from backtest.data.refresh import refresh_pair
 from backtest.errors import BacktestError, InputError
 from backtest.params import parse_time_ms
 from backtest_airflow import layout, planning
 from backtest_airflow.planning import RunPlan
-from backtest_airflow.report import leaderboard, page
-from backtest_airflow.settings import Settings
+from backtest_airflow.report import cost as run_cost
+from backtest_airflow.report import leaderboard, leaderboard_files, page
+from backtest_airflow.run_strategies import lookahead_problems
+from backtest_airflow.settings import LOCAL_POOL, Settings
+
+if TYPE_CHECKING:
+    from airflow.sdk.types import RuntimeTaskInstanceProtocol
 
 log = logging.getLogger("backtest_airflow.tasks")
 K = TypeVar("K")  # what a mapped task instance works on: a pair, or a (pair, strategy) pair
@@ -48,11 +53,26 @@ def plan(
     except InputError as exc:
         log.error("invalid params: %s", exc)  # the first thing the task log shows
         raise AirflowFailException(f"invalid params: {exc}") from None
-    problems = planning.lookahead_problems(run_plan)
+    problems = lookahead_problems(run_plan.strategies)
     if problems:
         log.error("look-ahead check failed: %s", "; ".join(problems))
         raise AirflowFailException(f"look-ahead check failed: {'; '.join(problems)}")
     return run_plan
+
+
+def backtest_options(settings: Settings) -> dict[str, Any]:
+    """What the `backtest` task's operator is given besides its id, trigger rule and label: in `batch`
+    mode `BatchOperator`'s queue, job definition, connection and polling (deferrable: the triggerer
+    polls Batch); in `local` mode the local runner's pool and parallelism (one job per core)."""
+    if settings.executor == "batch":
+        return {
+            "job_queue": settings.job_queue,
+            "job_definition": settings.job_definition,
+            "aws_conn_id": settings.aws_conn_id,
+            "deferrable": True,
+            "poll_interval": settings.poll_interval,
+        }
+    return {"pool": LOCAL_POOL, "max_active_tis_per_dagrun": settings.local_max_parallel}
 
 
 def refresh(symbols: list[str], plan: RunPlan, settings: Settings) -> list[dict]:
@@ -103,7 +123,7 @@ def task_states(states: dict[str, str], task_ids: Collection[str]) -> dict[tuple
 def failed_pairs(states: dict[tuple[str, int], str], task_id: str, units: Sequence[Sequence[K]]) -> dict[K, str]:
     """What the failed instances of the mapped task `task_id` were for, from `task_states`: map index
     i worked on `units[i]`, the pairs of a refresh chunk (`plan.chunks`) or the (pair, strategy)
-    pairs of a backtest job (`planning.job_units(plan)`)."""
+    pairs of a backtest job (`jobs.job_units(plan)`)."""
     failed: dict[K, str] = {}
     for (task, index), state in states.items():
         if task == task_id and 0 <= index < len(units) and state in ("failed", "upstream_failed"):
@@ -111,29 +131,39 @@ def failed_pairs(states: dict[tuple[str, int], str], task_id: str, units: Sequen
     return failed
 
 
-def candles_event(plan: RunPlan, failed: dict[str, str]) -> dict | None:
-    """The candle asset's event for the run: the pairs refreshed up to when (None: no pair was)."""
+def failed_in_run(ti: RuntimeTaskInstanceProtocol, task_id: str, units: Sequence[Sequence[K]]) -> dict[K, str]:
+    """`failed_pairs` of this run's instances of the mapped task `task_id`, their states asked of the
+    task API by the running task instance `ti` (the `candles` and `rank` tasks')."""
+    states = ti.get_task_states(dag_id=layout.DAG_ID, task_ids=[task_id], run_ids=[ti.run_id])
+    return failed_pairs(task_states(states.get(ti.run_id, {}), [task_id]), task_id, units)
+
+
+def candles_event(plan: RunPlan, failed: dict[str, str]) -> dict:
+    """The candle asset's event for the run: the pairs refreshed up to when; the task skips (no
+    event) when no pair was."""
     refreshed = [symbol for symbol in plan.pairs if symbol not in failed]
-    return {"end": plan.end, "pairs": refreshed, "failed": sorted(failed)} if refreshed else None
+    if not refreshed:
+        raise AirflowSkipException("no pair was refreshed")
+    return {"end": plan.end, "pairs": refreshed, "failed": sorted(failed)}
 
 
 def rank(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], settings: Settings, run_id: str) -> dict:
     """Write the run's leaderboard, cost summary and report; log the leaderboard once.
 
     `failed_tasks`: why a (pair, strategy) has no result when its backtest task failed
-    (`failed_pairs(..., "backtest", planning.job_units(plan))`).
+    (`failed_in_run(ti, "backtest", jobs.job_units(plan))`).
 
     Returns what the task returns (file URLs, failed pairs, cost); `fail_if_pairs_failed` then
     applies the run's failure policy, after everything is written.
     """
     table = leaderboard.build(plan, failed_tasks)
-    title = leaderboard.title(plan, table)
-    cost = leaderboard.cost_summary(plan, settings.prices)
-    paths = leaderboard.write(table, plan.results_url, title, cost, plan.rank_by)
+    title = leaderboard_files.title(plan, table)
+    cost = run_cost.cost_summary(plan, settings.prices)
+    paths = leaderboard_files.write(table, plan.results_url, title, cost, plan.rank_by)
     info = {**asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": settings.data_url}
     paths[layout.REPORT_HTML] = page.write(table, plan.results_url, {**info, "title": title, "cost": cost})
     files = "\n".join(f"{name}: {url}" for name, url in paths.items())
-    log.info("%s\n%s", leaderboard.to_markdown(table, title, cost, plan.rank_by), files)  # one entry, in order
+    log.info("%s\n%s", leaderboard_files.to_markdown(table, title, cost, plan.rank_by), files)  # one entry, in order
     return {
         "leaderboard": paths[layout.LEADERBOARD_PARQUET],
         "report": paths[layout.REPORT_HTML],

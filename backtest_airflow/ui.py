@@ -21,7 +21,7 @@ The page is `templates/backtests.html.j2` (the report's leaderboard table and st
 
 `BacktestReportLink` is a global operator extra link ("Backtest report") that only the `rank`
 task of the DAG shows: the run's report, from the date of the run's as-of moment and its run id
-(the folder name `planning.run_folder_name` makes).
+(the folder name `layout.run_folder_name` makes).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from backtest.data.storage import Location, list_dir, read_bytes, resolve
 from backtest_airflow import layout
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.planning import as_of
-from backtest_airflow.report.formatting import best_rows, is_synthetic, leaderboard_view, report_columns
-from backtest_airflow.report.leaderboard import has_grid
+from backtest_airflow.report.columns import best_rows, has_grid, is_synthetic, report_columns
+from backtest_airflow.report.formatting import leaderboard_view
 from backtest_airflow.report.templating import CSP, render
 from backtest_airflow.settings import load_settings
 

@@ -90,6 +90,24 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None) -> subprocess
     return done
 
 
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
+    """(wall seconds, CPU seconds, peak RSS in bytes, stdout) of `cmd` as a new process.
+
+    CPU time and peak are the process's own rusage (ru_maxrss is KiB on Linux), from os.wait4 on
+    exactly that child, so nothing else the benchmark ran counts toward them."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        began = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - began
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err.read().decode().strip()}")
+        return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out.read().decode()
+
+
 def cold_runs(commands: dict[str, list[str]], repeats: int, env: dict[str, str]) -> dict[str, float]:
     """Median wall time of each command as a new process; runs interleaved so drift hits all alike."""
     for cmd in commands.values():  # warm-up: byte-code caches, the OS page cache
@@ -114,6 +132,21 @@ def print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
     line = f"{{:<{widths[0]}}}  {{:>{widths[1]}}}  {{:<{widths[2]}}}  {{}}"
     for row in [header, *rows]:
         print(("  " + line.format(*row)).rstrip())
+
+
+def vectorbt_options(doc: str, repeats: int, cold_repeats: int, vbt_repeats: int, skip: str) -> argparse.Namespace:
+    """The command line of a benchmark of ours against vectorbt: `doc`'s first line, the number of
+    runs of each kind (the defaults given), and --skip-vectorbt (`skip`: its help)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    runs = {
+        "--repeats": (repeats, "in-process runs per measurement"),
+        "--cold-repeats": (cold_repeats, "timed cold runs of ours"),
+        "--vbt-repeats": (vbt_repeats, "timed cold runs of vectorbt"),
+    }
+    for option, (default, what) in runs.items():
+        parser.add_argument(option, type=int, default=default, help=f"{what} (default {default})")
+    parser.add_argument("--skip-vectorbt", action="store_true", help=skip)
+    return parser.parse_args()
 
 
 def ms(seconds: float) -> str:
@@ -337,12 +370,7 @@ def report_returns(in_process: dict, vbt: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="runs per measurement (default 7)")
-    parser.add_argument("--cold-repeats", type=int, default=5, help="cold process runs (default 5)")
-    parser.add_argument("--vbt-repeats", type=int, default=3, help="vectorbt cold runs (default 3)")
-    parser.add_argument("--skip-vectorbt", action="store_true", help="leave out d)")
-    args = parser.parse_args()
+    args = vectorbt_options(__doc__, repeats=7, cold_repeats=5, vbt_repeats=3, skip="leave out d)")
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)

@@ -117,7 +117,7 @@ def measure(kind: str, setup: dict) -> dict:
     """One measurement in this process (called in a child process)."""
     import pyarrow.parquet as pq
 
-    from backtest_airflow.report import leaderboard
+    from backtest_airflow.report import grid_file, leaderboard
 
     plan = plan_of(setup)
     path = Path(setup["results_url"]) / "grid.parquet"
@@ -137,7 +137,7 @@ def measure(kind: str, setup: dict) -> dict:
         out["best"] = f"fast {best['param_fast_bars']}, slow {best['param_slow_bars']}"
     elif kind == "heatmap read (3 pairs)":
         symbols = setup["pairs"][:3]
-        table = leaderboard.read_grid(
+        table = grid_file.read_grid(
             setup["results_url"],
             ["symbol", "strategy", "best", "param_fast", "param_fast_bars", "param_slow", "param_slow_bars", "sharpe"],
             [("strategy", "==", "sma_cross"), ("symbol", "in", symbols)],

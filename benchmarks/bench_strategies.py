@@ -1,4 +1,4 @@
-"""How fast is a strategy grid? The sma_cross grid of issue 13, ours against vectorbt, cold processes.
+"""How fast is a strategy grid? A 539-combination sma_cross grid, ours against vectorbt, cold processes.
 
     .venv/bin/python -m benchmarks.bench_strategies [--cold-repeats 7] [--vbt-repeats 5] [--skip-vectorbt]
 
@@ -31,12 +31,10 @@ Exits 1 when a target is missed, a figure could not be measured, or the cross-ch
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +48,15 @@ from backtest.data.candles import Candles, read_candle_file
 from backtest.data.storage import resolve
 from backtest.simulation.metrics import compute_metrics_block
 from backtest.strategy import Grid, grid_of
-from benchmarks.bench_engine import REPO, VBT_SCRIPT, ensure_vectorbt, prepare_data, print_table, verdict
+from benchmarks.bench_engine import (
+    VBT_SCRIPT,
+    ensure_vectorbt,
+    prepare_data,
+    print_table,
+    run_measured,
+    vectorbt_options,
+    verdict,
+)
 
 FEE_BPS = 10.0
 FAST, SLOW = "24:240:24", "120:1440:24"
@@ -84,24 +90,6 @@ class ColdRuns:
     @property
     def peak_mb(self) -> float:
         return max(self.peak_bytes) / 1e6
-
-
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
-    """(wall seconds, CPU seconds, peak RSS in bytes, stdout) of `cmd` as a new process.
-
-    The peak is the process's own ru_maxrss (KiB on Linux), from os.wait4 on exactly that child,
-    so nothing else this benchmark ran counts toward it."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        began = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - began
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err.read().decode().strip()}")
-        return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out.read().decode()
 
 
 def cold_runs(runs: list[ColdRuns], repeats: dict[str, int]) -> None:
@@ -241,25 +229,30 @@ def seconds_text(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s ({min(values):.2f}..{max(values):.2f})"
 
 
+def cold_rows(
+    label: str, runs: ColdRuns, k: int, *, first_run: bool = False, peak_target: float | None = None
+) -> list[tuple[str, str, str, str]]:
+    """One command's rows in the table of section 3: wall and CPU time of its timed runs, its
+    untimed first run (`first_run`), its peak RSS (against `peak_target`) and the cost per combination."""
+    rows = [
+        (f"{label}, cold, median of {len(runs.seconds)}", seconds_text(runs.seconds), "", ""),
+        ("   CPU time (user + system), median", f"{statistics.median(runs.cpu_seconds):.2f} s", "", ""),
+    ]
+    if first_run:
+        rows.append(("   its first run (numba compiles unless cached)", f"{runs.first_seconds:.2f} s", "", ""))
+    target = (f"<= {peak_target:g} MB", verdict(runs.peak_mb <= peak_target)) if peak_target else ("", "")
+    rows += [
+        ("   peak RSS (largest run)", f"{runs.peak_mb:,.0f} MB", *target),
+        ("   per combination", f"{runs.median / k * 1e3:.2f} ms", "", ""),
+    ]
+    return rows
+
+
 def side_by_side(ours: ColdRuns, theirs: ColdRuns | None, version: str, k: int) -> bool:
     """The table of section 3; True when every target is met."""
-    rows: list[tuple[str, str, str, str]] = []
     ok = ours.peak_mb <= TARGET_PEAK_MB
-    if theirs is not None:
-        rows += [
-            (f"vectorbt {version}, cold, median of {len(theirs.seconds)}", seconds_text(theirs.seconds), "", ""),
-            ("   CPU time (user + system), median", f"{statistics.median(theirs.cpu_seconds):.2f} s", "", ""),
-            ("   its first run (numba compiles unless cached)", f"{theirs.first_seconds:.2f} s", "", ""),
-            ("   peak RSS (largest run)", f"{theirs.peak_mb:,.0f} MB", "", ""),
-            ("   per combination", f"{theirs.median / k * 1e3:.2f} ms", "", ""),
-        ]
-    rows += [
-        (f"ours, cold, median of {len(ours.seconds)}", seconds_text(ours.seconds), "", ""),
-        ("   CPU time (user + system), median", f"{statistics.median(ours.cpu_seconds):.2f} s", "", ""),
-        ("   peak RSS (largest run)", f"{ours.peak_mb:,.0f} MB", f"<= {TARGET_PEAK_MB:g} MB",
-         verdict(ours.peak_mb <= TARGET_PEAK_MB)),
-        ("   per combination", f"{ours.median / k * 1e3:.2f} ms", "", ""),
-    ]  # fmt: skip
+    rows = cold_rows(f"vectorbt {version}", theirs, k, first_run=True) if theirs is not None else []
+    rows += cold_rows("ours", ours, k, peak_target=TARGET_PEAK_MB)
     if theirs is not None:
         ratio = ours.median / theirs.median
         ok &= ratio <= TARGET_VBT_RATIO
@@ -298,12 +291,8 @@ def print_split(split: dict[str, float], ours: ColdRuns, imports: ColdRuns, k: i
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cold-repeats", type=int, default=7, help="timed cold runs of ours (default 7)")
-    parser.add_argument("--vbt-repeats", type=int, default=5, help="timed cold runs of vectorbt (default 5)")
-    parser.add_argument("--repeats", type=int, default=5, help="in-process runs for the split (default 5)")
-    parser.add_argument("--skip-vectorbt", action="store_true", help="leave vectorbt out (exits 1: ratio unchecked)")
-    args = parser.parse_args()
+    skip = "leave vectorbt out (exits 1: ratio unchecked)"
+    args = vectorbt_options(__doc__, repeats=5, cold_repeats=7, vbt_repeats=5, skip=skip)
 
     grid = grid_of("sma_cross", {"fast": FAST, "slow": SLOW})
     k = len(grid.combos)

@@ -22,51 +22,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from backtest.data.synthetic import EPOCH_MS, synthetic_candles
-from backtest.params import HOUR_MS
+from benchmarks.bench_engine import median_seconds, prepare_data, run_measured
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "binance-spot-1h" / "binance_spot_BTCUSDT_1h_misrori.csv"
-SYNTHETIC_BARS = 24_000
 GRID = ["--strategy", "sma_cross", "--param", "fast=24:240:24", "--param", "slow=120:1440:24", "--fee-bps", "10"]
 WALK = "180d:30d"
 TARGET_RATIO = 2.0
-
-
-def data_file(workdir: Path) -> tuple[str, str, Path]:
-    """(symbol, description, file): the real BTCUSDT CSV if present, else a synthetic CSV."""
-    if REAL.is_file():
-        return "BTCUSDT", f"REAL Binance BTCUSDT 1h candles: {REAL}", REAL
-    candles = synthetic_candles("SYNTHUSDT", EPOCH_MS, EPOCH_MS + SYNTHETIC_BARS * HOUR_MS)
-    path = workdir / "SYNTHUSDT.csv"
-    with path.open("w") as out:
-        out.write("open_time,open,high,low,close,volume\n")
-        for row in zip(candles.open_time.tolist(), candles.open, candles.high, candles.low, candles.close,
-                       candles.volume, strict=True):  # fmt: skip
-            out.write(",".join(repr(float(v)) if i else str(v) for i, v in enumerate(row)) + "\n")
-    return "SYNTHUSDT", f"SYNTHETIC candles ({REAL} not found): {path}", path
-
-
-def run_cold(cmd: list[str]) -> tuple[float, float, int, str]:
-    """(wall seconds, CPU seconds, peak RSS in MiB, stdout) of one new process; wait4 gives this
-    child's own CPU time and peak."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err.read().strip()}")
-        return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, out.read()
 
 
 def in_process(symbol: str, path: Path, walk: str | None, select_by: str, repeats: int) -> float:
@@ -80,13 +44,7 @@ def in_process(symbol: str, path: Path, walk: str | None, select_by: str, repeat
         symbol, grid, 10.0, input_url=str(path), select_by=select_by,
         walk_forward=parse_walk_forward(walk) if walk else None,
     )  # fmt: skip
-    backtest(spec)  # warm caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        backtest(spec)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda: backtest(spec), repeats)  # after one run that warms the caches
 
 
 def main() -> None:
@@ -94,7 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per command (default 5)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        symbol, description, path = data_file(Path(tmp))
+        symbol, description, path = prepare_data(Path(tmp))
         base = [sys.executable, "-m", "backtest", "run", "--symbol", symbol, "--input", str(path), *GRID]
         commands = {
             "grid": (base, None, "total_return"),
@@ -108,16 +66,16 @@ def main() -> None:
         }  # fmt: skip
         print(f"data: {description}")
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.repeats} interleaved cold runs each")
-        results = {name: run_cold(cmd)[3] for name, (cmd, _, _) in commands.items()}  # warm-up run, kept for info
+        results = {name: run_measured(cmd)[3] for name, (cmd, _, _) in commands.items()}  # warm-up run, kept for info
         wall: dict[str, list[float]] = {name: [] for name in commands}
         cpu: dict[str, list[float]] = {name: [] for name in commands}
         rss: dict[str, int] = dict.fromkeys(commands, 0)
         for _ in range(args.repeats):
             for name, (cmd, _, _) in commands.items():
-                seconds, cpu_seconds, peak, _ = run_cold(cmd)
+                seconds, cpu_seconds, peak, _ = run_measured(cmd)
                 wall[name].append(seconds)
                 cpu[name].append(cpu_seconds)
-                rss[name] = max(rss[name], peak)
+                rss[name] = max(rss[name], peak // 2**20)  # MiB
         grid_result = json.loads(results["grid"])
         print(f"bars: {grid_result['bars']}, combinations: {grid_result['grid']['combinations']}")
         grid_cold, grid_cpu = statistics.median(wall["grid"]), statistics.median(cpu["grid"])

@@ -34,7 +34,7 @@ values, with an optional out-of-sample hold-out or a walk-forward, `walk_forward
 the run ranks on the stitched test windows), fee, lookback or ranking metric; `window` is
 `sma_trend`'s window. Users' strategies are modules in the project's `strategies/` folder (shipped
 in the job image). Configuration (store URL, executor mode, Batch queue and job definition, AWS
-connection, pair list) is described in the README and in `backtest_airflow/settings.py`.
+connection, pair list) is described in docs/configuration.md and in `backtest_airflow/settings.py`.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
 from airflow.sdk import Asset, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
 
-from backtest_airflow import alerts, form, layout, planning, tasks
+from backtest_airflow import alerts, form, layout, tasks
+from backtest_airflow.jobs import chunk_kwargs, job_kwargs, job_units
 from backtest_airflow.local.batch import LocalBatchOperator
 from backtest_airflow.planning import RunPlan
-from backtest_airflow.settings import EXCHANGE_POOL, LOCAL_POOL, asset_uri, load_settings
+from backtest_airflow.settings import EXCHANGE_POOL, asset_uri, load_settings
 
 SETTINGS = load_settings()
 # Named by their URIs: a store moved elsewhere (BACKTEST_DATA_URL) is a new asset, not a clash.
@@ -59,13 +59,6 @@ LEADERBOARD = Asset(layout.results_root(asset_uri(SETTINGS.data_url)))
 # Runs once everything before it is done, failed chunks included, but only when plan made a plan.
 AFTER_PLAN = "all_done_min_one_success"
 JOB_LABEL = "{{ task.tags['strategy'] }} {{ task.tags['pairs'] }}"  # a backtest's map index in the UI
-
-
-def _states(task_id: str) -> dict[tuple[str, int], str]:
-    """This run's states of `task_id`'s task instances, by (task id, map index)."""
-    ti = get_current_context()["ti"]
-    states = ti.get_task_states(dag_id=layout.DAG_ID, task_ids=[task_id], run_ids=[ti.run_id])
-    return tasks.task_states(states.get(ti.run_id, {}), [task_id])
 
 
 @dag(
@@ -109,13 +102,13 @@ def crypto_backtest_daily():
     @task
     def chunks(run_plan: dict) -> list[dict]:
         """The chunks of pairs: what refresh maps over (one task a chunk, however many strategies)."""
-        return planning.chunk_kwargs(RunPlan.from_dict(run_plan))
+        return chunk_kwargs(RunPlan.from_dict(run_plan))
 
     @task
     def jobs(run_plan: dict) -> list[dict]:
         """One job per chunk and strategy: what backtest maps over (`BatchOperator` kwargs)."""
         run_id = get_current_context()["dag_run"].run_id
-        return planning.job_kwargs(
+        return job_kwargs(
             RunPlan.from_dict(run_plan), SETTINGS.data_url, run_id, SETTINGS.job_vcpu, SETTINGS.job_memory_mib
         )
 
@@ -127,44 +120,27 @@ def crypto_backtest_daily():
     @task(trigger_rule=AFTER_PLAN, outlets=[CANDLES])
     def candles(run_plan: dict) -> dict:
         """One asset event per run for the candle store (not one per chunk)."""
-        run_plan = RunPlan.from_dict(run_plan)
-        extra = tasks.candles_event(run_plan, tasks.failed_pairs(_states("refresh"), "refresh", run_plan.chunks))
-        if extra is None:
-            raise AirflowSkipException("no pair was refreshed")
-        get_current_context()["outlet_events"][CANDLES].extra = extra
+        run_plan, context = RunPlan.from_dict(run_plan), get_current_context()
+        extra = tasks.candles_event(run_plan, tasks.failed_in_run(context["ti"], "refresh", run_plan.chunks))
+        context["outlet_events"][CANDLES].extra = extra
         return extra
 
     @task(trigger_rule=AFTER_PLAN, outlets=[LEADERBOARD])
     def rank(run_plan: dict) -> dict:
         """Rank the pairs into the leaderboard and report; fail afterwards if any pair failed."""
-        run_plan = RunPlan.from_dict(run_plan)
-        failed = tasks.failed_pairs(_states("backtest"), "backtest", planning.job_units(run_plan))
-        ranked = tasks.rank(run_plan, failed, SETTINGS, get_current_context()["dag_run"].run_id)
+        run_plan, context = RunPlan.from_dict(run_plan), get_current_context()
+        failed = tasks.failed_in_run(context["ti"], "backtest", job_units(run_plan))
+        ranked = tasks.rank(run_plan, failed, SETTINGS, context["dag_run"].run_id)
         tasks.fail_if_pairs_failed(run_plan, ranked)
         return ranked
 
     run_plan = plan()
     backtest_jobs = jobs(run_plan)
     refreshed = refresh.partial(run_plan=run_plan).expand(chunk=chunks(run_plan))
-    if SETTINGS.executor == "batch":
-        backtest = BatchOperator.partial(
-            task_id="backtest",
-            job_queue=SETTINGS.job_queue,
-            job_definition=SETTINGS.job_definition,
-            aws_conn_id=SETTINGS.aws_conn_id,
-            deferrable=True,
-            poll_interval=SETTINGS.poll_interval,
-            trigger_rule="all_done",
-            map_index_template=JOB_LABEL,
-        ).expand_kwargs(backtest_jobs)
-    else:
-        backtest = LocalBatchOperator.partial(
-            task_id="backtest",
-            pool=LOCAL_POOL,
-            max_active_tis_per_dagrun=SETTINGS.local_max_parallel,
-            trigger_rule="all_done",
-            map_index_template=JOB_LABEL,
-        ).expand_kwargs(backtest_jobs)
+    operator = BatchOperator if SETTINGS.executor == "batch" else LocalBatchOperator
+    backtest = operator.partial(
+        task_id="backtest", trigger_rule="all_done", map_index_template=JOB_LABEL, **tasks.backtest_options(SETTINGS)
+    ).expand_kwargs(backtest_jobs)
     refreshed >> candles(run_plan)
     refreshed >> backtest >> rank(run_plan)
 

@@ -42,11 +42,8 @@ SKIP_BUILD=0
 PLACEHOLDER_IMAGE="public.ecr.aws/docker/library/python:3.11-slim"
 declare -a OVERRIDES=()
 
-need_value() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --stack) need_value "$@"; STACK_NAME=$2; shift 2 ;;
-    --region) need_value "$@"; REGION=$2; shift 2 ;;
     --subnets) need_value "$@"; OVERRIDES+=("SubnetIds=$2"); shift 2 ;;
     --security-groups) need_value "$@"; OVERRIDES+=("SecurityGroupIds=$2"); shift 2 ;;
     --public-ip) need_value "$@"; OVERRIDES+=("AssignPublicIp=$2"); shift 2 ;;
@@ -61,8 +58,7 @@ while [[ $# -gt 0 ]]; do
     --service-role) need_value "$@"; OVERRIDES+=("BatchServiceRoleArn=$2"); shift 2 ;;
     --tag) need_value "$@"; TAG=$2; shift 2 ;;
     --skip-build) SKIP_BUILD=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) die "unknown option $1 (see --help)" ;;
+    *) shared_option "$@"; shift 2 ;;  # --stack, --region, --help
   esac
 done
 
@@ -160,6 +156,6 @@ AWS_DEFAULT_REGION=$REGION
 # Job logs: CloudWatch log group $(stack_output LogGroupName)
 # Alerts: subscribe to the topic, e.g.
 #   aws sns subscribe --topic-arn $(stack_output AlertsTopicArn) --protocol email --notification-endpoint <you@example.com>
-# Pools (once per Airflow deployment; README "Concurrency"): the exchange's API budget
+# Pools (once per Airflow deployment; docs/operation.md, "Concurrency"): the exchange's API budget
 #   airflow pools set backtest_exchange 2 "Refresh tasks: concurrent request streams to the exchange"
 EOF

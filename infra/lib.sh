@@ -10,6 +10,21 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "$PROG: error: $*" >&2; exit 2; }
 log() { echo "$PROG: $*" >&2; }
 
+# need_value OPTION VALUE...: die unless the option has a non-empty value.
+need_value() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
+
+# shared_option OPTION VALUE...: the options both scripts take (--stack NAME, --region REGION,
+# -h/--help), for the `*)` branch of a script's own option loop, which then shifts 2; any other
+# option is an error.
+shared_option() {
+  case $1 in
+    --stack) need_value "$@"; STACK_NAME=$2 ;;
+    --region) need_value "$@"; REGION=$2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+}
+
 # REGION from --region, else AWS_REGION / AWS_DEFAULT_REGION (set by the caller), else the CLI's.
 resolve_region() {
   if [[ -z $REGION ]]; then

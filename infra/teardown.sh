@@ -23,11 +23,8 @@ DELETE_IMAGES=0
 
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --stack) [[ -n ${2:-} ]] || die "--stack needs a value"; STACK_NAME=$2; shift 2 ;;
-    --region) [[ -n ${2:-} ]] || die "--region needs a value"; REGION=$2; shift 2 ;;
     --delete-images) DELETE_IMAGES=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) die "unknown option $1 (see --help)" ;;
+    *) shared_option "$@"; shift 2 ;;  # --stack, --region, --help
   esac
 done
 

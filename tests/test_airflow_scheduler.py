@@ -6,7 +6,7 @@ synthetic candles and the production retry settings. Every trigger path a user h
 against it: REST with and without a logical date, `airflow dags trigger`, a 3-day backfill of
 the 10 configured pairs through `airflow backfill create` and another through
 `POST /api/v2/backfills`. Every run must succeed with a leaderboard whose window ends where the
-README says, every component must stay healthy, and the concurrency bounds (parallelism, the
+docs say (docs/operation.md), every component must stay healthy, and the concurrency bounds (parallelism, the
 exchange pool) must hold. Bad params must fail the run in seconds without a retry.
 
 `[scheduler] use_job_schedule = False` keeps the scheduler from adding its own run for the latest
@@ -50,7 +50,7 @@ def z(moment: datetime) -> str:
 
 
 def expected_end(run: dict) -> datetime:
-    """The README's rule: the interval end, else the logical date, else run_after; down to the hour."""
+    """The rule in docs/operation.md: the interval end, else the logical date, else run_after; down to the hour."""
     moment = run["data_interval_end"] or run["logical_date"] or run["run_after"]
     return parse_time(moment).replace(minute=0, second=0, microsecond=0)
 

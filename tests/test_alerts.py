@@ -111,6 +111,12 @@ def results_folder(data_url: Path, run_id: str, date: str = "2026-06-20") -> Pat
     return data_url / "results" / DAG_ID / f"date={date}" / f"run={run_folder_name(run_id)}"
 
 
+def heading(run_id: str, outcome: str, date: str = "2026-06-20") -> list[str]:
+    """The first two lines of a run's alert or digest."""
+    logical = f"{date}T00:00:00+00:00"
+    return [f"DAG {DAG_ID}, run {run_id}: {outcome}", f"Logical date {logical}, as of {logical}"]
+
+
 def digest_lines(folder: Path, metric: str) -> list[str]:
     """What the digest must say about the pairs and the cost, from the files rank wrote."""
     board = pd.read_parquet(folder / "leaderboard.parquet")
@@ -137,8 +143,7 @@ def test_dag_test_failed_run_publishes_an_alert(airflow_db, tmp_path, notify):
     assert message["TopicArn"] == notify.topic_arn
     assert message["Subject"] == f"{DAG_ID} failed: {dag_run.run_id}"
     assert message["Message"].splitlines() == [
-        f"DAG {DAG_ID}, run {dag_run.run_id}: FAILED (task_failure)",
-        "Logical date 2026-06-20T00:00:00+00:00, as of 2026-06-20T00:00:00+00:00",
+        *heading(dag_run.run_id, "FAILED (task_failure)"),
         "",
         "Failed tasks (1):",
         "- plan: no error text here, see the task log",  # the context's task: the last to fail; no task API
@@ -156,14 +161,11 @@ def test_dag_test_runs_publish_the_digest_and_the_failed_pairs(airflow_db, tmp_p
     (digest,) = notify.messages(1)
     assert digest["Subject"] == f"{DAG_ID} succeeded: {succeeded.run_id}"
     lines = digest["Message"].splitlines()
-    assert lines[:2] == [
-        f"DAG {DAG_ID}, run {succeeded.run_id}: succeeded",
-        "Logical date 2026-06-20T00:00:00+00:00, as of 2026-06-20T00:00:00+00:00",
-    ]
+    assert lines[:2] == heading(succeeded.run_id, "succeeded")
     assert [line for line in lines[2:] if line] == digest_lines(results_folder(data_url, succeeded.run_id), "sharpe")
     assert "- NOPEUSDT: failed: no candles stored for NOPEUSDT" in digest["Message"]
 
-    failed = run_dag(data_url, CONF, exchange)  # the same failed pair now fails the run
+    failed = run_dag(data_url, CONF, exchange)  # without allow_failed_pairs, the same failed pair fails the run
     assert failed.state == "failed"
     (alert,) = notify.messages(1)
     assert alert["Subject"] == f"{DAG_ID} failed: {failed.run_id}"
@@ -288,8 +290,7 @@ def test_in_a_real_scheduler_the_dag_processor_publishes_the_alerts(scheduler, i
     bad, good, failed = (runs[date] for date in confs)
     lines = messages[f"{DAG_ID} failed: {bad['dag_run_id']}"].splitlines()
     assert lines[:4] == [
-        f"DAG {DAG_ID}, run {bad['dag_run_id']}: FAILED (task_failure)",
-        "Logical date 2026-06-18T00:00:00+00:00, as of 2026-06-18T00:00:00+00:00",
+        *heading(bad["dag_run_id"], "FAILED (task_failure)", "2026-06-18"),
         "",
         "Failed tasks (1):",  # nothing after plan ran
     ]
@@ -299,10 +300,7 @@ def test_in_a_real_scheduler_the_dag_processor_publishes_the_alerts(scheduler, i
     assert len(lines) == 5  # no leaderboard, no report
 
     lines = messages[f"{DAG_ID} succeeded: {good['dag_run_id']}"].splitlines()
-    assert lines[:2] == [
-        f"DAG {DAG_ID}, run {good['dag_run_id']}: succeeded",
-        "Logical date 2026-06-19T00:00:00+00:00, as of 2026-06-19T00:00:00+00:00",
-    ]
+    assert lines[:2] == heading(good["dag_run_id"], "succeeded", "2026-06-19")
     folder = results_folder(scheduler.store, good["dag_run_id"], "2026-06-19")
     assert [line for line in lines[2:] if line] == digest_lines(folder, "sharpe")
 

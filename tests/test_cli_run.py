@@ -189,7 +189,7 @@ def test_prices_that_overflow_the_arithmetic_are_bad_data(capsys, tmp_path):
         results[scale] = run_cli(capsys, "--symbol", "BTCUSDT", "--input", str(path), "--window", "24")
     same = json.loads(results[1.0][1]), json.loads(results[1e300][1])
     assert same[0]["trades"] == same[1]["trades"] > 0  # scale-free up to 1e300
-    rc, out, err = results[1e306]  # was exit 0 with trades 0 and total_return 0.0
+    rc, out, err = results[1e306]  # an error, not a run with trades 0 and total_return 0.0
     assert (
         rc == 3
         and out == ""
@@ -239,7 +239,7 @@ def test_gzipped_csv_input_is_read(capsys, store, tmp_path):
 
 
 def test_an_endless_input_is_refused_after_a_bounded_read():
-    """/dev/zero used to be read until the OOM killer stopped the job (21 GB)."""
+    """/dev/zero is refused after a bounded read, not read until the OOM killer stops the job."""
     import resource
 
     def limit_memory() -> None:  # 1.5 GiB of address space: an unbounded read would fail
@@ -269,7 +269,7 @@ def test_window_lists_and_ranges():
     for bad in ("5d:1d:1d", "1d:2d", "1d:2d:0", "1d:2000d:1h"):
         with pytest.raises(InputError):
             parse_windows(bad)
-    # What --window goes through now: sma_trend's window parameter (a grid may hold up to
+    # What --window goes through: sma_trend's window parameter (a grid may hold up to
     # MAX_COMBINATIONS windows, so 1d:2000d:1h is a valid grid; a window beyond its bounds is not).
     window = get("sma_trend").param("window")
     assert window.parse_values("5d,10d,360") == [("5d", 120), ("10d", 240), ("360", 360)]

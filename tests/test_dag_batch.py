@@ -23,8 +23,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from backtest_airflow.jobs import job_pairs
 from backtest_airflow.local.batch import LocalBatchOperator
-from backtest_airflow.planning import RunPlan, job_pairs
+from backtest_airflow.planning import RunPlan
 from backtest_airflow.report import leaderboard
 from tests.support.batch import (
     CONF,

@@ -14,7 +14,8 @@ import pytest
 from backtest.errors import InputError
 from backtest.params import parse_time_ms
 from backtest_airflow import layout
-from backtest_airflow.planning import job_pairs, make_plan
+from backtest_airflow.jobs import job_pairs
+from backtest_airflow.planning import make_plan
 from tests.support import backtest_process, environment
 from tests.support.dag import load_daily_dag, planned_run, run_daily_dag
 from tests.support.strategies import PEEK_NEXT, RANGE_POSITION, drop

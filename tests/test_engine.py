@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from backtest.job import Segment
 from backtest.simulation.engine import equity_curves, positions_from_signals
-from backtest.simulation.metrics import compute_metrics
+from backtest.simulation.metrics import compute_metrics_block
 from backtest.strategies.exact import above_sma
 from backtest.strategy import get
 from tests.support import make_candles, reference_backtest
@@ -39,6 +39,11 @@ def run_windows(opens, closes, first_bar: int, windows: list[int], fee: float) -
     return [Run(p, e) for p, e in zip(positions, equity, strict=True)]
 
 
+def metrics_of(equity, position, opens, closes, fee: float, gaps: int) -> dict:
+    """All metrics of one backtest: compute_metrics_block on a block of one."""
+    return compute_metrics_block(equity[np.newaxis], position[np.newaxis], opens, closes, fee, gaps)[0]
+
+
 def test_signal_is_close_strictly_above_sma():
     assert above_sma(np.array(CLOSES), 2).tolist() == [False, True, True, False, False, True]
     # Equal to the SMA is not above it: a flat series never signals.
@@ -59,7 +64,7 @@ def test_hand_computed_trade():
     ]
     np.testing.assert_allclose(run.equity, expected, rtol=1e-15)
 
-    m = compute_metrics(run.equity, run.position, np.array(OPENS), np.array(CLOSES), FEE, gaps=0)
+    m = metrics_of(run.equity, run.position, np.array(OPENS), np.array(CLOSES), FEE, gaps=0)
     assert m["total_return"] == pytest.approx(keep**2 * 10.5 / 11.5 - 1, rel=1e-14)
     assert m["buy_hold_return"] == pytest.approx(0.2, rel=1e-14)
     assert m["trades"] == 1
@@ -88,7 +93,7 @@ def test_warmup_bars_feed_the_sma_but_not_the_equity():
 def test_undefined_metrics_are_none():
     falling = np.linspace(100, 50, 40)
     (run,) = run_windows(falling, falling, 0, [5], FEE)
-    m = compute_metrics(run.equity, run.position, falling, falling, FEE, gaps=3)
+    m = metrics_of(run.equity, run.position, falling, falling, FEE, gaps=3)
     assert m["trades"] == 0 and m["exposure"] == 0.0
     assert m["total_return"] == 0.0 and m["cagr"] == 0.0
     assert m["volatility"] == 0.0
@@ -101,7 +106,7 @@ def test_metric_formulas_on_a_known_curve():
     equity = np.array([1.0, 1.1, 0.99, 1.089, 1.2])
     position = np.array([False, True, True, True, True])
     prices = np.array([1.0, 1.0, 1.0, 1.0, 2.0])
-    m = compute_metrics(equity, position, prices, prices, 0.0, gaps=0)
+    m = metrics_of(equity, position, prices, prices, 0.0, gaps=0)
     r = equity[1:] / equity[:-1] - 1
     assert m["max_drawdown"] == pytest.approx(1 - 0.99 / 1.1)
     assert m["volatility"] == pytest.approx(np.std(r, ddof=1) * np.sqrt(8760))
@@ -116,7 +121,7 @@ def test_win_rate_counts_closed_round_trips():
     position = np.array([0, 1, 1, 0, 1, 0, 1], dtype=bool)
     opens = np.array([1.0, 10.0, 11.0, 12.0, 10.0, 9.0, 9.5])
     equity = np.ones(7)
-    m = compute_metrics(equity, position, opens, opens, 0.0, gaps=0)
+    m = metrics_of(equity, position, opens, opens, 0.0, gaps=0)
     # Trips: 10 -> 12 (win), 10 -> 9 (loss); the third is still open.
     assert m["trades"] == 3 and m["win_rate"] == 0.5
 

@@ -49,12 +49,6 @@ KILLS = {
 }
 
 
-@pytest.fixture(scope="module")
-def exchange():
-    with FakeExchange() as server:
-        yield server
-
-
 @pytest.fixture
 def env(exchange, monkeypatch) -> dict:
     """The refresh processes' environment, over os.environ at each call (moto's AWS_* are set later):
@@ -86,16 +80,24 @@ def new_url(kind: str, tmp_path, name: str, request) -> str:
     return f"s3://{request.getfixturevalue('s3_bucket')}/{name}"
 
 
+def kill_points(phase: str, kind: str, tmp_path, request):
+    """(kill point, the URL of a new store for it) for each kill point of KILLS[phase, kind]."""
+    for kill in KILLS[phase, kind]:
+        yield kill, new_url(kind, tmp_path, f"{phase}-{kill.replace(':', '-')}", request)
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, exchange):
-    """Stores made by uninterrupted refreshes: the cold one, and the held one extended."""
+def reference(tmp_path_factory):
+    """Stores made by uninterrupted refreshes: the cold one, and the held one extended; from a
+    stand-in exchange of their own with the same default data as each test's `exchange`."""
     folder = tmp_path_factory.mktemp("reference")
-    env = {"BINANCE_API_URL": exchange.url}
     urls = {}
-    for name, steps in {"cold": [COLD], "extended": [HELD, (EXTENDED_SINCE, HELD[1])]}.items():
-        urls[name] = str(folder / name)
-        for since, until in steps:
-            assert refresh_cli(env, urls[name], since, until).returncode == 0
+    with FakeExchange() as exchange:
+        env = {"BINANCE_API_URL": exchange.url}
+        for name, steps in {"cold": [COLD], "extended": [HELD, (EXTENDED_SINCE, HELD[1])]}.items():
+            urls[name] = str(folder / name)
+            for since, until in steps:
+                assert refresh_cli(env, urls[name], since, until).returncode == 0
     return {name: snapshot(url) for name, url in urls.items()}
 
 
@@ -127,8 +129,7 @@ def kill_and_rerun(exchange, env: dict, url: str, since: str, until: str, kill: 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_killed_cold_refresh_converges(kind, exchange, env, reference, tmp_path, request):
-    for kill in KILLS["cold", kind]:
-        url = new_url(kind, tmp_path, f"cold-{kill.replace(':', '-')}", request)
+    for kill, url in kill_points("cold", kind, tmp_path, request):
         kill_and_rerun(exchange, env, url, *COLD, kill)
         assert snapshot(url) == reference["cold"], kill
 
@@ -136,8 +137,7 @@ def test_a_killed_cold_refresh_converges(kind, exchange, env, reference, tmp_pat
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_killed_history_extension_converges(kind, exchange, env, reference, tmp_path, request):
     """Once a permanent hole: the next refresh found the oldest candle old enough and fetched nothing."""
-    for kill in KILLS["extend", kind]:
-        url = new_url(kind, tmp_path, f"extend-{kill.replace(':', '-')}", request)
+    for kill, url in kill_points("extend", kind, tmp_path, request):
         assert refresh_cli(env, url, *HELD).returncode == 0
         kill_and_rerun(exchange, env, url, EXTENDED_SINCE, HELD[1], kill)
         assert snapshot(url) == reference["extended"], kill
@@ -211,7 +211,7 @@ def test_an_s3_endpoint_that_goes_away_is_exit_4_and_leaves_no_lock_beyond_the_l
     finally:
         proxy.shut()
     errors = [line for line in cut.stderr.splitlines() if line.startswith("error:")]
-    assert cut.returncode == 4 and cut.stdout == "", cut.stderr  # was exit 1 with a traceback
+    assert cut.returncode == 4 and cut.stdout == "", cut.stderr  # retryable, no traceback
     assert len(errors) == 1 and "Traceback" not in cut.stderr, cut.stderr
     assert "could not release the lock" in cut.stderr  # tried, logged, did not mask the error
     lock_key = "cut/locks/candles-1h-BTCUSDT.lock"
@@ -287,7 +287,7 @@ def test_a_busy_lock_is_exit_4_naming_its_holder(kind, env, tmp_path, request):
         time.sleep(1.5 * float(LEASE_SECONDS))  # past one lease: renewals keep it ours
         waited = refresh_cli({**env, "BACKTEST_LOCK_WAIT_SECONDS": "1"}, url, *COLD)
     lines = waited.stderr.strip().splitlines()
-    assert waited.returncode == 4 and waited.stdout == ""  # retryable: was exit 3 after 600 s
+    assert waited.returncode == 4 and waited.stdout == ""  # retryable, after BACKTEST_LOCK_WAIT_SECONDS
     assert f"could not lock {resolve(url).join('locks', 'candles-1h-BTCUSDT.lock').url} within 1s: held by" in lines[-1]
     assert f"{os.uname().nodename}:{os.getpid()} (taken " in lines[-1]
     assert refresh_cli(env, url, *COLD).returncode == 0  # released: the next one goes ahead

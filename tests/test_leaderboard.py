@@ -28,7 +28,8 @@ from backtest.simulation.walkforward import parse_walk_forward
 from backtest.strategy import grid_of
 from backtest_airflow import layout
 from backtest_airflow.planning import RunPlan, make_plan
-from backtest_airflow.report import leaderboard
+from backtest_airflow.report import cost as run_cost
+from backtest_airflow.report import grid_file, leaderboard, leaderboard_files
 
 PRICES = {"vcpu_hour": 0.04048, "gb_hour": 0.004445, "spot_vcpu_hour": 0.0129159, "spot_gb_hour": 0.001418}
 AS_OF = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
@@ -82,7 +83,7 @@ def result_of(plan: RunPlan, symbol: str, strategy: str) -> dict:
 
 
 def labels(params: dict) -> str:
-    """A combination as the user writes it, independently of leaderboard.params_text."""
+    """A combination as the user writes it, independently of params_text."""
     bars = {k.removesuffix("_bars") for k in params if k.endswith("_bars")}
     return " ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if k[:-5] not in bars
@@ -169,7 +170,7 @@ def test_grid_file_holds_every_combination_of_every_result(mixed):
     plan, board = mixed["plan"], mixed["board"]
     path = Path(plan.results_url) / layout.GRID_PARQUET
     schema = pq.read_schema(path)
-    assert schema.names[:6] == list(leaderboard.GRID_KEYS)
+    assert schema.names[:6] == list(grid_file.GRID_KEYS)
     types = {name: str(schema.field(name).type) for name in schema.names}
     assert {k: v for k, v in types.items() if k.startswith(layout.GRID_PARAM_PREFIX)} == {
         "param_window": "string",
@@ -224,7 +225,7 @@ def test_grid_file_holds_every_combination_of_every_result(mixed):
 
 def test_grid_file_with_a_hold_out_and_a_shared_parameter_name(tmp_path):
     """oos_* columns with a hold-out; a parameter name two strategies type differently becomes text."""
-    from backtest_airflow.report.leaderboard import grid_schema
+    from backtest_airflow.report.grid_file import grid_schema
 
     store = str(tmp_path / "store")
     plan = plan_for(store, STRATEGIES[:2], holdout_days=5)
@@ -240,9 +241,9 @@ def test_grid_file_with_a_hold_out_and_a_shared_parameter_name(tmp_path):
     b = {"symbol": "B", "params": {"x": 2.5, "fee_bps": 1}, "total_return": 0.2}
     schema = grid_schema([a, b])
     assert str(schema.field("param_x").type) == "string" and str(schema.field("param_x_bars").type) == "int64"
-    writer = leaderboard.GridWriter(schema)
-    writer.add(leaderboard.grid_columns("A", "s1", a, "ok"))
-    writer.add(leaderboard.grid_columns("B", "s2", b, "ok"))
+    writer = grid_file.GridWriter(schema)
+    writer.add(grid_file.grid_columns("A", "s1", a, "ok"))
+    writer.add(grid_file.grid_columns("B", "s2", b, "ok"))
     writer.close(resolve(str(tmp_path / "shared")).join("grid.parquet"))
     table = pq.read_table(tmp_path / "shared" / "grid.parquet").to_pylist()
     assert [(r["param_x"], r["param_x_bars"], r["params"]) for r in table] == [
@@ -253,21 +254,21 @@ def test_grid_file_with_a_hold_out_and_a_shared_parameter_name(tmp_path):
 
 def test_leaderboard_files_hold_best_rows_and_name_the_grid_file(mixed, tmp_path):
     plan, board = mixed["plan"], mixed["board"]
-    title = leaderboard.title(plan, board)
+    title = leaderboard_files.title(plan, board)
     assert "sma_trend window=1d; sma_cross fast=6h:18h:6h slow=12h:2d:12h; rsi_reversion" in title
-    paths = leaderboard.write(board, str(tmp_path), title)
+    paths = leaderboard_files.write(board, str(tmp_path), title)
     assert len(pd.read_parquet(paths["leaderboard.parquet"])) == len(PAIRS) * len(STRATEGIES)
     assert Path(paths["leaderboard.csv"]).read_text().count("\n") == len(PAIRS) * len(STRATEGIES) + 1
     markdown = Path(paths["leaderboard.md"]).read_text()
     assert "| strategy" in markdown and "| params" in markdown and "fast=" in markdown
     assert "all 38 (pair, strategy, combination) rows are in grid.parquet" in markdown
     assert "grid.parquet" not in paths  # written by build, into the run's folder
-    assert layout.GRID_PARQUET in leaderboard.write(board, plan.results_url, title)
+    assert layout.GRID_PARQUET in leaderboard_files.write(board, plan.results_url, title)
 
     single = plan_for(str(tmp_path / "store"), STRATEGIES[:1])
     run_jobs(single)
     one = leaderboard.build(single, {})
-    text = leaderboard.to_markdown(one, leaderboard.title(single, one))
+    text = leaderboard_files.to_markdown(one, leaderboard_files.title(single, one))
     assert "grid.parquet" not in text and "| params" not in text  # one combination: as before, plus `strategy`
     assert text.startswith("# Leaderboard") and "(sma_trend window=1d, by total_return)" in text
 
@@ -284,7 +285,7 @@ def test_cost_summary_adds_up_job_records_of_every_strategy(tmp_path):
     (results / "_jobs" / "old.json").write_text(json.dumps({**record, "job_name": "old"}))
     plan = make_plan({"pairs": ["AAUSDT", "BBUSDT"], "pairs_per_job": 2}, "/unused", "dag", "run", AS_OF)
     plan = dataclasses.replace(plan, results_url=str(results), strategies=STRATEGIES[:2])
-    cost = leaderboard.cost_summary(plan, PRICES)
+    cost = run_cost.cost_summary(plan, PRICES)
     assert cost["jobs"] == 2 and cost["jobs_planned"] == 2 and cost["vcpu_seconds"] == 180.0
     assert cost["billed_vcpu_seconds"] == 60 + 150  # one-minute minimum for the short job
     hours = 210 / 3600
@@ -297,7 +298,7 @@ def test_cost_summary_adds_up_job_records_of_every_strategy(tmp_path):
     assert long["cost_on_demand_usd"] == pytest.approx(150 / 3600 * (0.04048 + 2 * 0.004445))
     assert short["cost_spot_usd"] + long["cost_spot_usd"] == pytest.approx(cost["cost_spot_usd"], abs=1e-6)
 
-    one = leaderboard.cost_summary(dataclasses.replace(plan, strategies=STRATEGIES[:1]), PRICES)
+    one = run_cost.cost_summary(dataclasses.replace(plan, strategies=STRATEGIES[:1]), PRICES)
     assert one["jobs"] == 1 and one["text"].startswith("2 pairs, 1 jobs, 30.0 vCPU-seconds")
 
 
@@ -347,7 +348,7 @@ def test_walk_forward_ranks_on_the_stitched_figures_beside_the_folds_in_sample_o
     assert len(grid) == len(PAIRS) * 11 and not [c for c in grid.columns if c.startswith(("oos_", "wf_"))]
 
     # The Markdown: the stitched ranking metric beside the folds' in-sample one, cagr both ways, efficiency.
-    markdown = leaderboard.to_markdown(board, leaderboard.title(plan, board), rank_by="sharpe")
+    markdown = leaderboard_files.to_markdown(board, leaderboard_files.title(plan, board), rank_by="sharpe")
     head, _, *lines = markdown.split("\n\n")[1].splitlines()
     heads = [h.strip() for h in head.strip("|").split("|")]
     assert heads[heads.index("trades") + 1 :] == [
@@ -367,5 +368,5 @@ def test_walk_forward_ranks_on_the_stitched_figures_beside_the_folds_in_sample_o
 def test_without_a_walk_forward_its_columns_are_empty(mixed):
     board = mixed["board"]
     assert board[list(leaderboard.WF_COLUMNS)].isna().all().all()
-    markdown = leaderboard.to_markdown(board, "t", rank_by="sharpe")
+    markdown = leaderboard_files.to_markdown(board, "t", rank_by="sharpe")
     assert "wf_" not in markdown and "oos_" not in markdown

@@ -1,6 +1,6 @@
-"""Planning a run (backtest_airflow/planning.py): params checked (strategies and their grids
-included), pairs in chunks, one job per chunk and strategy, its container command, the quick
-look-ahead check, and the moment a run is as of."""
+"""Planning a run: params checked (backtest_airflow/planning.py), strategies and their grids included
+(run_strategies.py), pairs in chunks, one job per chunk and strategy and its container command
+(jobs.py), the quick look-ahead check, and the moment a run is as of."""
 
 from __future__ import annotations
 
@@ -13,15 +13,9 @@ from backtest import strategy
 from backtest.errors import InputError
 from backtest.strategy import MAX_COMBINATIONS
 from backtest_airflow import tasks
-from backtest_airflow.planning import (
-    MAX_JOBS,
-    as_of,
-    job_kwargs,
-    job_pairs,
-    job_units,
-    lookahead_problems,
-    make_plan,
-)
+from backtest_airflow.jobs import job_kwargs, job_pairs, job_units
+from backtest_airflow.planning import MAX_JOBS, as_of, make_plan
+from backtest_airflow.run_strategies import lookahead_problems
 from tests.support.strategies import PEEK_NEXT, RANGE_POSITION, drop
 
 LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
@@ -260,6 +254,32 @@ def test_failed_backtest_tasks_map_to_their_pairs_and_strategy():
     assert tasks.failed_pairs(states, "refresh", plan.chunks) == {"CCUSDT": "refresh task failed"}
 
 
+class TaskInstance:
+    """What `tasks.failed_in_run` asks of the running task instance: the task API's states."""
+
+    run_id = "run"
+
+    def get_task_states(self, dag_id, task_ids, run_ids):
+        assert (dag_id, run_ids) == ("crypto_backtest_daily", ["run"])
+        states = {"backtest_0": "success", "backtest_1": "upstream_failed", "refresh_1": "failed", "plan": "success"}
+        return {"run": {key: state for key, state in states.items() if key.rpartition("_")[0] in task_ids}}
+
+
+def test_the_candles_and_rank_tasks_find_their_runs_failed_pairs_through_the_task_api():
+    plan = plan_of(pairs=["AAUSDT", "BBUSDT", "CCUSDT"], pairs_per_job=2)
+    assert tasks.failed_in_run(TaskInstance(), "backtest", job_units(plan)) == {
+        ("CCUSDT", "sma_trend"): "backtest task upstream_failed"
+    }
+    failed = tasks.failed_in_run(TaskInstance(), "refresh", plan.chunks)
+    assert failed == {"CCUSDT": "refresh task failed"}
+    assert tasks.candles_event(plan, failed) == {"end": plan.end, "pairs": ["AAUSDT", "BBUSDT"], "failed": ["CCUSDT"]}
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="no pair was refreshed"):
+        tasks.candles_event(plan, dict.fromkeys(plan.pairs, "refresh task failed"))
+
+
 # -- users' strategies and the look-ahead check ----------------------------------------------------
 
 
@@ -267,7 +287,7 @@ def test_a_users_strategy_from_the_strategy_path_is_planned_like_a_built_in(stra
     drop(strategy_folder, "range_position", RANGE_POSITION)
     plan = plan_of(strategies=[{"name": "range_position", "params": {"level": "0.5,0.8"}}])
     assert plan.strategies == [{"name": "range_position", "params": {"level": "0.5,0.8"}}]
-    assert lookahead_problems(plan) == []
+    assert lookahead_problems(plan.strategies) == []
     (job,) = job_kwargs(plan, "/store", "run")
     command = job["container_overrides"]["command"]
     at = command.index("--strategy")
@@ -278,7 +298,7 @@ def test_a_users_strategy_from_the_strategy_path_is_planned_like_a_built_in(stra
 def test_plan_refuses_a_strategy_that_looks_ahead(strategy_folder):
     drop(strategy_folder, "peek_next", PEEK_NEXT)
     plan = plan_of(strategies=[{"name": "sma_trend"}, {"name": "peek_next"}])  # valid params ...
-    (problem,) = lookahead_problems(plan)  # ... but it reads c_{t+1}
+    (problem,) = lookahead_problems(plan.strategies)  # ... but it reads c_{t+1}
     assert problem.startswith("peek_next lag=1: looks ahead: the signal at bar ")
 
     from airflow.sdk.exceptions import AirflowFailException
@@ -299,7 +319,7 @@ def test_a_strategy_module_that_does_not_import_fails_plan_with_its_error(strate
 @pytest.mark.parametrize("name", ["sma_trend", "sma_cross", "ema_trend", "momentum", "donchian_breakout",
                                   "rsi_reversion", "vwma_trend"])  # fmt: skip
 def test_every_registered_strategy_passes_plans_quick_check(name):
-    assert lookahead_problems(plan_of(strategies=[{"name": name}])) == []
+    assert lookahead_problems(plan_of(strategies=[{"name": name}]).strategies) == []
 
 
 # -- walk-forward ----------------------------------------------------------------------------------

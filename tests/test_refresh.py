@@ -378,6 +378,12 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return backtest_process("refresh", *args, env=env)
 
 
+def assert_cli_error(proc: subprocess.CompletedProcess, error: type[BacktestError], message: str) -> None:
+    """The refresh exited with `error`'s code, nothing on stdout and the one line `error: message` on stderr."""
+    assert proc.returncode == error.exit_code and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"error: {message}"]
+
+
 def test_cli_refresh_end_to_end(tmp_path, exchange):
     url = str(tmp_path / "store")
     env = {**os.environ, "BINANCE_API_URL": exchange.url}  # the variable instead of --api-url
@@ -391,17 +397,12 @@ def test_cli_refresh_end_to_end(tmp_path, exchange):
     assert summary["synthetic"] is False and summary["source"] == "binance" and summary["gaps"] == []
     assert_same(stored(url), exchange.closed_candles(SYMBOL, SINCE, UNTIL))
 
-    bad = _cli("--symbol", "btc-usdt", "--data-url", url, "--until", "2024-03-01", "--api-url", exchange.url)
-    assert bad.returncode == InputError.exit_code and bad.stdout == ""
-    assert bad.stderr.strip().splitlines() == [
-        "error: invalid symbol 'btc-usdt': must match ^[A-Z0-9]{2,20}$ (e.g. BTCUSDT)"
-    ]
-
-    unknown = _cli("--symbol", "NOPEUSDT", "--data-url", url, "--until", "2024-03-01", "--api-url", exchange.url)
-    assert unknown.returncode == DataError.exit_code and unknown.stdout == ""
-    assert unknown.stderr.strip().splitlines() == [
-        "error: Binance does not know the symbol NOPEUSDT: Invalid symbol. (HTTP 400, code -1121)"
-    ]
+    for symbol, error, message in [
+        ("btc-usdt", InputError, "invalid symbol 'btc-usdt': must match ^[A-Z0-9]{2,20}$ (e.g. BTCUSDT)"),
+        ("NOPEUSDT", DataError, "Binance does not know the symbol NOPEUSDT: Invalid symbol. (HTTP 400, code -1121)"),
+    ]:
+        proc = _cli("--symbol", symbol, "--data-url", url, "--until", "2024-03-01", "--api-url", exchange.url)
+        assert_cli_error(proc, error, message)
     assert CandleStore(url).months("NOPEUSDT") == []
 
 
@@ -485,7 +486,7 @@ def test_synthetic_refresh_is_deterministic_and_incremental(tmp_path, capsys):
 
 
 def test_cli_since_before_the_stored_history_extends_it(tmp_path, exchange):
-    """`--since` once applied only to a new pair: an earlier one exited 0 and fetched nothing."""
+    """`--since` before a stored pair's first candle fetches the candles before it (not only for a new pair)."""
     url = str(tmp_path / "store")
     common = ("--symbol", SYMBOL, "--data-url", url, "--api-url", exchange.url, "--until", "2024-03-01")
     assert _cli(*common, "--since", "2024-01-01").returncode == 0
@@ -503,10 +504,7 @@ def test_cli_since_after_until_is_invalid(tmp_path, exchange):
     url = str(tmp_path / "store")
     args = ("--symbol", SYMBOL, "--data-url", url, "--api-url", exchange.url)
     bad = _cli(*args, "--since", "2026-11-01", "--until", "2026-10-01")
-    assert bad.returncode == InputError.exit_code and bad.stdout == ""  # was exit 0, doing nothing
-    assert bad.stderr.strip().splitlines() == [
-        "error: --since 2026-11-01T00:00:00Z is not before --until 2026-10-01T00:00:00Z"
-    ]
+    assert_cli_error(bad, InputError, "--since 2026-11-01T00:00:00Z is not before --until 2026-10-01T00:00:00Z")
     assert exchange.klines_requests() == [] and not (tmp_path / "store").exists()
 
 
@@ -527,7 +525,7 @@ def test_outages_are_recorded_as_fetched_and_not_asked_for_again(store_url, exch
 
 
 def test_a_pair_keeps_one_source_across_months(tmp_path, exchange):
-    """`--source synthetic` then `--source binance` on other months once mixed them in one pair."""
+    """`--source binance` on a pair stored from `--source synthetic` is refused, also for other months."""
     url = str(tmp_path / "store")
     first = _cli(
         "--source", "synthetic", "--symbol", SYMBOL, "--data-url", url, "--since", "2024-01-01", "--until", "2024-02-01"

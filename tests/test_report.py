@@ -22,7 +22,8 @@ from backtest_airflow import ui
 from backtest_airflow.layout import run_folder_name, strategy_results_url
 from backtest_airflow.report import page as report_page
 from backtest_airflow.report import templating
-from backtest_airflow.report.charts import bucket_max, drawdown, load_buy_hold, load_equity, shown_pairs, thin_index
+from backtest_airflow.report.charts.base import bucket_max, thin_index
+from backtest_airflow.report.charts.curves import drawdown, load_buy_hold, load_equity, shown_pairs
 from tests.support.dag import load_daily_dag, make_run
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
@@ -176,6 +177,12 @@ def read_report(run: dict) -> str:
     return (Path(run["plan"].results_url) / "report.html").read_text()
 
 
+def several_run(finished: dict) -> tuple[dict, str, pd.DataFrame]:
+    """The run of several strategies: the run, its report and its leaderboard."""
+    run = finished["several"]
+    return run, read_report(run), run["table"]
+
+
 def test_report_shows_every_row_failed_pairs_and_top_and_bottom_curves(finished):
     run = finished["first"]
     page = read_report(run)
@@ -249,7 +256,7 @@ def test_report_escapes_text_and_shows_the_cost(finished):
     page = report_page.build_report(run["plan"].results_url, run["table"], info)
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>cheap</b>" not in page and "2 jobs &lt;b&gt;cheap&lt;/b&gt;" in page
-    assert "<img" not in page and "&#34;&gt;&lt;img src=x" in page  # markupsafe writes " as &#34; (was &quot;)
+    assert "<img" not in page and "&#34;&gt;&lt;img src=x" in page  # markupsafe writes " as &#34;
     assert 'id="cost-summary"' in page and "vcpu_hour: 0.04" in page
     failed_only = run["table"][run["table"]["status"] != "ok"]  # no charts: quick
     text_cost = report_page.build_report(run["plan"].results_url, failed_only, {**run["info"], "cost": "$0.01 <i>"})
@@ -372,7 +379,7 @@ def test_plugin_registers_the_app_the_view_and_the_link():
 
 def test_huge_grids_keep_every_row_table_out_of_the_page(tmp_path):
     """100 pairs x 51 windows: the (pair, strategy, combination) rows stay in grid.parquet."""
-    from backtest_airflow.report import leaderboard
+    from backtest_airflow.report import grid_file
 
     results = []
     for i in range(100):
@@ -380,9 +387,9 @@ def test_huge_grids_keep_every_row_table_out_of_the_page(tmp_path):
                   "buy_hold_return": 0.0} for w in range(1, 52)]  # fmt: skip
         results.append({"symbol": f"P{i:04d}USDT", "params": {**sweep[0]["params"], "fee_bps": 10},
                         "best": sweep[0]["params"], "sweep": sweep, "grid": {"select_by": "total_return"}})  # fmt: skip
-    writer = leaderboard.GridWriter(leaderboard.grid_schema(results[:1]))
+    writer = grid_file.GridWriter(grid_file.grid_schema(results[:1]))
     for result in results:
-        writer.add(leaderboard.grid_columns(result["symbol"], "sma_trend", result, "ok"))
+        writer.add(grid_file.grid_columns(result["symbol"], "sma_trend", result, "ok"))
     writer.close(resolve(str(tmp_path)).join("grid.parquet"))
     table = pd.DataFrame(
         [
@@ -435,9 +442,7 @@ def label(value) -> str:
 
 
 def test_heatmaps_show_the_selection_metric_of_each_combination_for_two_parameter_grids(finished):
-    run = finished["several"]
-    page = read_report(run)
-    table = run["table"]
+    run, page, table = several_run(finished)
     figures = re.findall(r'<figure class="chart heatmap-chart" data-strategy="(\w+)"><svg', page)
     assert sorted(figures) == sorted(HEATMAP_STRATEGIES)  # not sma_trend (no grid), not momentum (one parameter)
     tables = heatmap_tables(page)
@@ -496,9 +501,7 @@ def test_heatmaps_show_the_selection_metric_of_each_combination_for_two_paramete
 
 
 def test_strategies_are_compared_across_pairs(finished):
-    run = finished["several"]
-    page = read_report(run)
-    table = run["table"]
+    _, page, table = several_run(finished)
     names = [item["name"] for item in SEVERAL]
     assert len(table) == len(PAIRS) * len(SEVERAL)
     assert leaderboard_rows(page) == list(zip(table["symbol"], table["strategy"], strict=True))  # in rank order
@@ -547,7 +550,7 @@ def test_strategies_are_compared_across_pairs(finished):
 
 
 def test_heatmap_needs_exactly_two_varying_parameters():
-    from backtest_airflow.report.charts import heatmap
+    from backtest_airflow.report.charts.heatmaps import heatmap
 
     rows = pd.DataFrame(
         {"symbol": "X", "strategy": "s", "best": [False, True, False, False],
@@ -627,7 +630,7 @@ def test_a_malformed_leaderboard_does_not_take_the_page_down(tmp_path, finished)
         },
     )
     page = TestClient(ui.create_app(str(store), require_auth=False)).get("/")
-    assert page.status_code == 200  # was 500 for the whole page
+    assert page.status_code == 200
     found = re.findall(r'<section class="run([^"]*)" id="run-[0-9-]+-([a-z-]+)"', page.text)
     assert {name: kind.strip() for kind, name in found} == {
         "good": "",

@@ -117,6 +117,11 @@ def test_gaps_are_reported_not_filled(store_url):
     assert [(g.after_ms, g.hours) for g in got.gaps] == [(int(candles.open_time[39]), 3)]
 
 
+def assert_read_is_bad_data(store: CandleStore, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        store.read("BTCUSDT")
+
+
 @pytest.mark.parametrize(
     "corrupt, message",
     [
@@ -132,8 +137,7 @@ def test_bad_files_are_rejected_on_read(tmp_path, corrupt, message):
     store.write("BTCUSDT", synthetic_candles("BTCUSDT", JAN, JAN + 4 * HOUR_MS), "synthetic")
     bad = corrupt(store.read("BTCUSDT").candles)
     pq.write_table(bad.to_table(), store.month_file("BTCUSDT", "2024-01").path)
-    with pytest.raises(DataError, match=message):
-        store.read("BTCUSDT")
+    assert_read_is_bad_data(store, message)
 
 
 def test_bad_candles_are_refused_on_write_and_nothing_is_stored(tmp_path):
@@ -150,7 +154,7 @@ def test_sources_are_not_mixed(tmp_path):
     store.write("BTCUSDT", synthetic_candles("BTCUSDT", JAN, JAN + 10 * HOUR_MS), "synthetic")
     before = file_bytes(store, "BTCUSDT")
     feb = parse_time_ms("2024-02-01")
-    for start in (JAN + 10 * HOUR_MS, feb):  # the same month, and another month (once let through)
+    for start in (JAN + 10 * HOUR_MS, feb):  # the same month, and another month
         with pytest.raises(DataError) as caught:
             store.write("BTCUSDT", synthetic_candles("BTCUSDT", start, start + 10 * HOUR_MS), "binance")
         assert "holds synthetic candles; refusing to add binance candles (one source per pair)" in str(caught.value)
@@ -172,15 +176,13 @@ def test_a_stray_month_folder_is_bad_data_naming_the_path(tmp_path, name):
     store = CandleStore(str(tmp_path))
     store.write("BTCUSDT", synthetic_candles("BTCUSDT", JAN, JAN + 10 * HOUR_MS), "synthetic")
     (tmp_path / "candles" / "interval=1h" / "symbol=BTCUSDT" / name).mkdir()  # even an empty one
-    with pytest.raises(DataError, match=f"symbol=BTCUSDT/{name}: not a month folder"):
-        store.read("BTCUSDT")
+    assert_read_is_bad_data(store, f"symbol=BTCUSDT/{name}: not a month folder")
 
 
 def test_a_folder_where_a_month_file_should_be_is_bad_data(tmp_path):
     store = CandleStore(str(tmp_path))
     os.makedirs(store.month_file("BTCUSDT", "2024-01").path)
-    with pytest.raises(DataError, match=r"part-0\.parquet is a folder, not a file"):
-        store.read("BTCUSDT")
+    assert_read_is_bad_data(store, r"part-0\.parquet is a folder, not a file")
 
 
 def test_symbols_are_validated_before_any_key_is_built(tmp_path):
@@ -212,7 +214,7 @@ def test_storage_urls():
         resolve("s3:///x")
     assert resolve("file://localhost/tmp/x").path == "/tmp/x"
     with pytest.raises(DataError, match="file URL file://tmp/x names a host 'tmp'"):
-        resolve("file://tmp/x")  # was /x, silently
+        resolve("file://tmp/x")  # not /x, silently
 
 
 @settings(max_examples=25, deadline=None)

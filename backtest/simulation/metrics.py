@@ -85,18 +85,6 @@ def _quiet() -> np.errstate:
     return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
-def compute_metrics(
-    equity: np.ndarray,
-    position: np.ndarray,
-    open_: np.ndarray,
-    close: np.ndarray,
-    fee: float,
-    gaps: int,
-) -> dict[str, float | int | None]:
-    """All metrics of one backtest (see the table in this module's docstring)."""
-    return compute_metrics_block(equity[np.newaxis], position[np.newaxis], open_, close, fee, gaps)[0]
-
-
 def compute_metrics_block(
     equity: np.ndarray,
     position: np.ndarray,

@@ -2,7 +2,7 @@
 on a training window, trade them on the test window that follows, fold after fold, and judge the
 strategy on the stitched out-of-sample results only.
 
-Exact semantics (also in the README, "Walk-forward"), over the backtest window [S, E), S the open
+Exact semantics (also in docs/walk-forward.md), over the backtest window [S, E), S the open
 time of its first candle and E its end:
 
 - Fold k tests [S + TRAIN + k*TEST, min(S + TRAIN + (k+1)*TEST, E)) for every k whose test window

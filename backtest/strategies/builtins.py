@@ -119,18 +119,15 @@ class EmaTrend(Strategy):
 
 def _ema_signal(close: list[float], span: int) -> np.ndarray:
     n = len(close)
-    signal = np.zeros(n, dtype=bool)
-    if n < span:
-        return signal
-    alpha = 2.0 / (span + 1)
-    ema = exact_mean(close[:span])
     above = [False] * n
-    above[span - 1] = close[span - 1] > ema
-    for t in range(span, n):
-        ema += alpha * (close[t] - ema)
-        above[t] = close[t] > ema
-    signal[:] = above
-    return signal
+    if n >= span:
+        alpha = 2.0 / (span + 1)
+        ema = exact_mean(close[:span])
+        above[span - 1] = close[span - 1] > ema
+        for t in range(span, n):
+            ema += alpha * (close[t] - ema)
+            above[t] = close[t] > ema
+    return np.array(above, dtype=bool)
 
 
 class Momentum(Strategy):

@@ -57,17 +57,14 @@ def run_demo(
     if bag.import_errors:
         raise DagImportError(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag(layout.DAG_ID)
-    conf = {}
-    if pairs:
-        conf["pairs"] = [f"SYN{i:04d}USDT" for i in range(pairs)]
-    if window:
-        conf["window"] = window
-    if lookback_days:
-        conf["lookback_days"] = lookback_days
-    if strategies:
-        conf["strategies"] = strategies
-    if walk_forward:
-        conf["walk_forward"] = walk_forward
+    overrides = {
+        "pairs": [f"SYN{i:04d}USDT" for i in range(pairs)],
+        "window": window,
+        "lookback_days": lookback_days,
+        "strategies": strategies,
+        "walk_forward": walk_forward,
+    }
+    conf = {name: value for name, value in overrides.items() if value}  # the params given, no others
     quiet_third_party_warnings()  # after Airflow's imports, which install filters of their own
     began = time.perf_counter()
     logical_date = datetime.fromisoformat(date + "T00:00:00+00:00")

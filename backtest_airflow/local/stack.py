@@ -48,7 +48,7 @@ COMPONENTS = {
 HEALTH_PARTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 USER = "admin"
 START_TIMEOUT = 180
-PARALLELISM = 4  # 2 cores: task processes mostly wait on subprocesses and I/O; see README "Concurrency"
+PARALLELISM = 4  # 2 cores: task processes mostly wait on subprocesses and I/O; see docs/operation.md, "Concurrency"
 
 
 def _secret(path: Path, make) -> str:

@@ -1,8 +1,8 @@
-"""What the leaderboard tables show and how: which rows and columns, and each value's text.
+"""How the leaderboard tables show each value: its text, header, sorting key and CSS class.
 
 Shared by the run report and the Backtests page; no HTML here (the templates escape and lay
 out), only plain values: `leaderboard_view` is what the `leaderboard` macro of
-`templates/_tables.html.j2` draws.
+`templates/_tables.html.j2` draws. Which columns and rows show is `columns`'.
 """
 
 from __future__ import annotations
@@ -13,23 +13,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from backtest.simulation.metrics import METRIC_NAMES
-from backtest_airflow.layout import GRID_PARAM_PREFIX, WF_IS_PREFIX
+from backtest_airflow.layout import WF_IS_PREFIX
 
+# The returns: percentages with their sign, and the first figures of the report's table.
+RETURN_COLUMNS = ("total_return", "buy_hold_return", "excess_return", "cagr")
 PERCENT_COLUMNS = frozenset(
-    (
-        "total_return",
-        "buy_hold_return",
-        "excess_return",
-        "cagr",
-        "volatility",
-        "max_drawdown",
-        "win_rate",
-        "exposure",
-        "wf_param_change_share",
-    )
+    (*RETURN_COLUMNS, "volatility", "max_drawdown", "win_rate", "exposure", "wf_param_change_share")
 )
-SIGNED_COLUMNS = frozenset(("total_return", "buy_hold_return", "excess_return", "cagr"))
+SIGNED_COLUMNS = frozenset(RETURN_COLUMNS)
 RATIO_COLUMNS = frozenset(("sharpe", "sortino", "calmar", "wf_efficiency"))
 INTEGER_COLUMNS = frozenset(
     (
@@ -67,65 +58,7 @@ LABELS = {
     "wf_folds": "folds",
     "wf_last_params": "last fold's params",
 }
-REPORT_COLUMNS = (
-    "rank",
-    "symbol",
-    "status",
-    "total_return",
-    "buy_hold_return",
-    "excess_return",
-    "cagr",
-    "sharpe",
-    "sortino",
-    "calmar",
-    "max_drawdown",
-    "win_rate",
-    "trades",
-    "exposure",
-)
 TEXT_COLUMNS = frozenset(("symbol", "strategy", "status", "params", "wf_last_params"))
-# The Backtests page's shorter tables.
-COMPACT_COLUMNS = ("rank", "symbol", "status", "total_return", "buy_hold_return", "sharpe", "max_drawdown", "trades")
-# Hold-out figures shown when the run has them (every oos_* column is in the Parquet/CSV files).
-OOS_SHOWN = ("oos_total_return", "oos_buy_hold_return", "oos_sharpe", "oos_max_drawdown")
-# A walk-forward's, after them (with the ranking metric's stitched and mean in-sample figures).
-WF_SHOWN = ("oos_cagr", WF_IS_PREFIX + "cagr", "wf_efficiency", "wf_param_change_share", "wf_folds", "wf_last_params")
-# ... and on the Backtests page's shorter tables.
-COMPACT_WF_SHOWN = ("oos_total_return", "oos_buy_hold_return", "wf_efficiency")
-# Leaderboard columns that are the same for every row of a run (shown once, under "Data"), or
-# bookkeeping; `params` (`window` in older leaderboards) and `fee_bps` become table columns when
-# they differ between rows.
-RUN_LEVEL_COLUMNS = frozenset(
-    (
-        "synthetic",
-        "data_source",
-        "start",
-        "end",
-        "first_bar",
-        "last_bar",
-        "params",
-        "window",
-        "fee_bps",
-        "best",
-        "split",
-    )
-)
-HIDDEN_COLUMNS = frozenset(
-    (
-        "window_bars",
-        "bars",
-        "gaps",
-        "volatility",
-        "combinations",
-        "skipped",
-        "select_by",
-        "combination",
-        *(f"oos_{name}" for name in METRIC_NAMES),
-        *(WF_IS_PREFIX + name for name in METRIC_NAMES),
-        "wf_efficiency_folds",
-        "wf_param_changes",
-    )
-)
 
 
 def missing(value: object) -> bool:
@@ -203,63 +136,6 @@ def plain(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return "" if value is None else str(value)
-
-
-def is_synthetic(table: pd.DataFrame, run_info: dict | None = None) -> bool:
-    """Whether any result of the run (or the run itself) is from synthetic candles."""
-    if run_info and truthy(run_info.get("synthetic")):
-        return True
-    flags = table.get("synthetic", [])
-    sources = table.get("data_source", [])
-    return any(truthy(v) for v in flags) or any("synthetic" in str(v) for v in sources if not missing(v))
-
-
-def best_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (pair, strategy): its best combination's (every row when the table has no `best` column)."""
-    if "best" not in table:
-        return table
-    return table[table["best"].map(truthy)]
-
-
-def report_columns(
-    table: pd.DataFrame, sweep: bool = False, compact: bool = False, metric: str | None = None
-) -> list[str]:
-    """The columns a leaderboard table shows: REPORT_COLUMNS (COMPACT_COLUMNS when `compact`), with
-    `strategy` after `symbol`, and the chosen `params` (`window` in older leaderboards) after
-    `status` in a grid or when they differ between rows; unless compact, also `fee_bps` when it
-    differs, hold-out figures when present, and any column this module does not know, so that new
-    leaderboard columns are not hidden (the grid file's parameter columns are, `params` says it).
-
-    A walk-forward's figures come first, right after those names (what the run ranks on, before
-    the whole window's figures chosen with hindsight): COMPACT_WF_SHOWN when compact, else the
-    hold-out figures, the ranking column `metric` with the folds' mean in-sample figure of it, and
-    WF_SHOWN."""
-    columns = [c for c in (COMPACT_COLUMNS if compact else REPORT_COLUMNS) if c in table]
-    walk = "wf_folds" in table and table["wf_folds"].notna().any()
-
-    def varies(column: str) -> bool:
-        return column in table and len({str(v) for v in table[column] if not missing(v)}) > 1
-
-    if "strategy" in table:
-        columns.insert(columns.index("symbol") + 1 if "symbol" in columns else 0, "strategy")
-    for chosen in ("params", "window"):
-        if chosen in table and (sweep or varies(chosen)):
-            columns.insert(columns.index("status") + 1 if "status" in columns else len(columns), chosen)
-    oos = [c for c in OOS_SHOWN if c in table and table[c].notna().any()]
-    if walk:
-        ranking = [metric, WF_IS_PREFIX + metric_of(metric)] if metric and metric.startswith("oos_") else []
-        block = COMPACT_WF_SHOWN if compact else [*oos[:2], *ranking, *WF_SHOWN, *oos[2:]]
-        names = [c for c in columns if c in ("rank", "symbol", "strategy", "status", "params", "window")]
-        at = max((columns.index(c) + 1 for c in names), default=0)
-        columns[at:at] = [c for c in dict.fromkeys(block) if c in table and c not in columns]
-    if compact:
-        return columns
-    if varies("fee_bps"):
-        columns.append("fee_bps")
-    columns += [c for c in oos if c not in columns]
-    known = set(REPORT_COLUMNS) | RUN_LEVEL_COLUMNS | HIDDEN_COLUMNS
-    columns += [c for c in table.columns if c not in columns and c not in known and not c.startswith(GRID_PARAM_PREFIX)]
-    return columns
 
 
 def leaderboard_view(table: pd.DataFrame, columns: list[str], table_id: str = "") -> dict:

@@ -2,11 +2,12 @@
 
 `build_report(results_url, leaderboard_df, run_info)` returns the page; `write(...)` stores it
 atomically as `report.html` in the run's results folder (S3 or local). This module gathers what
-the page shows; `templates/report.html.j2` lays it out (via `templating`, autoescaped), `charts`
-draws the charts and `formatting` says which columns show and how. The page needs no network:
-styles, the table-sorting script and the charts (matplotlib, Agg, rendered to inline SVG) are all
-inside it, and its Content-Security-Policy forbids loading anything else and runs no script but
-that one (allowed by its SHA-256 hash).
+the page shows; `templates/report.html.j2` lays it out (via `templating`, autoescaped),
+`sections` builds the sections that draw charts (`charts`), and `columns` and `formatting` say
+which columns show and how. The page needs no network: styles, the table-sorting script and the
+charts (matplotlib, Agg, rendered to inline SVG) are all inside it, and its
+Content-Security-Policy forbids loading anything else and runs no script but that one (allowed by
+its SHA-256 hash).
 
 What it shows:
 
@@ -19,12 +20,13 @@ What it shows:
   median and mean of the ranking metric, on how many pairs it is the best strategy, and the
   metric's spread (box and strip plot);
 - for each strategy whose grid varies two parameters, a heatmap of the metric the combinations
-  were chosen by (the run's select_by) over those two, for its top `charts.HEATMAP_PAIRS` pairs,
-  the chosen cell outlined, with the values in a folded table;
+  were chosen by (the run's select_by) over those two, for its top
+  `charts.heatmaps.HEATMAP_PAIRS` pairs, the chosen cell outlined, with the values in a folded
+  table;
 - the equity curve against buy-and-hold (close / first close, read from the candle store) and
-  both drawdown curves, for the top and bottom `charts.CURVES_EACH_END` ranked (pair, strategy)
-  rows only, so that rendering stays cheap for 50 pairs (with a hold-out, the stored equity
-  curve, and so the chart, covers the in-sample part);
+  both drawdown curves, for the top and bottom `charts.curves.CURVES_EACH_END` ranked (pair,
+  strategy) rows only, so that rendering stays cheap for 50 pairs (with a hold-out, the stored
+  equity curve, and so the chart, covers the in-sample part);
 - the total return of every ranked row beside its buy-and-hold return;
 - with a walk-forward (`walk_forward` set): the leaderboard's stitched out-of-sample figures
   (ranked on) beside the folds' mean in-sample ones and the efficiency; a chart and a table of
@@ -38,34 +40,27 @@ What it shows:
 `run_info` is a plain dict: the run plan's fields (`strategies`, `fee_bps`, `lookback_days`,
 `holdout_days`, `rank_by`, `rank_on`, `start`, `end`, `pairs`, ...) plus `dag_id`, `run_id`,
 `data_url` (the candle store, for buy-and-hold; the curves are drawn without it when absent),
-`title` and the optional `cost` (a dict such as `leaderboard.cost_summary()`, or text; shown as
+`title` and the optional `cost` (a dict such as `cost.cost_summary()`, or text; shown as
 given). Other scalar or list fields are listed with the parameters, so new run parameters show
 up without a change here.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 
-from backtest.data.storage import read_bytes, resolve, write_bytes_atomic
-from backtest.params import parse_time_ms
+from backtest.data.storage import resolve, write_bytes_atomic
 from backtest.simulation.metrics import LOWER_IS_BETTER
 from backtest_airflow import layout, planning
-from backtest_airflow.report import charts, leaderboard
-from backtest_airflow.report.formatting import (
-    best_rows,
-    format_value,
-    is_synthetic,
-    leaderboard_view,
-    missing,
-    report_columns,
-    sort_value,
-)
-from backtest_airflow.report.formatting import label as column_label
+from backtest_airflow.report import grid_file, sections
+from backtest_airflow.report.charts.bars import returns_chart
+from backtest_airflow.report.charts.base import row_label
+from backtest_airflow.report.charts.comparison import strategies_chart, strategy_comparison
+from backtest_airflow.report.columns import best_rows, has_grid, has_walk_forward, is_synthetic, report_columns
+from backtest_airflow.report.formatting import format_value, leaderboard_view, missing
+from backtest_airflow.report.results import strategies_text
 from backtest_airflow.report.templating import render
 
 REPORT_FILE = layout.REPORT_HTML  # the name `rank` writes it under
@@ -110,22 +105,22 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
     several = len(strategies) > 1
     synthetic = is_synthetic(table, run_info)
     metric = _rank_metric(run_info)
-    grid_shape = leaderboard.grid_shape(results_url)
+    grid_shape = grid_file.grid_shape(results_url)
     # Every (pair, strategy, combination) row: the grid file's, or an older leaderboard's (with non-best rows).
     rows = grid_shape[0] if grid_shape else len(table)
-    sweep = leaderboard.has_grid(best) or len(table) > len(best) or len(run_info.get("windows") or []) > 1
+    sweep = has_grid(best) or len(table) > len(best) or len(run_info.get("windows") or []) > 1
     holdout = bool(run_info.get("holdout_days")) or ("split" in table and table["split"].notna().any())
-    walk = leaderboard.has_walk_forward(best)
+    walk = has_walk_forward(best)
     prefix = "oos_" if walk else ""  # the returns chart and the cards: the stitched test windows
-    # The run's as-of moment: it saw only the candles closed before it (README, "A run's date").
+    # The run's as-of moment: it saw only the candles closed before it (docs/operation.md, "A run's date").
     ident = [("as of", run_info.get("end")), ("DAG", run_info.get("dag_id")), ("run", run_info.get("run_id"))]
     every = None
     if sweep and rows <= MAX_ALL_ROWS:
-        all_rows = leaderboard.read_grid(results_url) if grid_shape else table
+        all_rows = grid_file.read_grid(results_url) if grid_shape else table
         every = leaderboard_view(all_rows, report_columns(all_rows, sweep=True), "all-rows-table")
     cost = run_info.get("cost")
     order = [item["name"] for item in run_info.get("strategies") or [] if item.get("name") in strategies]  # plan's
-    comparison = charts.strategy_comparison(best, metric, _lower_is_better(metric), order) if several else []
+    comparison = strategy_comparison(best, metric, _lower_is_better(metric), order) if several else []
     return render(
         "report.html.j2",
         title=str(run_info.get("title") or "Backtest report"),
@@ -139,17 +134,17 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
         board=leaderboard_view(best, report_columns(best, sweep=sweep, metric=metric), "leaderboard-table"),
         sweep=sweep,
         holdout=holdout,
-        walk=_walk_forward(best, ranked, metric, several, run_info) if walk else None,
+        walk=sections.walk_forward_section(best, ranked, metric, several, run_info) if walk else None,
         rows=rows,
         max_all_rows=MAX_ALL_ROWS,
         grid_file=layout.GRID_PARQUET if grid_shape else None,
         every_board=every,
         metric=metric,
-        comparison=_comparison_view(comparison, metric),
-        strategies_svg=charts.strategies_chart(comparison, metric) if comparison else None,
-        heatmaps=_heatmaps(results_url, best, grid_shape[1] if grid_shape else [], order),
-        returns_svg=charts.returns_chart(ranked, several, prefix) if len(ranked) else None,
-        curves=_curves(results_url, best, run_info.get("data_url"), holdout, several, walk),
+        comparison=sections.comparison_section(comparison, metric),
+        strategies_svg=strategies_chart(comparison, metric) if comparison else None,
+        heatmaps=sections.heatmaps_section(results_url, best, grid_shape[1] if grid_shape else [], order),
+        returns_svg=returns_chart(ranked, several, prefix) if len(ranked) else None,
+        curves=sections.curves_section(results_url, best, run_info.get("data_url"), holdout, several, walk),
         parameters=_parameters(run_info),
         data=_data_range(table, run_info, synthetic),
         cost=None if cost in (None, "", {}) else _cost(cost),
@@ -180,7 +175,7 @@ def _summary_cards(
     if len(ranked):
         top = ranked.iloc[0]
         if metric in ranked:
-            name = charts.row_label(top["symbol"], top.get("strategy"), several)
+            name = row_label(top["symbol"], top.get("strategy"), several)
             cards.append((f"best by {metric}", f"{name} {format_value(metric, top[metric])}"))
         what = " (out of sample)" if prefix else ""
         returns = pd.to_numeric(ranked[prefix + "total_return"], errors="coerce").dropna()
@@ -198,155 +193,6 @@ def _summary_cards(
             if len(efficiency):
                 cards.append(("median WF efficiency", format_value("wf_efficiency", float(efficiency.median()))))
     return cards
-
-
-def _comparison_view(comparison: list[dict], metric: str) -> list[dict]:
-    """The strategy comparison's table cells: text as shown, full values for sorting (and tests)."""
-    view = []
-    for item in comparison:
-        share = item["best_share"]
-        cells = [
-            ("strategy", item["strategy"], item["strategy"]),
-            ("pairs", item["rows"], str(item["rows"])),
-            ("ranked", item["ranked"], str(item["ranked"])),
-            ("median", item["median"], format_value(metric, item["median"])),
-            ("mean", item["mean"], format_value(metric, item["mean"])),
-            ("best_pairs", item["best_pairs"], str(item["best_pairs"])),
-            ("best_share", share, "" if share is None else f"{share:.0%}"),
-        ]
-        view.append({"strategy": item["strategy"], "cells": [(k, sort_value(v), text) for k, v, text in cells]})
-    return view
-
-
-def _heatmaps(results_url: str, best: pd.DataFrame, grid_columns: list[str], order: list[str]) -> list[dict]:
-    """For each strategy whose grid varies two parameters: its top pairs' heatmaps (one chart) and values."""
-    if not grid_columns or not {"strategy", "select_by", "combinations"} <= set(best.columns):
-        return []
-    ranked = best[(best["status"] == "ok") & best["rank"].notna()].sort_values("rank")
-    params = [c for c in grid_columns if c.startswith(layout.GRID_PARAM_PREFIX)]
-    sections = []
-    for strategy in dict.fromkeys([*order, *ranked["strategy"]]):
-        mine = ranked[(ranked["strategy"] == strategy) & (ranked["combinations"] > 1)]
-        select_by = mine["select_by"].dropna().unique()
-        if not len(mine) or len(select_by) != 1 or select_by[0] not in grid_columns:
-            continue
-        metric = str(select_by[0])
-        symbols = mine["symbol"].head(charts.HEATMAP_PAIRS).tolist()
-        rows = leaderboard.read_grid(
-            results_url,
-            ["symbol", "strategy", "best", *params, metric],
-            [("strategy", "==", strategy), ("symbol", "in", symbols)],
-        )
-        maps = [charts.heatmap(rows[rows["symbol"] == symbol], metric) for symbol in symbols]
-        maps = [m for m in maps if m is not None]
-        if not maps:
-            continue
-        title = f"{strategy}: {metric} over {maps[0].y} x {maps[0].x}, top {len(maps)} pair(s)"
-        sections.append(
-            {
-                "strategy": strategy,
-                "metric": metric,
-                "svg": charts.heatmaps_chart(maps, title),
-                "tables": [_heatmap_table(m) for m in maps],
-            }
-        )
-    return sections
-
-
-def _heatmap_table(item: charts.Heatmap) -> dict:
-    rows = [
-        {
-            "label": label,
-            "cells": [
-                {"sort": sort_value(v), "text": format_value(item.metric, v), "best": item.best == (i, j)}
-                for j, v in enumerate(item.values[i])
-            ],
-        }
-        for i, label in enumerate(item.y_labels)
-    ]
-    return {"symbol": item.symbol, "strategy": item.strategy, "metric": item.metric, "y": item.y, "x": item.x,
-            "x_labels": item.x_labels, "rows": rows}  # fmt: skip
-
-
-def _walk_forward(best: pd.DataFrame, ranked: pd.DataFrame, metric: str, several: bool, run_info: dict) -> dict:
-    """The walk-forward section: each ranked row's efficiency (a chart and a table of the wf_* columns)."""
-    columns = ["rank", "symbol", *(["strategy"] if "strategy" in best else []), "wf_folds", "wf_efficiency_folds",
-               "wf_efficiency", "wf_param_changes", "wf_param_change_share", "wf_last_params"]  # fmt: skip
-    if metric.startswith("oos_"):
-        columns += [metric, layout.WF_IS_PREFIX + metric.removeprefix("oos_")]
-    columns += [c for c in ("oos_cagr", layout.WF_IS_PREFIX + "cagr") if c not in columns]
-    return {
-        "text": run_info.get("walk_forward") or "",
-        "svg": charts.efficiency_chart(ranked, several) if len(ranked) else None,
-        "board": leaderboard_view(ranked, [c for c in columns if c in ranked], "walk-forward-table"),
-    }
-
-
-def load_result(results_url: str, symbol: str) -> dict | None:
-    """A pair's result JSON (`{symbol}.json`) in a results folder, or None when there is none."""
-    data = read_bytes(resolve(results_url).join(f"{symbol}.json"))
-    return json.loads(data) if data else None
-
-
-def _folds_view(result: dict) -> dict:
-    """A walk-forward result's folds as the report's table shows them: per fold its index (as the
-    equity file's `fold` column), ranges, chosen parameters, in-sample figures (the `select_by`
-    metric it was chosen by, and cagr), out-of-sample return and cagr, and efficiency."""
-    select_by = (result.get("grid") or {}).get("select_by") or "total_return"
-    metrics = [("in_sample", m) for m in dict.fromkeys((select_by, "cagr"))]
-    metrics += [("out_of_sample", "total_return"), ("out_of_sample", "cagr")]
-    heads = [f"IS {column_label(m)}" if part == "in_sample" else column_label(f"oos_{m}") for part, m in metrics]
-    heads.append("efficiency")
-    rows = []
-    for k, fold in enumerate(result["walk_forward"]["folds"]):
-        values = [(m, fold[part].get(m)) for part, m in metrics] + [("wf_efficiency", fold.get("efficiency"))]
-        rows.append(
-            {
-                "fold": k,
-                "train": (fold["train_start"], fold["train_end"]),
-                "test": (fold["test_start"], fold["test_end"]),
-                "params": leaderboard.params_text(fold["params"]),
-                "cells": [{"sort": sort_value(v), "text": format_value(m, v)} for m, v in values],
-            }
-        )
-    return {"heads": heads, "rows": rows, "select_by": select_by}
-
-
-def _curves(
-    results_url: str, best: pd.DataFrame, data_url: str | None, holdout: bool, several: bool, walk: bool = False
-) -> list[dict]:
-    """The top and bottom rows' charts (`svg` None when the (pair, strategy) has no stored equity curve);
-    with a walk-forward, the stitched out-of-sample curve with its folds marked, and its folds' table."""
-    records = {(r["symbol"], r.get("strategy") if "strategy" in best else None): r for r in best.to_dict("records")}
-    curves = []
-    for symbol, strategy, end in charts.shown_pairs(best):
-        curve = {"symbol": symbol, "strategy": strategy, "end": end, "svg": None, "folds": None}
-        curves.append(curve)
-        folder = layout.strategy_results_url(results_url, strategy) if strategy else results_url
-        loaded = charts.load_equity(folder, symbol)
-        if loaded is None:
-            continue
-        times, equity = loaded
-        buy_hold = charts.load_buy_hold(data_url, symbol, times)
-        notes = []
-        if holdout:
-            notes.append("In-sample part of the window (the equity curve is stored for it only).")
-        if buy_hold is None:
-            notes.append("Buy-and-hold unavailable: the candles could not be read.")
-        row = records[(symbol, strategy)]
-        boundaries, prefix = None, ""
-        result = load_result(folder, symbol) if walk else None
-        if result and result.get("walk_forward"):
-            folds = result["walk_forward"]["folds"]
-            boundaries = [np.datetime64(parse_time_ms(fold["test_start"]), "ms") for fold in folds[1:]]
-            prefix, curve["folds"] = "oos_", _folds_view(result)
-        label = charts.row_label(symbol, strategy, several)
-        curve["svg"] = charts.pair_chart(label, row, times, equity, buy_hold, prefix, boundaries)
-        params = None if prefix else row.get("params", row.get("window"))  # a walk-forward's: per fold, below
-        chosen = " ".join(str(v) for v in (strategy, params) if not missing(v))
-        curve["chosen"] = f" ({chosen})" if chosen else ""
-        curve["notes"] = " ".join(notes)
-    return curves
 
 
 def _parameters(run_info: dict) -> list[tuple[str, object]]:
@@ -369,7 +215,7 @@ def _parameters(run_info: dict) -> list[tuple[str, object]]:
 
 def _parameter(name: str, value: object) -> object:
     if name == "strategies" and isinstance(value, list):  # [{"name", "params"}]: as the user wrote them
-        return leaderboard.strategies_text(value)
+        return strategies_text(value)
     return value
 
 

@@ -47,7 +47,7 @@ _env = jinja2.Environment(
     finalize=lambda value: "" if value is None else value,  # a missing value shows as nothing
 )
 # Markup (never escaped) only for our own output: the static files, the CSP and the charts' SVG
-# (charts.figure_svg). Everything else, data included, is escaped by the templates.
+# (charts.base.figure_svg). Everything else, data included, is escaped by the templates.
 _env.globals.update(csp=Markup(CSP), inline=lambda name: Markup(asset(name)), script_file=SCRIPT_FILE)
 _env.filters["plain"] = plain
 

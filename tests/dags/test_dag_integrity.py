@@ -65,6 +65,24 @@ def test_daily_dag_shape(dags):
     assert dag.default_args["retries"] == 0  # BACKTEST_TASK_RETRIES=0 in tests; production default 2
 
 
+@pytest.mark.parametrize("executor", ["batch", "local"])
+def test_the_backtest_task_is_the_executors_operator_with_its_settings(executor):
+    settings = {"BACKTEST_EXECUTOR": executor, "BACKTEST_BATCH_JOB_QUEUE": "queue", "BACKTEST_BATCH_POLL_SECONDS": "7"}
+    backtest = load_daily_dag(**settings).task_dict["backtest"]
+    kwargs = backtest.partial_kwargs
+    assert kwargs["trigger_rule"] == "all_done" and kwargs["map_index_template"].startswith("{{ task.tags")
+    if executor == "batch":
+        assert backtest.operator_class.__name__ == "BatchOperator"
+        assert {k: kwargs[k] for k in ("job_queue", "deferrable", "poll_interval")} == {
+            "job_queue": "queue",
+            "deferrable": True,
+            "poll_interval": 7,
+        }
+    else:
+        assert backtest.operator_class.__name__ == "LocalBatchOperator"
+        assert backtest.pool == LOCAL_POOL and kwargs["max_active_tis_per_dagrun"] == 2
+
+
 def test_the_trigger_form_shows_the_pairs_variable_when_set():
     """The form's default is the Variable's list (here from Airflow's env-var secrets backend, the
     one a parse outside the dag-processor can read); without it, the pairs file's."""

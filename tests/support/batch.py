@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from backtest_airflow.jobs import job_pairs
 from backtest_airflow.layout import strategy_results_url
-from backtest_airflow.planning import RunPlan, job_pairs
+from backtest_airflow.planning import RunPlan
 from tests.support.dag import load_daily_dag, planned_run
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -67,7 +68,7 @@ def run_batch_dag(batch: Batch, data_url, moto_server: str, monkeypatch, conf: d
 
 
 def planned(dag, dag_run, data_url, conf: dict = CONF) -> tuple[RunPlan, list[dict]]:
-    """The run's plan and jobs as `planning` renders them (what local mode would run)."""
+    """The run's plan and jobs as `planning` and `jobs` make them (what local mode would run)."""
     return planned_run(dag, dag_run, data_url, conf)
 
 

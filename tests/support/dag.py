@@ -17,8 +17,10 @@ from backtest.params import parse_time_ms
 from backtest.simulation.metrics import SELECT_METRICS
 from backtest.simulation.walkforward import parse_walk_forward
 from backtest_airflow import layout, planning, tasks
+from backtest_airflow.jobs import job_kwargs
 from backtest_airflow.layout import run_folder_name
-from backtest_airflow.planning import RunPlan, grid_of, job_kwargs, make_plan
+from backtest_airflow.planning import RunPlan, make_plan
+from backtest_airflow.run_strategies import grid_of
 from backtest_airflow.settings import load_settings
 from tests.support import REPO, environment
 
@@ -56,7 +58,7 @@ def run_daily_dag(data_url: Path | str, conf: dict, logical_date: datetime, **se
 
 
 def planned_run(dag, dag_run, data_url, conf: dict) -> tuple[RunPlan, list[dict]]:
-    """A dag.test run's plan and jobs as `planning` renders them (what its tasks ran), from its DAG's
+    """A dag.test run's plan and jobs as `planning` and `jobs` make them (what its tasks ran), from its DAG's
     params and `conf`."""
     params = {name: dag.params[name] for name in dag.params} | conf
     end = planning.as_of(dag_run.data_interval_end, dag_run.logical_date, dag_run.run_after)

@@ -1,0 +1,135 @@
+"""The equity curve against buy-and-hold and both drawdowns, for the top and bottom rows: the data and the chart.
+
+Equity comes from the (pair, strategy)'s `{symbol}.equity.parquet`, buy-and-hold from the candle store.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from markupsafe import Markup
+
+from backtest.data.storage import read_bytes, read_parquet_bytes, resolve
+from backtest.errors import BacktestError
+from backtest.params import HOUR_MS
+from backtest_airflow.report.charts.base import (
+    BUY_HOLD_COLOR,
+    FOLD_COLOR,
+    STRATEGY_COLOR,
+    bucket_max,
+    figure_svg,
+    mpl,
+    thin_index,
+)
+from backtest_airflow.report.formatting import format_value
+
+log = logging.getLogger("backtest_airflow.report.charts")
+
+CURVES_EACH_END = 3  # equity/drawdown charts for this many top and bottom (pair, strategy) rows
+
+
+def shown_pairs(table: pd.DataFrame, each_end: int = CURVES_EACH_END) -> list[tuple[str, str | None, str]]:
+    """(symbol, strategy, 'top' | 'bottom') for the ranked rows that get curves, best first, no
+    repeats (strategy None in a leaderboard without a `strategy` column)."""
+    ranked = table[(table["status"] == "ok") & table["rank"].notna()].sort_values("rank")
+    strategies = ranked["strategy"] if "strategy" in ranked else [None] * len(ranked)
+    keys = list(zip(ranked["symbol"], strategies, strict=True))
+    top = keys[:each_end]
+    bottom = [k for k in keys[-each_end:] if k not in top] if each_end else []
+    return [(*k, "top") for k in top] + [(*k, "bottom") for k in bottom]
+
+
+def load_equity(results_url: str, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(open times as datetime64[ms], equity) from `{symbol}.equity.parquet`, or None when missing."""
+    data = read_bytes(resolve(results_url).join(f"{symbol}.equity.parquet"))
+    if not data:
+        return None
+    table = read_parquet_bytes(data, columns=["open_time", "equity"])
+    times = table.column("open_time").cast(pa.timestamp("ms")).to_numpy()
+    equity = table.column("equity").to_numpy()
+    return (times, equity) if len(times) else None
+
+
+def load_buy_hold(data_url: str | None, symbol: str, times: np.ndarray) -> np.ndarray | None:
+    """Buy-and-hold growth (close / first close) at the equity curve's bars, from the candle store."""
+    if not data_url or not len(times):
+        return None
+    from backtest.data.store import CandleStore
+
+    open_ms = times.astype("datetime64[ms]").astype(np.int64)
+    try:
+        candles = CandleStore(data_url).read(symbol, int(open_ms[0]), int(open_ms[-1]) + HOUR_MS).candles
+    except (BacktestError, OSError) as exc:
+        log.warning("no buy-and-hold curve for %s: %s", symbol, exc)
+        return None
+    index = np.searchsorted(candles.open_time, open_ms)
+    if (index >= len(candles)).any() or (candles.open_time[np.minimum(index, len(candles) - 1)] != open_ms).any():
+        log.warning("no buy-and-hold curve for %s: stored candles do not match the equity curve's bars", symbol)
+        return None
+    closes = candles.close[index]
+    return closes / closes[0]
+
+
+def drawdown(curve: np.ndarray) -> np.ndarray:
+    """1 - E_t / max_{s<=t} E_s (positive fractions), as in backtest.simulation.metrics."""
+    return 1.0 - curve / np.maximum.accumulate(curve)
+
+
+def pair_chart(
+    symbol: str,
+    row: dict,
+    times: np.ndarray,
+    equity: np.ndarray,
+    buy_hold: np.ndarray | None,
+    prefix: str = "",
+    boundaries: list[np.datetime64] | None = None,
+) -> Markup:
+    """Equity vs buy-and-hold (top) and their drawdowns (bottom) for one pair, as SVG.
+
+    `prefix` "oos_": the curve is a walk-forward's stitched out-of-sample one, titled with the
+    row's `oos_*` figures; `boundaries`: where its folds' test windows start (dashed vertical
+    lines on both panels; on the top one the SVG group of line k is `fold-boundary-<k>`, k from 1)."""
+    _, Figure = mpl()
+    import matplotlib.dates as mdates
+    from matplotlib.ticker import PercentFormatter
+
+    fig = Figure(figsize=(8.6, 4.4), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.3, 1])
+    index = thin_index(len(times))
+    x = times[index]
+    name = "walk-forward, out of sample" if prefix == "oos_" else "strategy"
+    (line,) = top.plot(x, equity[index], color=STRATEGY_COLOR, linewidth=1.3, label=name)
+    line.set_gid("equity-curve")
+    dd = drawdown(equity)
+    bottom.fill_between(x, -bucket_max(dd, index), 0, color=STRATEGY_COLOR, alpha=0.35, linewidth=0, label="strategy")
+    if buy_hold is not None:
+        top.plot(x, buy_hold[index], color=BUY_HOLD_COLOR, linewidth=1.1, label="buy & hold")
+        bottom.plot(x, -bucket_max(drawdown(buy_hold), index), color=BUY_HOLD_COLOR, linewidth=0.9, label="buy & hold")
+    top.axhline(1.0, color="#444", linewidth=0.6, linestyle=":")
+    for k, boundary in enumerate(boundaries or (), start=1):
+        line = top.axvline(
+            boundary, color=FOLD_COLOR, linewidth=0.8, linestyle="--", label="fold start" if k == 1 else None
+        )
+        line.set_gid(f"fold-boundary-{k}")
+        bottom.axvline(boundary, color=FOLD_COLOR, linewidth=0.8, linestyle="--")
+    top.set_ylabel("growth of 1")
+    top.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none", fontsize=9)
+    bottom.set_ylabel("drawdown")
+    bottom.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=9)
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    for ax in (top, bottom):
+        ax.grid(True, color="#e3e6eb", linewidth=0.6)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.margins(x=0)
+    rank = format_value("rank", row.get("rank"))
+    what, dd = ("out of sample", "max DD") if prefix == "oos_" else ("strategy", "max drawdown")
+    title = f"#{rank} {symbol}: {what} {format_value('total_return', row.get(prefix + 'total_return'))}"
+    title += f", buy & hold {format_value('buy_hold_return', row.get(prefix + 'buy_hold_return'))}"
+    title += f", {dd} {format_value('max_drawdown', row.get(prefix + 'max_drawdown'))}"
+    top.set_title(title, loc="left", fontsize=11)
+    return figure_svg(fig, f"pair-{symbol}", f"Equity and drawdown of {symbol} against buy and hold")

@@ -1,0 +1,112 @@
+"""The leaderboard's files: `leaderboard.parquet`, `.csv` and `.md` (its title and Markdown), and the summary JSON.
+
+Written by the rank step from the table `leaderboard.build` returns; the grid file is `grid_file`'s.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pandas as pd
+import pyarrow.fs as pafs
+
+from backtest.data.storage import resolve, write_bytes_atomic
+from backtest_airflow import layout
+from backtest_airflow.layout import WF_IS_PREFIX
+from backtest_airflow.planning import RunPlan
+from backtest_airflow.report.columns import has_grid, has_walk_forward
+from backtest_airflow.report.formatting import PERCENT_COLUMNS, RATIO_COLUMNS
+from backtest_airflow.report.results import strategies_text
+
+
+def _percent(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value) else f"{value:.2%}"
+
+
+def title(plan: RunPlan, table: pd.DataFrame) -> str:
+    """The leaderboard's title (also the report's), flagged when the candles were synthetic."""
+    walk = f", walk-forward {plan.walk_forward}" if plan.walk_forward else ""
+    text = f"Leaderboard {plan.start} to {plan.end} ({strategies_text(plan.strategies)}{walk}, by {plan.metric})"
+    if table["synthetic"].eq(True).any():  # all-NaN (float) when every pair failed: no fillna(False)
+        text += " - SYNTHETIC DATA"
+    return text
+
+
+def walk_forward_shown(rank_by: str | None) -> list[str]:
+    """A walk-forward's columns the leaderboard's Markdown shows beside the stitched figures: the
+    ranking metric out of sample and the folds' mean in sample, cagr both ways (annualised, so
+    comparable across the windows' lengths), the efficiency and the parameter changes."""
+    shown = ["oos_total_return"]
+    for metric in dict.fromkeys([rank_by or "total_return", "cagr"]):
+        shown += [f"oos_{metric}", WF_IS_PREFIX + metric]
+    return [*dict.fromkeys(shown), "wf_efficiency", "wf_param_changes", "wf_folds"]
+
+
+def _ratio(value) -> str:
+    return "" if pd.isna(value) else f"{value:.2f}"
+
+
+def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None, rank_by: str | None = None) -> str:
+    """The leaderboard as Markdown (best rows; `rank_by`, the run's ranking metric, for a walk-forward's columns)."""
+    best = table[table["best"]]
+    grid = has_grid(best)
+    walk = has_walk_forward(best)
+    shown = ["rank", "symbol", "strategy", "status"] + (["params"] if grid or best["params"].nunique() > 1 else [])
+    shown += ["total_return", "buy_hold_return", "sharpe", "max_drawdown", "trades"]
+    if walk:
+        shown += walk_forward_shown(rank_by)
+    elif best["oos_total_return"].notna().any():
+        shown += ["oos_total_return", "oos_sharpe"]
+    view = best[shown].copy()
+    for column in view.columns:
+        base = column.removeprefix("oos_").removeprefix(WF_IS_PREFIX)
+        if base in RATIO_COLUMNS or column == "wf_efficiency":
+            view[column] = view[column].map(_ratio)
+        elif base in PERCENT_COLUMNS:
+            view[column] = view[column].map(_percent)
+    view = view.astype(object).where(view.notna(), "")
+    text = f"# {title}\n\n" + view.to_markdown(index=False) + "\n"
+    if walk:
+        text += (
+            "\nWalk-forward: ranked on the stitched out-of-sample figures (`oos_*`, the folds' test windows); "
+            f"`{WF_IS_PREFIX}*` are the folds' mean in-sample figures of their chosen combinations, `wf_efficiency` "
+            "the mean of out-of-sample cagr / in-sample cagr over the folds; the other columns and `params` are "
+            "the whole window's best combination, chosen with hindsight.\n"
+        )
+    if grid:
+        rows = int(pd.to_numeric(best["combinations"], errors="coerce").fillna(0).sum())
+        by = ", ".join(sorted({str(v) for v in best["select_by"].dropna()}))
+        text += f"\n`params` is each (pair, strategy)'s best combination of its grid (chosen by {by}); "
+        text += f"all {rows:,} (pair, strategy, combination) rows are in {layout.GRID_PARQUET}.\n"
+    if cost:
+        text += f"\nRun cost: {cost['text']}.\n"
+    return text
+
+
+def write(
+    table: pd.DataFrame, results_url: str, title: str, cost: dict | None = None, rank_by: str | None = None
+) -> dict[str, str]:
+    """Write the leaderboard files (and the cost summary) atomically; returns their URLs by name.
+
+    The grid file is written by `build`, which reads the results it comes from."""
+    folder = resolve(results_url)
+    parquet = io.BytesIO()
+    table.to_parquet(parquet, index=False)
+    contents = {
+        layout.LEADERBOARD_PARQUET: parquet.getvalue(),
+        layout.LEADERBOARD_CSV: table.to_csv(index=False).encode(),
+        layout.LEADERBOARD_MD: to_markdown(table, title, cost, rank_by).encode(),
+    }
+    if cost:
+        contents[layout.SUMMARY_JSON] = json.dumps({"title": title, "cost": cost}, indent=1).encode()
+    paths = {}
+    for name, data in contents.items():
+        loc = folder.join(name)
+        write_bytes_atomic(loc, data)
+        paths[name] = loc.url
+    grid = folder.join(layout.GRID_PARQUET)
+    if grid.fs.get_file_info(grid.path).type == pafs.FileType.File:
+        paths[layout.GRID_PARQUET] = grid.url
+    return paths

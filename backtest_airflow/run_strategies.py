@@ -1,0 +1,139 @@
+"""A run's `strategies` param checked, by `backtest.strategy`'s own rules: each strategy's name and
+parameter values (a grid when some have several), the `window` param as sma_trend's window, and
+the quick look-ahead check `plan` runs on every strategy of the run. No Airflow import.
+
+Every strategy parameter rule (names, bounds, durations, ranges, rejected combinations, grid
+size) is `backtest.strategy`'s: `check_strategies` asks it and collects every problem, so that
+`planning.make_plan` reports them all in one message (and the job accepts what it lets through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from backtest import strategy
+from backtest.errors import InputError
+from backtest.strategies.builtins import SmaTrend
+
+WINDOW_STRATEGY = SmaTrend.name  # the strategy whose `window` the `window` param is (the default strategy)
+DEFAULT_WINDOW = SmaTrend().param("window").default  # the `window` param's default: sma_trend's own
+LOOKAHEAD_CUTS = 12  # truncation points of plan's quick look-ahead check (check-strategy: 60)
+
+
+def values_text(value: Any) -> str | None:
+    """A parameter's values as the job's command line takes them: `5d`, `5d,10d`, `1d:10d:1d`
+    (a JSON number, or a list of values, is accepted too); None when it is none of these."""
+    if isinstance(value, list):
+        items = [values_text(item) for item in value]
+        if not items or None in items or (len(items) > 1 and any("," in i or ":" in i for i in items)):
+            return None  # empty, or a list of lists or of ranges: not one comma list
+        return ",".join(items)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return str(value).strip()
+
+
+def check_strategies(value: Any, window: str | None, problems: list[str]) -> tuple[list[dict], list[strategy.Grid]]:
+    """The `strategies` param normalized ([{"name", "params": {param: values text}}]) with each one's
+    grid, both made by `backtest.strategy` (so the job accepts them); problems go to `problems`.
+
+    `window` is the `window` param (`values_text`; None: not valid), sma_trend's window: it fills
+    it when `strategies` gives none; when it is not its default, `strategies` giving sma_trend a
+    window too, or not listing sma_trend, is a problem (one of them would be silently ignored)."""
+    if window is None:
+        problems.append("window must be text (15d, 5d,10d or 1d:10d:1d) or a number of bars")
+    if value is None:
+        value = [{"name": WINDOW_STRATEGY, "params": {}}]
+    if not isinstance(value, list) or not value:
+        problems.append('strategies must be a non-empty list of {"name": ..., "params": {...}}')
+        return [], []
+    try:
+        registered = strategy.names()
+    except InputError as exc:  # a user's strategy module does not import: say which and why
+        problems.append(str(exc))
+        return [], []
+    window_given = window is not None and window != DEFAULT_WINDOW
+    normalized, grids, unknown, seen = [], [], [], set()
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or "name" not in item or set(item) - {"name", "params"}:
+            problems.append(f'strategies[{i}] must be {{"name": ..., "params": {{...}}}}, not {item!r}')
+            continue
+        name, given = item["name"], item.get("params") or {}
+        if not isinstance(name, str) or name not in registered:
+            unknown.append(name)
+            continue
+        if name in seen:
+            problems.append(f"strategy {name!r} is listed twice")
+            continue
+        seen.add(name)
+        if not isinstance(given, dict):
+            problems.append(f"{name} params must be an object {{param: values}}, not {given!r}")
+            continue
+        spec = _spec(strategy.get(name), given, problems)
+        if name == WINDOW_STRATEGY and spec is not None:
+            if "window" not in given and window is not None:
+                spec = _spec(strategy.get(name), {**spec, "window": window}, problems, "window")
+            elif "window" in given and window_given:
+                problems.append(
+                    f"window {window!r} and the window {given['window']!r} of {name} in strategies are both "
+                    "given: give it once, in strategies"
+                )
+                spec = None
+        if spec is None:
+            continue
+        try:
+            grids.append(strategy.make_grid(strategy.get(name), spec))
+        except InputError as exc:  # no valid combination, too many combinations
+            problems.append(str(exc))
+            continue
+        normalized.append({"name": name, "params": spec})
+    if unknown:
+        problems.append(f"unknown strategy(s) {', '.join(map(repr, unknown))}: registered are {', '.join(registered)}")
+    if window_given and WINDOW_STRATEGY not in seen:
+        problems.append(f"window {window!r} is {WINDOW_STRATEGY}'s window, but strategies does not list it")
+    return normalized, grids
+
+
+def _spec(strategy_: strategy.Strategy, given: dict, problems: list[str], what: str = "") -> dict[str, str] | None:
+    """{param: values text} of one strategy, each checked by its `Param`; None if any is a problem.
+    `what` names where the values came from in the messages (default: `<strategy> <param>`)."""
+    spec: dict[str, str] = {}
+    for key, values in given.items():
+        try:
+            param = strategy_.param(str(key))  # unknown parameter
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        text = values_text(values)
+        try:
+            if text is None:
+                raise InputError(f"values must be text, a number or a list of them, not {values!r}")
+            param.parse_values(text)
+        except InputError as exc:
+            problems.append(f"{what or f'{strategy_.name} {key}'}: {exc}")
+            continue
+        spec[param.name] = text
+    return spec if len(spec) == len(given) else None
+
+
+def grid_of(entry: dict) -> strategy.Grid:
+    """The grid of one of a plan's strategies (a `RunPlan.strategies` item)."""
+    return strategy.grid_of(entry["name"], entry["params"])
+
+
+def lookahead_problems(entries: Sequence[dict]) -> list[str]:
+    """Run the quick look-ahead check (`backtest.strategies.lookahead`, on synthetic candles) for every
+    strategy of a run (`RunPlan.strategies`): what fails it, one line each (empty: every one passed)."""
+    from backtest.strategies import lookahead
+
+    problems = []
+    for entry in entries:
+        try:
+            report = lookahead.check_grid(grid_of(entry), cuts=LOOKAHEAD_CUTS)
+        except Exception as exc:  # a user's strategy that raises is refused too, with what it raised
+            problems.append(f"{entry['name']}: the check could not run: {type(exc).__name__}: {exc}")
+            continue
+        if not report["ok"]:
+            problems.append(report["problem"])
+    return problems
