@@ -28,9 +28,10 @@ AIRFLOW_ENV := AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	BACKTEST_EXECUTOR=$${BACKTEST_EXECUTOR:-local}
 
 # Embedded default: the whole daily DAG once, synthetic candles, local runner, no AWS, no internet.
+# DEMO_ARGS='--strategies [{"name": "sma_cross"}]' reaches demo.py in the environment, not through a shell.
 demo: $(STAMP)
 	@$(AIRFLOW_ENV) AIRFLOW_HOME=$(DEMO_HOME)/airflow BACKTEST_DATA_URL=$${BACKTEST_DATA_URL:-$(DEMO_HOME)/store} \
-	AIRFLOW__LOGGING__LOGGING_LEVEL=$${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING} $(PY) -m backtest_airflow.local.demo $(DEMO_ARGS)
+	AIRFLOW__LOGGING__LOGGING_LEVEL=$${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING} $(PY) -m backtest_airflow.local.demo
 
 # Airflow on PostgreSQL at http://127.0.0.1:$(AIRFLOW_PORT) with the project's DAG, until Ctrl-C
 # (backtest_airflow/local/stack.py; it prints the login).

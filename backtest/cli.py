@@ -3,8 +3,8 @@ container and the DAG call).
 
 stdout carries one JSON object per pair; logs go to stderr. Bad input exits non-zero with one
 line on stderr: 2 for invalid arguments, 3 for missing or bad data, 4 for a storage or network
-I/O error (the one worth retrying), 5 for a strategy that fails the look-ahead check; see
-backtest/errors.py.
+I/O error (the one worth retrying), 5 when the strategy is at fault (it fails the look-ahead
+check, raises, returns bad signals, writes to its candles, fails to import); see backtest/errors.py.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import dataclasses
 import json
 import logging
 import sys
+from functools import partial
 
 from backtest.errors import EXIT_CHECK, BacktestError, InputError, from_os_error
-from backtest.params import parse_fee_bps, parse_time_ms, validate_symbol
+from backtest.params import parse_fee_bps, parse_time_ms, parse_whole, validate_symbol
 from backtest.strategies.grid import Grid, make_grid, parse_assignments
 from backtest.strategies.registry import DEFAULT_STRATEGY
 from backtest.strategies.registry import get as get_strategy
@@ -57,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--window", help="sma_trend's window, as --param window=...: bars (360) or 12h/15d/2w, a list or a range"
     )
-    run.add_argument("--holdout-days", type=int, default=0, help="keep the last N days out of sample (default 0)")
+    run.add_argument(
+        "--holdout-days",
+        type=partial(parse_whole, what="--holdout-days"),
+        default=0,
+        help="keep the last N days out of sample (default 0)",
+    )
     run.add_argument(
         "--walk-forward",
         metavar="TRAIN:TEST[:anchored]",
@@ -73,12 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-url", help="also write {symbol}.json and {symbol}.equity.parquet here")
 
     check = commands.add_parser(
-        "check-strategy", help="prove a strategy does not look ahead and that its warm-up is enough"
+        "check-strategy",
+        help="check, on given candles, that a strategy's signals are unchanged when later candles are removed "
+        "and that its warm-up is enough (see docs/strategies.md for what a pass guarantees)",
     )
     check.add_argument("name", help="strategy name")
     check.add_argument("--param", action="append", default=[], metavar="KEY=VALUES", help="as for run (a grid: each)")
     check.add_argument("--input", help="candle file to check on (default: synthetic candles)")
-    check.add_argument("--cuts", type=int, default=60, help="truncation points (default 60)")
+    check.add_argument(
+        "--cuts",
+        default="60",
+        metavar="N|all",
+        help="truncation points sampled evenly (default 60; at least 1, at most every bar), besides every bar "
+        "where the signal changes and the bar before it; all: every bar (exhaustive)",
+    )
 
     commands.add_parser("list-strategies", help="every registered strategy and its parameters, as JSON")
 
@@ -89,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument(
         "--since", help="store candles from here on too, extending the stored history (default: --history-days back)"
     )
-    refresh.add_argument("--history-days", type=int, default=730, help="history for a new pair (default 730)")
+    refresh.add_argument(
+        "--history-days",
+        type=partial(parse_whole, what="--history-days"),
+        default=730,
+        help="history for a new pair (default 730; at most 36500, and not before 1970-01-01)",
+    )
     refresh.add_argument("--source", choices=("binance", "synthetic"), default="binance")
     refresh.add_argument("--api-url", help="Binance API base URL (default: $BINANCE_API_URL or the public API)")
     return parser
@@ -115,13 +134,13 @@ def _run(args: argparse.Namespace) -> int:
         symbol=symbols[0],
         grid=_grid(args.strategy, args.param, args.window),
         fee_bps=parse_fee_bps(args.fee_bps),
-        start_ms=parse_time_ms(args.start, "--start") if args.start else None,
-        end_ms=parse_time_ms(args.end, "--end") if args.end else None,
+        start_ms=parse_time_ms(args.start, "--start") if args.start is not None else None,
+        end_ms=parse_time_ms(args.end, "--end") if args.end is not None else None,
         data_url=args.data_url,
         input_url=args.input,
         holdout_days=args.holdout_days,
         select_by=args.select_by,
-        walk_forward=parse_walk_forward(args.walk_forward) if args.walk_forward else None,
+        walk_forward=parse_walk_forward(args.walk_forward) if args.walk_forward is not None else None,
     )
     exit_code = 0
     failed: list[str] = []
@@ -129,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(template, symbol=symbol)
         try:
             result, equity = job.backtest(spec)
-        except BacktestError as exc:
+        except BacktestError as exc:  # a strategy at fault too (StrategyError); a bug of ours is not caught
             if len(symbols) == 1:
                 raise
             log.error("%s failed: %s", symbol, exc)
@@ -171,9 +190,10 @@ def _grid(name: str, params: list[str], window: str | None) -> Grid:
 def _check_strategy(args: argparse.Namespace) -> int:
     from backtest.strategies import lookahead
 
+    cuts = lookahead.parse_cuts(args.cuts)
     grid = make_grid(get_strategy(args.name), parse_assignments(args.param))
     candles = lookahead.check_candles(args.input) if args.input else None
-    report = lookahead.check_grid(grid, candles, cuts=args.cuts)
+    report = lookahead.check_grid(grid, candles, cuts=cuts)
     print(json.dumps(report, allow_nan=False))
     if not report["ok"]:
         print(f"error: {report['problem']}", file=sys.stderr)
@@ -193,9 +213,7 @@ def _refresh(args: argparse.Namespace) -> int:
 
     symbol = validate_symbol(args.symbol)
     until_ms = parse_time_ms(args.until, "--until")
-    since_ms = parse_time_ms(args.since, "--since") if args.since else None
-    if args.history_days < 1:
-        raise InputError(f"invalid --history-days {args.history_days}: must be at least 1")
+    since_ms = parse_time_ms(args.since, "--since") if args.since is not None else None
     summary = refresh.refresh_pair(
         symbol,
         args.data_url,
@@ -210,10 +228,20 @@ def _refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_empty(args: argparse.Namespace) -> None:
+    """An option given as an empty string (`--walk-forward ""`) is a mistake, not the option left out."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            option = "the strategy name" if name == "name" else "--" + name.replace("_", "-")
+            raise InputError(f"{option} is empty: give it a value or leave it out")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
+        _refuse_empty(args)
         if args.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
         commands = {

@@ -8,7 +8,13 @@ the one home of the job's exit codes and of which of them a retry cannot fix.
 | 2    | invalid arguments                         | no                       |
 | 3    | missing or bad data                       | no                       |
 | 4    | storage, network or source I/O, just now  | yes                      |
-| 5    | a strategy fails the look-ahead check     | no                       |
+| 5    | the strategy is at fault (see below)      | no                       |
+
+Exit 5, the strategy is at fault, whatever it did: it fails the look-ahead check, raises (any
+exception) or exits in its code, returns anything but one bool signal per combination and bar,
+writes to its (read-only) candles, declares a warm-up or lookback that is not a whole number of
+bars >= 0, or its module fails to import. Always one line naming the strategy (and its file)
+and what it did (`StrategyError`). A built-in strategy raising is a bug of ours: exit 1.
 
 The Batch job definition's retry strategy (infra/backtest-stack.yaml) says the same in its own terms.
 """
@@ -21,9 +27,10 @@ EXIT_BUG = 1
 EXIT_INPUT = 2
 EXIT_DATA = 3
 EXIT_IO = 4
-EXIT_CHECK = 5  # `check-strategy`: the strategy looks ahead or its warm-up is too short
+EXIT_STRATEGY = 5  # the strategy is at fault: it looks ahead, raises, returns bad signals, ...
+EXIT_CHECK = EXIT_STRATEGY  # `check-strategy`'s verdict on a strategy that looks ahead: the same code
 # Failures a retry cannot fix: the local runner and the refresh task fail at once on these.
-PERMANENT_EXIT_CODES = frozenset({EXIT_INPUT, EXIT_DATA, EXIT_CHECK})
+PERMANENT_EXIT_CODES = frozenset({EXIT_INPUT, EXIT_DATA, EXIT_STRATEGY})
 
 
 class BacktestError(Exception):
@@ -41,6 +48,16 @@ class InputError(BacktestError):
     """Bad arguments: an invalid symbol, window, fee or time."""
 
     exit_code = EXIT_INPUT
+
+
+class StrategyError(InputError):
+    """The strategy is at fault (its code raised, exited, returned bad signals, wrote to its
+    candles or declared a bad warm-up): one line naming it and what it did.
+
+    An InputError (the user's to fix, never retried: the DAG's form and plan handle it as one)
+    with its own exit code."""
+
+    exit_code = EXIT_STRATEGY
 
 
 class DataError(BacktestError):
@@ -65,7 +82,7 @@ class StorageError(RetryableError):
 
 # OS errors a retry cannot fix: the path itself is wrong or may not be touched.
 _PERMANENT_ERRNOS = frozenset(
-    {errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP}
+    {errno.EACCES, errno.EPERM, errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP}
 )
 
 

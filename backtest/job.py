@@ -95,7 +95,7 @@ def signal_blocks(
 
     Each combination's signal is what a run of that combination alone computes: from its own
     warm-up start, `first_bar - warmup_bars` (or the first candle read). A fixed-lookback
-    strategy gives the same signals from any earlier start (the look-ahead check proves it), so
+    strategy gives the same signals from any earlier start (what the look-ahead check tests), so
     its block is one call over all candles; one with a seed or a state (`seeded`) is called once
     per distinct warm-up start, so that a grid row equals the single run of its parameters.
     """
@@ -155,6 +155,11 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         split = int(np.searchsorted(candles.open_time, end_ms - spec.holdout_days * DAY_MS))
         if split <= first or split >= len(candles):
             raise InputError(f"a {spec.holdout_days}-day hold-out leaves no in-sample or no out-of-sample bars")
+        # as the walk-forward's first training window: the in-sample part must hold the grid's lookback
+        split_time = format_time_ms(int(candles.open_time[split]))
+        _check_lookback(
+            spec, split, f"the end of the in-sample part (the {spec.holdout_days}-day hold-out's split, {split_time})"
+        )
 
     in_sample = Segment.of(candles, first, split)
     out_sample = Segment.of(candles, split, len(candles)) if spec.holdout_days else None

@@ -17,7 +17,11 @@ from backtest.errors import InputError
 
 SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
-_WINDOW_RE = re.compile(r"^([0-9]+)([hdw]?)$")
+_WINDOW_RE = re.compile(r"^(-?[0-9]{1,15})([hdw]?)$")  # a sign, to say "must be positive" rather than "not a duration"
+# Numbers as a user writes them (`parse_number`): ASCII digits with an optional sign; a float also
+# with a decimal point and an exponent, or inf/nan (refused as not finite by the callers).
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE)
 _HOURS_PER_UNIT = {"": 1, "h": 1, "d": 24, "w": 168}
 
 HOUR_MS = 3_600_000
@@ -38,23 +42,53 @@ def validate_symbol(symbol: str) -> str:
     return symbol
 
 
-def _hours(text: str | int) -> int | None:
-    """The hourly bars `360` (bars), `12h`, `15d` or `2w` stand for (0 for `0`), or None for other text."""
+def parse_number(text: str | int | float, kind: type = float) -> int | float | None:
+    """`text` as a number of `kind` (int or float) when it is written plainly, else None.
+
+    Plainly: ASCII digits with an optional sign (`10`, `-3`), and for a float also a decimal point
+    and an exponent (`0.5`, `1e-3`; `inf` and `nan` too, for the caller to refuse as not finite).
+    Python's own `int()` and `float()` accept more that a user does not mean as that number:
+    `1_0` (10), non-ASCII digits (Arabic, full-width), and `1e3` is no whole number. A bool is no number.
+    """
+    if isinstance(text, bool):
+        return None
+    try:
+        if isinstance(text, int | float) and not (kind is int and isinstance(text, float)):
+            return kind(text)
+        text = str(text).strip()
+        return kind(text) if (_INT_RE if kind is int else _FLOAT_RE).fullmatch(text) else None
+    except (OverflowError, ValueError):  # an int of more than 4,300 digits, or beyond a float
+        return None
+
+
+def parse_whole(text: str | int, what: str) -> int:
+    """A whole-number option such as `--holdout-days`, written plainly (`parse_number`)."""
+    value = parse_number(text, int)
+    if value is None:
+        raise InputError(f"invalid {what} {text!r}: must be a whole number (e.g. 30)")
+    return int(value)
+
+
+def duration_hours(text: str | int) -> int | None:
+    """The hourly bars `360` (bars), `12h`, `15d` or `2w` stand for (0 for `0`, negative for `-1d`),
+    or None for other text."""
     match = _WINDOW_RE.fullmatch(str(text).strip().lower())
     return int(match.group(1)) * _HOURS_PER_UNIT[match.group(2)] if match else None
 
 
 def parse_bars(text: str | int, what: str = "bar count") -> int:
     """A number of hourly bars: `360` (bars), `12h`, `15d` or `2w`; at least 1. `what` names it in the error."""
-    bars = _hours(text)
-    if not bars:
+    bars = duration_hours(text)
+    if bars is None:
         raise InputError(f"invalid {what} {text!r}: use bars (360) or a duration (12h, 15d, 2w)")
+    if bars < 1:
+        raise InputError(f"invalid {what} {text!r}: must be positive, at least 1 bar (1h)")
     return bars
 
 
 def parse_window(text: str | int) -> int:
     """Window length in hourly bars: `360` (bars), `12h`, `15d` or `2w`."""
-    bars = _hours(text)
+    bars = duration_hours(text)
     if bars is None:
         raise InputError(f"invalid window {text!r}: use bars (360) or a duration (12h, 15d, 2w)")
     if not MIN_WINDOW_BARS <= bars <= MAX_WINDOW_BARS:
@@ -112,11 +146,10 @@ def parse_windows(text: str | int) -> list[tuple[str, int]]:
 
 
 def parse_fee_bps(value: str | float) -> float:
-    """Fee per side in basis points: a finite number from 0 to 1,000."""
-    try:
-        fee = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"invalid fee {value!r}: must be a number of basis points (e.g. 10)") from None
+    """Fee per side in basis points: a finite number from 0 to 1,000, written plainly (`parse_number`)."""
+    fee = parse_number(value) if isinstance(value, str | int | float) else None
+    if fee is None:
+        raise InputError(f"invalid fee {value!r}: must be a number of basis points (e.g. 10)")
     if not math.isfinite(fee) or not 0 <= fee <= MAX_FEE_BPS:
         raise InputError(f"invalid fee {value!r}: must be from 0 to {MAX_FEE_BPS:g} basis points")
     return fee

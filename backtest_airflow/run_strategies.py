@@ -18,7 +18,9 @@ from backtest.strategies.builtins import SmaTrend
 
 WINDOW_STRATEGY = SmaTrend.name  # the strategy whose `window` the `window` param is (the default strategy)
 DEFAULT_WINDOW = SmaTrend().param("window").default  # the `window` param's default: sma_trend's own
-LOOKAHEAD_CUTS = 12  # truncation points of plan's quick look-ahead check (check-strategy: 60)
+# Sampled cuts of plan's quick look-ahead check (check-strategy: 60), besides the cuts at every change of
+# the signal and the bar before it, which catch every peek that creates or moves an entry or exit.
+LOOKAHEAD_CUTS = 12
 
 
 def values_text(value: Any) -> str | None:
@@ -123,8 +125,9 @@ def grid_of(entry: dict) -> strategy.Grid:
 
 
 def lookahead_problems(entries: Sequence[dict]) -> list[str]:
-    """Run the quick look-ahead check (`backtest.strategies.lookahead`, on synthetic candles) for every
-    strategy of a run (`RunPlan.strategies`): what fails it, one line each (empty: every one passed)."""
+    """Run the quick look-ahead check (`backtest.strategies.lookahead`, on synthetic candles: LOOKAHEAD_CUTS
+    sampled cuts and the cuts at the signal's changes) for every strategy of a run (`RunPlan.strategies`):
+    what fails it, one line each (empty: every one passed)."""
     from backtest.strategies import lookahead
 
     problems = []

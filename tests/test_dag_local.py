@@ -18,7 +18,7 @@ from backtest_airflow.jobs import job_pairs
 from backtest_airflow.planning import make_plan
 from tests.support import backtest_process, environment
 from tests.support.dag import load_daily_dag, planned_run, run_daily_dag
-from tests.support.strategies import PEEK_NEXT, RANGE_POSITION, drop
+from tests.support.strategies import BOLLINGER_PEEK_AHEAD, BOLLINGER_PEEK_NEXT, PEEK_NEXT, RANGE_POSITION, drop
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 LOGICAL_DATE = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
@@ -203,10 +203,24 @@ def test_a_strategy_that_looks_ahead_fails_the_run_in_plan(airflow_db, tmp_path,
     data_url = tmp_path / "store"
     conf = {"pairs": ["BTCUSDT"], "strategies": [{"name": "sma_trend"}, {"name": "peek_next"}]}
     dag_run = run_daily_dag(data_url, conf, LOGICAL_DATE)
-    assert dag_run.state == "failed"
-    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-    assert states["plan"] == "failed" and states.get("backtest") != "success"
-    assert not data_url.exists()  # no refresh, no job, no results
+    assert_failed_in_plan(dag_run, data_url)
+
+
+def test_strategies_that_look_ahead_rarely_fail_the_run_in_plan(airflow_db, tmp_path, strategy_folder, caplog):
+    """Two sparse peeks (long 1 and 5 bars before a > 3 % one-bar rise, on top of a Bollinger reversion):
+    plan's quick check refuses both, at the bars before the rises (issue 20)."""
+    drop(strategy_folder, "bollinger_peek_next", BOLLINGER_PEEK_NEXT)
+    drop(strategy_folder, "bollinger_peek_ahead", BOLLINGER_PEEK_AHEAD)
+    data_url = tmp_path / "store"
+    names = ["bollinger_peek_next", "bollinger_peek_ahead"]
+    conf = {"pairs": ["BTCUSDT"], "strategies": [{"name": "sma_trend"}, *({"name": name} for name in names)]}
+    with caplog.at_level("ERROR"):
+        dag_run = run_daily_dag(data_url, conf, LOGICAL_DATE)
+    assert_failed_in_plan(dag_run, data_url)
+    (failed,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("look-ahead check failed: ")]
+    assert [problem.split(":")[0] for problem in failed.removeprefix("look-ahead check failed: ").split("; ")] == [
+        f"{name} window=1d width=2.0 rise=3.0" for name in names
+    ]
 
 
 @pytest.mark.slow
@@ -289,3 +303,11 @@ def test_dag_lists_a_failed_pair_without_losing_its_chunk(airflow_db, tmp_path, 
     assert board.loc["BTCUSDT", "status"] == "ok" and board.loc["ETHUSDT", "status"] == "ok"
     assert board.loc["NOPEUSDT", "status"].startswith("failed: no candles stored for NOPEUSDT")
     assert board.loc["BTCUSDT", "synthetic"] == False  # noqa: E712 (numpy bool)
+
+
+def assert_failed_in_plan(dag_run, data_url) -> None:
+    """The run failed in plan, before any refresh, job or result."""
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["plan"] == "failed" and states.get("backtest") != "success"
+    assert not data_url.exists()  # no refresh, no job, no results

@@ -18,8 +18,11 @@ from backtest.cli import main
 from backtest.data.synthetic import EPOCH_MS, synthetic_candles
 from backtest.errors import EXIT_CHECK
 from backtest.params import HOUR_MS, format_time_ms
+from backtest.strategies import lookahead
 from backtest.strategies.lookahead import MAX_COMBOS_CHECKED, MIN_WINDOW_BARS, SEEDED_TOLERANCE
+from backtest_airflow.run_strategies import lookahead_problems
 from tests.support import backtest_process, make_candles
+from tests.support.strategies import BOLLINGER_PEEK_AHEAD, BOLLINGER_PEEK_NEXT, drop
 
 REAL_BTC = "binance_spot_BTCUSDT_1h_misrori.csv"
 
@@ -40,8 +43,13 @@ def test_every_registered_strategy_passes_with_its_defaults(capsys, name):
     warmup = grid.warmup_bars()
     assert report["ok"] is True and "problem" not in report
     assert report["strategy"] == name and report["cuts"] == 60
-    assert report["candles"] == 2 * warmup + MIN_WINDOW_BARS  # synthetic candles, as many as check (b) needs
+    # synthetic candles, as many as check (b) needs: twice the warm-up, at least MIN_WARMUP_MARGIN more
+    assert report["candles"] == warmup + max(warmup, lookahead.MIN_WARMUP_MARGIN) + MIN_WINDOW_BARS
+    assert report["cut_kinds"] == ["sampled", "changes"]
     (checked,) = report["checked"]
+    cut_points = checked["cut_points"]
+    assert cut_points["sampled"] == 60 and cut_points["checked"] == cut_points["total"] == report["cut_points"]
+    assert 60 <= cut_points["total"] <= 60 + cut_points["changes"]
     assert checked["params"] == grid.params_json(0) and checked["ok"] is True
     assert checked["window_bars"] == MIN_WINDOW_BARS
     allowed = int(SEEDED_TOLERANCE * MIN_WINDOW_BARS) if grid.strategy.seeded else 0
@@ -61,7 +69,9 @@ def test_a_grid_is_checked_at_several_combinations(capsys):
     checked = [c["params"]["lookback_bars"] for c in report["checked"]]
     assert code == 0 and len(checked) == MAX_COMBOS_CHECKED and checked[0] == 1 and checked[-1] == 40
     assert max(np.diff(checked)) - min(np.diff(checked)) <= 1
-    assert report["candles"] == 2 * 40 + MIN_WINDOW_BARS  # enough for the longest warm-up checked
+    assert (
+        report["candles"] == lookahead.reference_warmup(40) + MIN_WINDOW_BARS
+    )  # enough for the longest warm-up checked
 
 
 def test_bad_parameters_and_too_few_candles(capsys, tmp_path):
@@ -158,7 +168,11 @@ def test_a_strategy_that_peeks_at_the_next_close_fails(bad_strategies, tmp_path)
         f"error: peek: looks ahead: the signal at bar 149 ({first}) is 1 with all candles "
         f"but 0 when the candles from bar 150 ({cut}) on are removed"
     )
-    assert report["checked"] == [{"params": {}, "ok": False}]
+    # Every bar from 1 (its lookback) to 1198 is a cut (1,200 sampled: capped at the bars), bars 1..149 ran;
+    # its signal changes at 149 and 1199 (the last bar: no next close), so 148, 149 and 1198 are cuts too.
+    cut_points = {"sampled": 1198, "changes": 3, "total": 1198, "checked": 149}
+    assert report["checked"] == [{"params": {}, "cut_points": cut_points, "ok": False}]
+    assert report["cut_points"] == 149 and report["cuts"] == len(close)
 
     # With the default 60 cuts on synthetic candles: the bar it names really does change.
     report, line = _failed(backtest_process("check-strategy", "peek", env=bad_strategies))
@@ -168,29 +182,35 @@ def test_a_strategy_that_peeks_at_the_next_close_fails(bad_strategies, tmp_path)
 
 
 def test_a_warmup_too_short_fails_at_the_first_changed_bar(bad_strategies, tmp_path):
-    """lag k=50 declares 10 warm-up bars: the window starts at bar 20; read from bar 10, the signal
-    is undefined until bar 60, read from 0 defined from bar 50: bars 50..59 change where it is 1."""
+    """lag k=50 declares 10 warm-up bars: the window starts at bar 110 (10 + MIN_WARMUP_MARGIN); read
+    from bar 100, the signal is undefined until bar 150, read from 0 defined from bar 50: bars
+    110..149 change where it is 1."""
     path = tmp_path / "candles.parquet"
-    close = 100 * np.exp(np.cumsum(np.random.default_rng(8).normal(0, 0.01, 1100)))  # c_t > c_{t-50} at 57, 58
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(8).normal(0, 0.01, 1200)))  # c_t > c_{t-50}: 10 of 40
     candles = make_candles(close, close, start_ms=EPOCH_MS)
     pq.write_table(candles.to_table(), path)
     proc = backtest_process("check-strategy", "lag", "--param", "k=5,50", "--input", str(path), env=bad_strategies)
     report, line = _failed(proc)
-    changed = [t for t in range(50, 60) if close[t] > close[t - 50]]
-    assert 0 < len(changed) < 10 and changed[0] > 50
-    share = len(changed) / (len(candles) - 20)
+    assert lookahead.MIN_WARMUP_MARGIN == 100
+    changed = [t for t in range(110, 150) if close[t] > close[t - 50]]
+    assert 0 < len(changed) < 40
+    share = len(changed) / (len(candles) - 110)
     assert line == (
         f"error: lag k=50: warm-up too short: with 10 bars declared, {len(changed)} window bars ({share:.2%}; "
-        f"allowed: none) change when 20 are read, the first at bar {changed[0]} "
+        f"allowed: none) change when 110 are read, the first at bar {changed[0]} "
         f"({format_time_ms(EPOCH_MS + changed[0] * HOUR_MS)})"
     )
     # Both combinations were checked: k=5 passed (it declares 5 bars, all it needs), k=50 did not.
+    # (Both pass check (a), at every cut: lag is causal.)
+    for entry in report["checked"]:
+        cut_points = entry.pop("cut_points")
+        assert cut_points["checked"] == cut_points["total"] >= cut_points["sampled"] == 60
     assert report["checked"] == [
-        {"params": {"k": "5", "k_bars": 5}, "warmup_changed": 0, "window_bars": len(candles) - 10, "ok": True},
+        {"params": {"k": "5", "k_bars": 5}, "warmup_changed": 0, "window_bars": len(candles) - 105, "ok": True},
         {
             "params": {"k": "50", "k_bars": 50},
             "warmup_changed": len(changed),
-            "window_bars": len(candles) - 20,
+            "window_bars": len(candles) - 110,
             "ok": False,
         },
     ]
@@ -232,3 +252,213 @@ def test_builtins_pass_on_real_btcusdt(capsys, shared_data, name, params):
         share = checked["warmup_changed"] / checked["window_bars"]
         assert share <= (SEEDED_TOLERANCE if strategy.get(name).seeded else 0)
         print(f"{name} {checked['params']}: {checked['warmup_changed']} of {checked['window_bars']} bars ({share:.3%})")
+
+
+# -- sparse peeks: the cuts at every change of the signal (issue 20) --------------------------------
+
+REAL_ETH = "binance_spot_ETHUSDT_1h_misrori.csv"
+SPARSE_PEEKS = {"bollinger_peek_next": (BOLLINGER_PEEK_NEXT, 1), "bollinger_peek_ahead": (BOLLINGER_PEEK_AHEAD, 5)}
+
+
+def _failed_here(capsys, *args: str) -> tuple[dict, str]:
+    """A failed check in this process: exit 5, the JSON report, one line on stderr (its problem)."""
+    code, report, err = check(capsys, *args)
+    assert code == EXIT_CHECK and report["ok"] is False
+    assert err.splitlines() == [f"error: {report['problem']}"]
+    return report, err.splitlines()[0]
+
+
+def _looks_ahead_at(line: str) -> tuple[int, int]:
+    """(the bar named, the first bar removed) of a `looks ahead` line."""
+    match = re.search(
+        r"looks ahead: the signal at bar (\d+) \(.*\) is [01] with all candles but [01] when the candles from bar (\d+) ",
+        line,
+    )
+    assert match, line
+    return int(match[1]), int(match[2])
+
+
+def _signal(name: str, candles, **params: str) -> np.ndarray:
+    grid = strategy.grid_of(name, params)
+    return grid.strategy.checked_signals(candles, grid.combos)[0]
+
+
+def _sampled(first: int, bars: int, cuts: int = 60) -> np.ndarray:
+    """The sampled cuts: `cuts` bars evenly spaced from `first` to the last bar but one."""
+    return np.unique(np.linspace(first, bars - 2, cuts).round().astype(np.int64))
+
+
+def _jumps(path: Path, bars: int = 1200) -> list[int]:
+    """Quiet closes (0.2 % an hour) with a one-bar rise of 4 % at five bars, each midway between two
+    of the 60 sampled cuts (bollinger's lookback is 23): the sampled cuts alone never see one."""
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(20).normal(0, 0.002, bars)))
+    sampled = _sampled(23, bars)
+    jumps = [int(sampled[i] + sampled[i + 1]) // 2 + 2 for i in (10, 20, 30, 40, 50)]
+    for j in jumps:
+        close[j:] *= 1.04
+    pq.write_table(make_candles(close, close, start_ms=EPOCH_MS).to_table(), path)
+    return jumps
+
+
+@pytest.mark.parametrize("name", SPARSE_PEEKS)
+def test_a_sparse_peek_before_a_large_move_fails_on_synthetic_candles(capsys, strategy_folder, tmp_path, name):
+    """Bollinger reversion plus a long `ahead` bars before a > 3 % one-bar rise (1 and 5 bars): only the
+    bars before the five rises change. The check names the first of them, caught by the cuts at the
+    signal's changes; the 60 sampled cuts alone (the check before issue 20) pass it."""
+    source, ahead = SPARSE_PEEKS[name]
+    drop(strategy_folder, name, source)
+    path = tmp_path / "jumps.parquet"
+    jumps = _jumps(path)
+    candles = lookahead.check_candles(str(path))
+    peeking, honest = _signal(name, candles), _signal(name, candles, rise="1000")
+    differs = np.flatnonzero(peeking != honest)
+    assert 0 < len(differs) <= len(jumps) and set(differs) <= {j - ahead for j in jumps}
+
+    report, line = _failed_here(capsys, name, "--input", str(path))
+    bar, removed = _looks_ahead_at(line)
+    assert bar == differs[0] and bar < removed <= bar + ahead and " is 1 with all candles but 0 " in line
+    assert line.startswith(f"error: {name} window=1d width=2.0 rise=3.0: looks ahead: the signal at bar {bar} ")
+    assert report["cut_kinds"] == ["sampled", "changes"] and report["cuts"] == 60
+    # The honest strategy passes; the peeking one passes the sampled cuts alone.
+    code, _, err = check(capsys, name, "--param", "rise=1000", "--input", str(path))
+    assert code == 0, err
+    assert lookahead.check_grid(strategy.grid_of(name), candles, cuts=60, at_changes=False)["ok"] is True
+    assert lookahead.cut_bars(peeking, 23, 60)["sampled"].tolist() == _sampled(23, len(candles)).tolist()
+
+
+@pytest.mark.parametrize("name, rise", [("bollinger_peek_next", "3"), ("bollinger_peek_ahead", "5")])
+def test_a_sparse_peek_before_a_large_move_fails_on_real_ethusdt(capsys, shared_data, strategy_folder, name, rise):
+    """On real ETHUSDT (23,989 hours): the bar before a > 3 % hourly rise, and the bar 5 bars before a > 5 %
+    one (149 and 22 such rises): both passed the 60 sampled cuts; now the first bar changed is named."""
+    source, ahead = SPARSE_PEEKS[name]
+    drop(strategy_folder, name, source)
+    path = shared_data / REAL_ETH
+    report, line = _failed_here(capsys, name, "--param", f"rise={rise}", "--input", str(path))
+    bar, removed = _looks_ahead_at(line)
+    candles = lookahead.check_candles(str(path))
+    assert report["candles"] == len(candles) > 20_000
+    rise_bar = bar + ahead
+    assert candles.close[rise_bar] > candles.close[rise_bar - 1] * (1 + float(rise) / 100)  # the move it peeks at
+    assert bar < removed <= rise_bar
+    differs = np.flatnonzero(_signal(name, candles, rise=rise) != _signal(name, candles, rise="1000"))
+    assert bar == differs[0]  # the first bar the peek changes
+    sampled_only = lookahead.check_grid(strategy.grid_of(name, {"rise": rise}), candles, cuts=60, at_changes=False)
+    assert sampled_only["ok"] is True
+
+
+def test_plans_quick_check_refuses_both_sparse_peeks(strategy_folder):
+    """plan's quick check (LOOKAHEAD_CUTS = 12 sampled cuts, and the changes) on its synthetic candles."""
+    for name, (source, _) in SPARSE_PEEKS.items():
+        drop(strategy_folder, name, source)
+    entries = [{"name": "sma_trend", "params": {}}, *({"name": name, "params": {}} for name in SPARSE_PEEKS)]
+    problems = lookahead_problems(entries)
+    assert [p.split(":")[0] for p in problems] == [f"{name} window=1d width=2.0 rise=3.0" for name in SPARSE_PEEKS]
+    assert all(": looks ahead: the signal at bar " in p for p in problems)
+
+
+SKIP_LOSERS = '''
+import numpy as np
+from backtest.strategy import Param, strategy
+
+
+@strategy("skip_losers", params=[Param("level", 100.0, low=0.0, high=1e9, kind=float)], warmup=lambda p: 0)
+def skip_losers(candles, level):
+    """long while the close is above `level`, but not through a stretch above it whose last close is lower than its first"""
+    close = candles.close
+    out = close > level
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], out.astype(np.int8), [0]))))
+    for start, stop in zip(edges[::2], edges[1::2]):  # out[start:stop]: one stretch above the level
+        if stop < len(close) and close[stop - 1] < close[start]:
+            out[start:stop] = False  # it ends lower: skipped whole (its last close is read at its first bar)
+    return out
+'''
+
+
+def test_the_default_cuts_can_miss_a_peek_that_skips_a_whole_episode_and_all_does_not(
+    capsys, strategy_folder, tmp_path
+):
+    """The one peek the default cuts may miss (lookahead's docstring): the live signal's whole episode
+    skipped, so the run's signal has no change there. Here one stretch above the level ends lower than
+    it began and is skipped, between two sampled cuts: the default check passes, `--cuts all` names
+    the stretch's first bar."""
+    drop(strategy_folder, "skip_losers", SKIP_LOSERS)
+    close = np.full(1200, 90.0)
+    close[300:320] = np.linspace(110.0, 115.0, 20)  # a stretch that ends higher: traded (changes at 300, 320)
+    sampled = _sampled(0, 1200)
+    start = int(sampled[30]) + 3
+    close[start : start + 10] = np.linspace(110.0, 105.0, 10)  # ends lower than it began: skipped
+    assert not set(range(start, start + 10)) & set(sampled.tolist())
+    path = tmp_path / "episodes.parquet"
+    pq.write_table(make_candles(close, close, start_ms=EPOCH_MS).to_table(), path)
+
+    code, report, err = check(capsys, "skip_losers", "--input", str(path))
+    assert code == 0 and report["ok"], err  # the gap the docs name
+    report, line = _failed_here(capsys, "skip_losers", "--input", str(path), "--cuts", "all")
+    assert _looks_ahead_at(line) == (start, start + 1)
+    assert report["cut_kinds"] == ["all"] and report["cuts"] == "all"
+    assert report["checked"][0]["cut_points"] == {"all": 1199, "total": 1199, "checked": start + 1}
+
+
+def test_cut_bars_are_the_sampled_bars_and_every_change_with_the_bar_before():
+    full = np.array([0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1], dtype=bool)  # changes at 3, 5, 10
+    kinds = lookahead.cut_bars(full, 2, 3)
+    assert kinds["sampled"].tolist() == [2, 6, 10]  # from the first bar to n - 2, evenly
+    assert kinds["changes"].tolist() == [2, 3, 4, 5, 9, 10]
+    assert lookahead.cut_bars(full, 2, 1)["sampled"].tolist() == [2, 10]  # the ends, always
+    assert lookahead.cut_bars(full, 2, 10**9)["sampled"].tolist() == list(range(2, 11))  # capped: every bar
+    (every,) = lookahead.cut_bars(full, 2, "all").values()
+    assert every.tolist() == list(range(2, 11))
+    assert "changes" not in lookahead.cut_bars(full, 2, 3, at_changes=False)
+    assert lookahead.cut_bars(full, 11, 3) == {}  # nothing to cut
+
+
+# -- warm-up and --cuts -------------------------------------------------------------------------------
+
+SMA_NO_WARMUP = '''
+import numpy as np
+from backtest.strategy import Param, strategy
+
+
+@strategy("sma_no_warmup", params=[Param("declared", 0, low=0, high=100)], warmup=lambda p: p["declared"])
+def sma_no_warmup(candles, declared):
+    """long above the 24-bar SMA, declaring `declared` bars of warm-up (it needs 23)"""
+    close = candles.close
+    out = np.zeros(len(close), dtype=bool)
+    if len(close) >= 24:
+        out[23:] = close[23:] > np.convolve(close, np.full(24, 1 / 24), "valid")
+    return out
+'''
+
+
+@pytest.mark.parametrize("declared", [0, 5, 22])
+def test_a_warmup_of_zero_or_too_small_fails(capsys, strategy_folder, declared):
+    """Twice 0 is 0: the longer warm-up is also at least MIN_WARMUP_MARGIN bars more than declared."""
+    drop(strategy_folder, "sma_no_warmup", SMA_NO_WARMUP)
+    report, line = _failed_here(capsys, "sma_no_warmup", "--param", f"declared={declared}")
+    read = declared + 100  # lookahead.MIN_WARMUP_MARGIN more than declared
+    assert f"warm-up too short: with {declared} bars declared, " in line and f"change when {read} are read" in line
+    assert report["candles"] == lookahead.reference_warmup(declared) + MIN_WINDOW_BARS == read + MIN_WINDOW_BARS
+    code, report, err = check(capsys, "sma_no_warmup", "--param", "declared=23")
+    assert code == 0 and report["checked"][0]["warmup_changed"] == 0, err
+
+
+@pytest.mark.parametrize("cuts", ["0", "-3", "abc", "1_0", "", "2.5"])
+def test_cuts_must_be_a_whole_number_of_at_least_one_or_all(capsys, cuts):
+    assert main(["check-strategy", "momentum", "--cuts", cuts]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: invalid --cuts {cuts!r}: must be ") and err.count("\n") == 1
+
+
+def test_cuts_above_the_bars_are_every_bar_and_all_cuts_every_bar(capsys):
+    """--cuts 1000000000 is capped at the bars (it once tried to allocate 7.45 GiB); `all` is the same cuts."""
+    proc = backtest_process("check-strategy", "momentum", "--cuts", "1000000000")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    report = json.loads(proc.stdout)
+    lookback = strategy.get("momentum").lookback(strategy.grid_of("momentum").combos[0])
+    every = report["candles"] - 1 - lookback  # bars lookback .. n - 2
+    (checked,) = report["checked"]
+    assert checked["cut_points"]["sampled"] == checked["cut_points"]["total"] == every == report["cut_points"]
+    code, report, err = check(capsys, "momentum", "--cuts", "all")
+    assert code == 0 and err == ""
+    assert report["cuts"] == "all" and report["cut_kinds"] == ["all"]
+    assert report["checked"][0]["cut_points"] == {"all": every, "total": every, "checked": every}

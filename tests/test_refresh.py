@@ -247,8 +247,8 @@ MALFORMED = {
     "off the hour": (lambda ex: _page_body(ex, lambda r: _shift(r[9], 60_000)), "kline 9 does not open on the hour"),
     "4h kline": (lambda ex: _page_body(ex, lambda r: _set(4, 6, r[4][0] + 4 * HOUR_MS - 1)(r)), "not a 1h kline"),
     "duplicate": (lambda ex: _page_body(ex, lambda r: r.__setitem__(11, list(r[10]))), "duplicated at kline 11"),
-    "OHLC": (lambda ex: _page_body(ex, _set(6, 3, "999999999.0")), "OHLC violation at row 6"),
-    "non-positive": (lambda ex: _page_body(ex, _set(6, 3, "0")), "non-positive price at row 6"),
+    "OHLC": (lambda ex: _page_body(ex, _set(6, 3, "999999999.0")), "OHLC violation at row 7"),
+    "non-positive": (lambda ex: _page_body(ex, _set(6, 3, "0")), "non-positive price at row 7"),
 }
 
 

@@ -643,24 +643,24 @@ def test_a_users_grid_and_list_strategies(eth_file, tmp_path):
     assert set(BUILTINS) | {"new_high", "range_position"} <= set(by_name)
     assert by_name["new_high"]["description"] == "long on a close above the last `lookback` closes"
     assert by_name["range_position"]["params"] == [
-        {"name": "window", "type": "int", "bars": True, "default": "2d"},
-        {"name": "level", "type": "float", "bars": False, "default": 0.5},
+        {"name": "window", "type": "int", "bars": True, "default": "2d", "low": 2, "high": 10_000, "help": ""},
+        {"name": "level", "type": "float", "bars": False, "default": 0.5, "low": 0.0, "high": 1.0, "help": ""},
     ]
 
 
-def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+def _one_error_line(proc: subprocess.CompletedProcess, code: int = 2) -> str:
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and proc.stdout == "" and len(lines) == 1, proc
+    assert proc.returncode == code and proc.stdout == "" and len(lines) == 1, proc
     return lines[0]
 
 
-def test_a_module_that_fails_to_import_exits_2_naming_the_file(eth_file, tmp_path):
+def test_a_module_that_fails_to_import_exits_5_naming_the_file(eth_file, tmp_path):
     folder = write_modules(tmp_path / "mine", new_high=FUNCTION_STYLE, broken='raise RuntimeError("no\\nluck")\n')
     for args in (("list-strategies",), ("run", "--symbol", "ETHUSDT", "--input", str(eth_file))):
-        line = _one_error_line(backtest_process(*args, env=with_strategies(folder)))
+        line = _one_error_line(backtest_process(*args, env=with_strategies(folder)), code=5)  # the strategy's fault
         assert line == f"error: strategy module {folder / 'broken.py'} failed to import: RuntimeError: no luck"
     syntax = write_modules(tmp_path / "syntax", bad="def broken(:\n")
-    line = _one_error_line(backtest_process("list-strategies", env=with_strategies(syntax)))
+    line = _one_error_line(backtest_process("list-strategies", env=with_strategies(syntax)), code=5)
     assert str(syntax / "bad.py") in line and "SyntaxError" in line
 
 

@@ -8,6 +8,7 @@ which keeps the job free of pandas and its start-up cost. On disk it is Arrow/Pa
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,8 @@ class Candles:
         missing = [name for name in SCHEMA.names if name not in table.column_names]
         if missing:
             raise DataError(f"{source}: missing column(s) {', '.join(missing)}; expected {', '.join(SCHEMA.names)}")
+        if table.num_rows == 0:  # a header-only CSV's columns have no type at all
+            return cls.empty()
         open_time = _open_time_ms(table.column("open_time"), source)
         values = []
         for name in VALUE_COLUMNS:
@@ -108,8 +111,22 @@ def _open_time_ms(column: pa.ChunkedArray, source: str) -> np.ndarray:
     raise DataError(f"{source}: open_time must be a timestamp or epoch milliseconds, not {column.type}")
 
 
-def validate(candles: Candles, source: str) -> None:
-    """Raise DataError unless the series is sorted, unique, hourly, finite and OHLC-consistent."""
+def row_number(i: int) -> str:
+    """Candle `i` (0-based) as a user counts rows: `row 1` is the first."""
+    return f"row {i + 1}"
+
+
+def csv_line(i: int) -> str:
+    """Candle `i` (0-based) of a CSV file as its line in the file: the header is line 1, so the
+    first candle is on line 2 (blank lines, which the reader skips, aside)."""
+    return f"line {i + 2}"
+
+
+def validate(candles: Candles, source: str, where: Callable[[int], str] = row_number) -> None:
+    """Raise DataError unless the series is sorted, unique, hourly, finite and OHLC-consistent.
+
+    `where` names a bad candle by its 0-based index: `row N` (1-based) by default, `csv_line` for a CSV file.
+    """
     if len(candles) == 0:
         return
     t = candles.open_time
@@ -117,22 +134,23 @@ def validate(candles: Candles, source: str) -> None:
     if (steps <= 0).any():
         i = int(np.argmax(steps <= 0)) + 1
         kind = "duplicate" if steps[i - 1] == 0 else "out-of-order"
-        raise DataError(f"{source}: {kind} open_time at row {i}")
+        raise DataError(f"{source}: {kind} open_time at {where(i)}")
     if (t % HOUR_MS != 0).any():
         i = int(np.argmax(t % HOUR_MS != 0))
-        raise DataError(f"{source}: open_time at row {i} is not on the hour")
+        raise DataError(f"{source}: open_time at {where(i)} is not on the hour")
     prices = np.stack([candles.open, candles.high, candles.low, candles.close])
     bad = ~np.isfinite(prices) | (prices <= 0)
     if bad.any():
         i = int(np.argmax(bad.any(axis=0)))
-        raise DataError(f"{source}: missing or non-positive price at row {i}")
-    if (~np.isfinite(candles.volume) | (candles.volume < 0)).any():
-        raise DataError(f"{source}: missing or negative volume")
+        raise DataError(f"{source}: missing or non-positive price at {where(i)}")
+    bad_volume = ~np.isfinite(candles.volume) | (candles.volume < 0)
+    if bad_volume.any():
+        raise DataError(f"{source}: missing or negative volume at {where(int(np.argmax(bad_volume)))}")
     low_ok = candles.low <= np.minimum(candles.open, candles.close)
     high_ok = candles.high >= np.maximum(candles.open, candles.close)
     if not (low_ok & high_ok).all():
         i = int(np.argmax(~(low_ok & high_ok)))
-        raise DataError(f"{source}: OHLC violation at row {i} (need low <= open,close <= high)")
+        raise DataError(f"{source}: OHLC violation at {where(i)} (need low <= open,close <= high)")
 
 
 @dataclass(frozen=True)
@@ -156,23 +174,24 @@ def read_candle_file(loc: Location) -> Candles:
     """Read one Parquet or CSV file (local or S3) with the candle columns, validated.
 
     CSV needs a header; `date` is accepted for `open_time` (as in exported Binance data) and
-    extra columns such as `ticker` are ignored.
+    extra columns such as `ticker` are ignored. A bad candle is named by its line in a CSV file
+    (the header is line 1) and by its row (from 1) in a Parquet file; a file without candles is bad data.
     """
     data = read_bytes(loc)
     if data is None:
         raise DataError(f"input file not found: {loc.url}")
     name = posixpath.basename(loc.path).lower()
+    is_csv = name.endswith(".csv") or name.endswith(".csv.gz")
     try:
-        if name.endswith(".csv") or name.endswith(".csv.gz"):
-            table = _read_csv(data, name.endswith(".gz"))
-        else:
-            table = read_parquet_bytes(data)
+        table = _read_csv(data, name.endswith(".gz")) if is_csv else read_parquet_bytes(data)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise DataError(f"{loc.url}: not a readable candle file ({str(exc).splitlines()[0]})") from None
     if "open_time" not in table.column_names and "date" in table.column_names:
         table = table.rename_columns(["open_time" if c == "date" else c for c in table.column_names])
     candles = Candles.from_table(table, loc.url)
-    validate(candles, loc.url)
+    if len(candles) == 0:
+        raise DataError(f"{loc.url}: the file has no candles ({'only a header' if is_csv else 'no rows'})")
+    validate(candles, loc.url, csv_line if is_csv else row_number)
     return candles
 
 

@@ -15,6 +15,9 @@ only), and fetches only the parts of it that are not covered yet, oldest first:
 - Hours the source does not have (exchange outages) are covered but never invented: they stay
   gaps, reported in the summary, and are not asked for again.
 - One source per pair: a refresh with another source fails (exit 3) before fetching anything.
+- The history reaches back at most `MAX_HISTORY_DAYS` (100 years) and never before 1970-01-01, the
+  store's earliest month (`backtest.data.store`): an earlier `since`, or more `history_days`, is
+  invalid (exit 2) before anything is fetched.
 
 The per-pair lock is held throughout; before each write the refresh checks that its lease still
 holds (on S3 a holder cut off long enough loses it), so two refreshes never interleave writes.
@@ -46,6 +49,8 @@ from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, vali
 log = logging.getLogger("backtest.data.refresh")
 
 SOURCES = ("binance", synthetic.SOURCE_NAME)
+MAX_HISTORY_DAYS = 36_500  # a hundred years: more than any exchange has
+EARLIEST_MS = 0  # 1970-01-01T00:00:00Z: the store keeps months from 1970 on
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,22 @@ def refresh_pair(
         raise InputError(f"unknown source {source!r}: use {' or '.join(SOURCES)}")
     if since_ms is not None and since_ms >= until_ms:
         raise InputError(f"--since {format_time_ms(since_ms)} is not before --until {format_time_ms(until_ms)}")
+    if not 1 <= history_days <= MAX_HISTORY_DAYS:
+        raise InputError(f"invalid --history-days {history_days}: must be from 1 to {MAX_HISTORY_DAYS} (100 years)")
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     # Only closed candles: one that opens at t closes at t + 1h, which must be <= until and <= now.
     until = floor_hour_ms(min(until_ms, now_ms))
     wanted_start = since_ms if since_ms is not None else until - history_days * DAY_MS
+    if wanted_start < EARLIEST_MS:
+        earliest = format_time_ms(EARLIEST_MS)
+        if until <= EARLIEST_MS:
+            raise InputError(f"--until {format_time_ms(until_ms)} is not after {earliest}, the store's earliest time")
+        if since_ms is not None:
+            raise InputError(f"--since {format_time_ms(since_ms)} is before {earliest}, the store's earliest time")
+        raise InputError(
+            f"--history-days {history_days} reaches back before {earliest}, the store's earliest time: at most "
+            f"{(until - EARLIEST_MS) // DAY_MS} days before {format_time_ms(until)}"
+        )
     wanted_start = -(-wanted_start // HOUR_MS) * HOUR_MS  # the first whole hour at or after it
     store = CandleStore(data_url)
     with store.lock(symbol) as lease:

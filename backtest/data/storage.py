@@ -137,7 +137,7 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
         with loc.fs.open_output_stream(loc.path, compression=None) as out:
             out.write(data)
         return
-    loc.fs.create_dir(parent, recursive=True)
+    _make_local_dirs(loc.fs, parent, loc.url)
     tmp = posixpath.join(parent, f".{posixpath.basename(loc.path)}.tmp-{uuid.uuid4().hex}")
     try:
         with loc.fs.open_output_stream(tmp, compression=None) as out:
@@ -147,6 +147,19 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
         with contextlib.suppress(OSError):
             loc.fs.delete_file(tmp)
         raise
+
+
+def _make_local_dirs(fs: pafs.FileSystem, path: str, url: str) -> None:
+    """Create a local folder and its parents. A file where a folder must be (`--results-url` naming
+    a file) is a permanent error, DataError (exit 3), naming that file; a retry cannot fix it."""
+    try:
+        fs.create_dir(path, recursive=True)
+    except (FileExistsError, NotADirectoryError):
+        existing = path
+        while not os.path.lexists(existing) and existing != os.path.dirname(existing):
+            existing = os.path.dirname(existing)  # the deepest part of the path that exists
+        blocker = existing if os.path.lexists(existing) and not os.path.isdir(existing) else path
+        raise DataError(f"{blocker} is a file, not a folder: cannot write {url}") from None
 
 
 def list_dir(loc: Location) -> list[str]:
@@ -228,7 +241,7 @@ def exclusive_lock(
 
 @contextlib.contextmanager
 def _local_lock(loc: Location, wait_seconds: float) -> Iterator[Lease]:
-    loc.fs.create_dir(posixpath.dirname(loc.path), recursive=True)
+    _make_local_dirs(loc.fs, posixpath.dirname(loc.path), loc.url)
     with open(loc.path, "a+b") as handle:
         deadline = time.monotonic() + wait_seconds
         delay = 0.02

@@ -26,7 +26,7 @@ time of its first candle and E its end:
 - Parameter changes: the folds whose chosen combination differs from the previous fold's, and
   their share of the folds that have a previous fold.
 
-Signals are causal (the look-ahead check proves it), so each combination's signal is computed once
+Signals are causal (what the look-ahead check tests), so each combination's signal is computed once
 over all candles read and cut into folds: per fold and block of combinations only the training
 equity and the one selection metric are computed, the full metrics only for the chosen combination.
 For a strategy with a seed or a state, a fold's signals are those computed from the combination's
@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from backtest.data.candles import Candles, to_arrow
 from backtest.errors import DataError, InputError
-from backtest.params import HOUR_MS, MAX_WINDOW_BARS, format_time_ms, parse_bars, window_label
+from backtest.params import HOUR_MS, MAX_WINDOW_BARS, duration_hours, format_time_ms, window_label
 from backtest.simulation.engine import Segment
 from backtest.simulation.metrics import compute_metrics_block, first_best
 from backtest.strategies.grid import Grid
@@ -83,12 +83,9 @@ def parse_walk_forward(text: str) -> WalkForward:
         raise InputError(f"invalid walk-forward {text!r}: {usage}")
     lengths = []
     for what, part in zip(("training", "test"), parts[:2], strict=True):
-        try:
-            bars = parse_bars(part)
-        except InputError:
-            raise InputError(
-                f"invalid walk-forward {text!r}: the {what} window {part!r} is not a duration; {usage}"
-            ) from None
+        bars = duration_hours(part)  # 0d and -1d are durations too short: the bounds below say so
+        if bars is None:
+            raise InputError(f"invalid walk-forward {text!r}: the {what} window {part!r} is not a duration; {usage}")
         if not MIN_BARS <= bars <= MAX_WINDOW_BARS:
             raise InputError(
                 f"invalid walk-forward {text!r}: the {what} window must be {MIN_BARS} to {MAX_WINDOW_BARS} "

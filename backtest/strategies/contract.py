@@ -20,24 +20,40 @@ A strategy declares:
 Two ways to write one: subclass `Strategy` (vectorised over combinations) or decorate a function
 of one combination with `@strategy(...)` (`backtest.strategies.registry`, which also registers
 classes). Strategy authors import all of it from `backtest.strategy`.
+
+A strategy cannot make a result silently wrong: every call of its own code (`signals` through
+`checked_signals`, `warmup_bars`, `lookback`, `reject`) runs with its `print()` sent to stderr
+(stdout is the job's JSON) and on read-only views of the candles; whatever it raises or exits
+with, a signal that is not exactly bool of the expected shape (`valid_signals`), a write to its
+candles, and a warm-up or lookback that is not a whole number of bars >= 0 are a `StrategyError`:
+exit 5, one line naming the strategy, its file and what it did. (A built-in strategy is our
+code: an exception it raises is a bug, exit 1 with its traceback.)
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
+from types import TracebackType
 from typing import Any, ClassVar
 
 import numpy as np
 
-from backtest.data.candles import Candles
-from backtest.errors import DataError, InputError
-from backtest.params import parse_bars, parse_value_list, window_label
+from backtest.data.candles import VALUE_COLUMNS, Candles
+from backtest.errors import InputError, StrategyError
+from backtest.params import duration_hours, parse_bars, parse_number, parse_value_list, window_label
 
 SEEDED_WARMUP_FACTOR = 5  # seeded or stateful strategies read 5x their longest lookback first
 Combo = dict[str, Any]  # one parameter combination: name -> value (bars as an int count)
+# What a signal may be (`valid_signals`); the short-positions issue adds int8 in {-1, 0, 1}.
+SIGNAL_DTYPES = (np.dtype(bool),)
+_PACKAGE = Path(__file__).resolve().parents[1]  # backtest/: where the built-in strategies live
 
 
 @dataclass(frozen=True)
@@ -55,12 +71,15 @@ class Param:
     def parse(self, text: str | int | float) -> int | float:
         """One value, checked against the bounds."""
         if self.bars:
+            hours = duration_hours(text)
+            if hours is not None and hours < 1 and self.low is not None:  # 0d or -1d: say the bounds
+                raise InputError(f"invalid {self.name} {text!r}: must be {self.bounds_text()}")
             value: int | float = parse_bars(text, self.name)
         else:
-            try:
-                value = self.kind(str(text).strip()) if self.kind is float else int(str(text).strip())
-            except ValueError:
-                raise InputError(f"invalid {self.name} {text!r}: must be {self._kind_text()}") from None
+            number = parse_number(text, self.kind)  # written plainly: not 1_0, nor 1e3 for a whole number
+            if number is None:
+                raise InputError(f"invalid {self.name} {text!r}: must be {self._kind_text()}")
+            value = number
             if not math.isfinite(value):
                 raise InputError(f"invalid {self.name} {text!r}: must be finite")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
@@ -82,20 +101,30 @@ class Param:
         return f"from {self.low:g} to {self.high:g}{unit}"
 
     def _kind_text(self) -> str:
-        return "a whole number" if self.kind is int else "a number"
+        return (
+            "a whole number, in digits (e.g. 10)" if self.kind is int else "a number, in digits (e.g. 2, 0.5 or 1e-3)"
+        )
 
     def _parse_step(self, text: str) -> int | float:
-        try:
-            step = self.kind(text.strip())
-        except ValueError:
-            raise InputError(f"invalid {self.name} step {text!r}: must be {self._kind_text()}") from None
+        step = parse_number(text, self.kind)
+        if step is None:
+            raise InputError(f"invalid {self.name} step {text!r}: must be {self._kind_text()}")
         if not step > 0:
             raise InputError(f"invalid {self.name} step {text!r}: must be positive")
         return step
 
     def describe(self) -> dict:
-        """The parameter as plain JSON (for the trigger form and `list-strategies`)."""
-        return {"name": self.name, "type": self.kind.__name__, "bars": self.bars, "default": self.default}
+        """The parameter as plain JSON (for the trigger form and `list-strategies`): `low` and `high`
+        are its inclusive bounds (in bars for a `bars` parameter; null: none), `help` its text."""
+        return {
+            "name": self.name,
+            "type": self.kind.__name__,
+            "bars": self.bars,
+            "default": self.default,
+            "low": self.low,
+            "high": self.high,
+            "help": self.help,
+        }
 
 
 class Strategy:
@@ -107,6 +136,16 @@ class Strategy:
     # A seed or a state: the signal depends on where the candles read begin (so the warm-up
     # check allows a small share of changed bars, `lookahead.SEEDED_TOLERANCE`).
     seeded: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each subclass's own `warmup_bars`, `lookback` and `reject` run as strategy code, and a
+        warm-up or lookback is checked to be a whole number of bars >= 0 (see the module docstring)."""
+        super().__init_subclass__(**kwargs)
+        for name in ("warmup_bars", "lookback"):
+            if name in vars(cls):
+                setattr(cls, name, _checked_bars(vars(cls)[name], name))
+        if "reject" in vars(cls):
+            cls.reject = _as_strategy_code(vars(cls)["reject"], "reject")
 
     def warmup_bars(self, params: Combo) -> int:
         raise NotImplementedError
@@ -120,11 +159,17 @@ class Strategy:
         raise NotImplementedError
 
     def checked_signals(self, candles: Candles, combos: Sequence[Combo]) -> np.ndarray:
-        """`signals`, refused as bad data (exit 3) unless it is one bool row per combination and bar."""
-        signals = np.asarray(self.signals(candles, combos), dtype=bool)
-        if signals.shape != (len(combos), len(candles)):
-            raise DataError(
-                f"strategy {self.name} returned signals of shape {signals.shape}, expected {(len(combos), len(candles))}"
+        """`signals` as strategy code, on read-only views of the candles: the one way the job and
+        the look-ahead check call a strategy. Exactly one bool row per combination and candle, or a
+        StrategyError (exit 5)."""
+        shape = (len(combos), len(candles))
+        with StrategyCode(self, "signals"):
+            output = self.signals(read_only(candles), combos)
+        signals = valid_signals(output, shape)
+        if signals is None:
+            raise StrategyError(
+                f"{self.title} returned {describe_output(output)} from signals: expected a bool array of shape "
+                f"{shape}, one signal per combination and candle"
             )
         return signals
 
@@ -142,6 +187,158 @@ class Strategy:
         known = ", ".join(p.name for p in self.params)
         raise InputError(f"strategy {self.name} has no parameter {name!r} (its parameters: {known})")
 
+    @property
+    def made_from(self) -> Callable | type:
+        """The class (or, for a function strategy, the function) the strategy's code is."""
+        return type(self)
+
+    @property
+    def source_file(self) -> str | None:
+        """The file of the strategy's code, None when it is unknown."""
+        try:
+            return inspect.getfile(self.made_from)
+        except (TypeError, OSError):
+            return None
+
+    @property
+    def builtin(self) -> bool:
+        """One of ours (the package's own code): what it raises is a bug, not the strategy's fault."""
+        file = self.source_file
+        return file is not None and Path(file).resolve().is_relative_to(_PACKAGE)
+
+    @property
+    def title(self) -> str:
+        """`strategy NAME`, and its file for a user's strategy: how every message names it."""
+        name = getattr(self, "name", type(self).__name__)
+        return (
+            f"strategy {name}" if self.builtin or self.source_file is None else f"strategy {name} ({self.source_file})"
+        )
+
+
+def read_only(candles: Candles) -> Candles:
+    """Read-only views of the candles' arrays (no copy): a strategy's write raises instead of
+    changing the prices the engine computes equity and buy-and-hold on."""
+    views = []
+    for name in ("open_time", *VALUE_COLUMNS):
+        view = getattr(candles, name).view()
+        view.flags.writeable = False
+        views.append(view)
+    return Candles(*views)
+
+
+def valid_signals(output: object, shape: tuple[int, ...]) -> np.ndarray | None:
+    """What a strategy returned as a signal array, when it is one: an array (or array-like) of a
+    `SIGNAL_DTYPES` dtype exactly and of `shape`; else None. No cast: NaN, 0.01, -1 or "no" are
+    not "long", floats or ints are not bool even when they are 0 and 1."""
+    if output is None:
+        return None
+    try:
+        values = np.asarray(output)
+    except Exception:  # an array-like that is none (ragged lists, an __array__ that raises)
+        return None
+    if values.dtype not in SIGNAL_DTYPES or values.shape != shape:
+        return None
+    return values
+
+
+def describe_output(output: object) -> str:
+    """What a strategy returned, for its error message: its type, dtype and shape."""
+    if output is None:
+        return "None"
+    if isinstance(output, np.ndarray):
+        return f"{_a(str(output.dtype))} array of shape {output.shape}"
+    try:
+        values = np.asarray(output)
+    except Exception:
+        return f"{_a(type(output).__name__)} that is no array"
+    return f"{_a(type(output).__name__)} ({values.dtype} values, shape {values.shape})"
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in tuple('aeio') else 'a'} {word}"  # an int64, a uint8
+
+
+class StrategyCode:
+    """`with StrategyCode(strategy, "signals"):` around a call of a strategy's own code: its
+    stdout goes to stderr; whatever it raises (any exception) or exits with is a StrategyError
+    naming it, its file and line, and what it did (a built-in's exception stays a bug: re-raised).
+
+    A class, not a generator context manager: it wraps every warm-up call, so it is kept cheap."""
+
+    __slots__ = ("stdout", "strategy", "what")
+
+    def __init__(self, strategy: Strategy, what: str):
+        self.strategy, self.what = strategy, what
+
+    def __enter__(self) -> None:
+        self.stdout, sys.stdout = sys.stdout, sys.stderr
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        sys.stdout = self.stdout
+        if exc is None or isinstance(exc, StrategyError) or not isinstance(exc, Exception | SystemExit):
+            return False  # none, already named, or KeyboardInterrupt and the like: as they are
+        if self.strategy.builtin:
+            return False  # our own code's bug: exit 1 with its traceback
+        did, detail = fault_text(exc)
+        where = _line_in(tb, self.strategy.source_file)
+        raise StrategyError(f"{self.strategy.title} {did} in {self.what}{where}{detail}") from None
+
+
+def fault_text(exc: BaseException) -> tuple[str, str]:
+    """What a strategy's code did, and its message as `: ...` (one line): ("raised
+    ZeroDivisionError", ": division by zero")."""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, SystemExit):
+        return f"exited (sys.exit({exc.code!r}))", ""
+    if isinstance(exc, ValueError) and "read-only" in message:
+        return "wrote to its candles", f": they are read-only ({message})"
+    return f"raised {type(exc).__name__}", f": {message}" if message else ""
+
+
+def _line_in(tb: TracebackType | None, file: str | None) -> str:
+    """` at line N`: the deepest frame of the traceback in the strategy's file ('' if none)."""
+    line = None
+    while tb is not None:
+        if file is not None and tb.tb_frame.f_code.co_filename == file:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" at line {line}" if line is not None else ""
+
+
+_BARS_TEXT = {"warmup_bars": "warm-up", "lookback": "lookback"}
+
+
+def combo_text(params: Combo) -> str:
+    """`fast=24 slow=120`: a combination in a message."""
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "no parameters"
+
+
+def _as_strategy_code(method: Callable, what: str) -> Callable:
+    @functools.wraps(method)
+    def run(self: Strategy, *args: Any) -> Any:
+        with StrategyCode(self, what):
+            return method(self, *args)
+
+    return run
+
+
+def _checked_bars(method: Callable[[Strategy, Combo], int], what: str) -> Callable[[Strategy, Combo], int]:
+    """`warmup_bars` or `lookback` as strategy code whose value must be a whole number of bars >= 0."""
+
+    @functools.wraps(method)
+    def checked(self: Strategy, params: Combo) -> int:
+        with StrategyCode(self, what):
+            value = method(self, params)
+        if isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise StrategyError(
+            f"{self.title} declared a {_BARS_TEXT[what]} of {shown} ({type(value).__name__}) for "
+            f"{combo_text(params)}: it must be a whole number of bars, 0 or more"
+        )
+
+    return checked
+
 
 class FunctionStrategy(Strategy):
     """A strategy from a function of one combination: `signal(candles, **params) -> bool array`."""
@@ -152,8 +349,23 @@ class FunctionStrategy(Strategy):
         self.name, self.params, self._fn, self._warmup = name, tuple(params), fn, warmup
         self.description = (fn.__doc__ or "").strip().split("\n")[0]
 
+    @property
+    def made_from(self) -> Callable:
+        return self._fn
+
     def warmup_bars(self, params: Combo) -> int:
-        return int(self._warmup(params))
+        return self._warmup(params)  # checked as every strategy's warm-up (Strategy.__init_subclass__)
 
     def signals(self, candles: Candles, combos: Sequence[Combo]) -> np.ndarray:
-        return np.stack([np.asarray(self._fn(candles, **combo), dtype=bool) for combo in combos])
+        """The function's signal of each combination: each exactly one bool per candle."""
+        rows = []
+        for combo in combos:
+            output = self._fn(candles, **combo)
+            row = valid_signals(output, (len(candles),))
+            if row is None:
+                raise StrategyError(
+                    f"{self.title} returned {describe_output(output)} for {combo_text(combo)}: expected a bool array of "
+                    f"shape ({len(candles)},), one signal per candle"
+                )
+            rows.append(row)
+        return np.stack(rows) if rows else np.zeros((0, len(candles)), dtype=bool)

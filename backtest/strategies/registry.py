@@ -6,6 +6,7 @@ Imports the contract and the built-ins; nothing here runs a strategy.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import os
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from backtest.errors import InputError
+from backtest.errors import BacktestError, InputError, StrategyError
 from backtest.strategies.builtins import BUILTINS
 from backtest.strategies.contract import Combo, FunctionStrategy, Param, Strategy
 
@@ -45,7 +46,7 @@ def register(item: type[Strategy] | Strategy) -> Any:
 def _origin(instance: Strategy) -> tuple[str, str]:
     """(file, qualified name) of the function or class a strategy is made from. The same again is
     the same module imported again (a retried load): no clash."""
-    made_from = instance._fn if isinstance(instance, FunctionStrategy) else type(instance)
+    made_from = instance.made_from
     try:
         file = inspect.getfile(made_from)
     except TypeError:
@@ -97,13 +98,17 @@ def _import_file(path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
-    except InputError:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is the job's JSON
+            spec.loader.exec_module(module)
+    except BacktestError:  # the registry's own verdict (two strategies of one name, a bad name)
         raise
-    except Exception as exc:  # a user's module: report it as one line, whatever it raised
+    except (Exception, SystemExit) as exc:  # a user's module: the strategy's fault (exit 5), one line
         del sys.modules[module_name]
-        message = " ".join(str(exc).split())  # one line, whatever the exception's text
-        raise InputError(f"strategy module {path} failed to import: {type(exc).__name__}: {message}") from None
+        if isinstance(exc, SystemExit):
+            did = f"it exited (sys.exit({exc.code!r}))"
+        else:
+            did = f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line, whatever the text
+        raise StrategyError(f"strategy module {path} failed to import: {did}") from None
 
 
 def get(name: str) -> Strategy:

@@ -4,9 +4,9 @@
 job_queue, job_definition, container_overrides with `command` and `environment`, tags), so the
 DAG maps one `plan` output over either. The command runs after the image's entrypoint,
 `python -m backtest`, with this interpreter. Output is streamed into the task log; a non-zero
-exit fails the task with the job's last stderr lines (without retries
-for the job's own input/data errors, exit codes 2 and 3). Concurrency is bounded by the DAG
-(`max_active_tis_per_dagrun`), like a Batch queue's max vCPUs bound concurrent jobs.
+exit fails the task with the job's last stderr lines (without retries for the job's own
+input/data errors and a strategy at fault, exit codes 2, 3 and 5). Concurrency is bounded by the
+DAG (`max_active_tis_per_dagrun`), like a Batch queue's max vCPUs bound concurrent jobs.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ class LocalBatchOperator(BaseOperator):
         reader.join(timeout=10)
         if code != 0:
             last = "\n".join(tail) or "(no stderr)"
-            # The job's own input and data errors: a retry cannot help, as Batch's retry strategy says.
+            # The job's own input and data errors, a strategy at fault: a retry cannot help (Batch's
+            # retry strategy says the same).
             error = AirflowFailException if code in PERMANENT_EXIT_CODES else AirflowException
             raise error(f"job {self.job_name} exited with code {code}; last stderr lines:\n{last}")

@@ -3,6 +3,12 @@
 Local store, synthetic candles (labelled as such), local runner, the configured pairs, one
 logical date; prints the leaderboard and the paths of its files. Runs under `dag.test()` with
 its own AIRFLOW_HOME and SQLite metadata DB (the Makefile sets the environment).
+
+`make demo DEMO_ARGS='...'` passes its options in the environment variable DEMO_ARGS, split by
+`split_args` (not by a shell), so a JSON value needs no quotes of its own:
+`make demo DEMO_ARGS='--strategies [{"name": "sma_cross"}, {"name": "rsi_reversion"}]'`.
+Params the run's `plan` would refuse (an unknown strategy, a bad value) are refused before
+anything starts, with plan's one message (exit 2).
 """
 
 from __future__ import annotations
@@ -10,14 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import warnings
+from datetime import date as Date
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backtest.errors import InputError
 from backtest_airflow import layout
 
 if TYPE_CHECKING:
@@ -35,6 +44,64 @@ class DagImportError(RuntimeError):
     """The DAG folder did not import cleanly."""
 
 
+_JSON_WORD = re.compile(r"(?:--[A-Za-z][\w-]*=)?[\[{]")
+
+
+def split_args(text: str) -> list[str]:
+    """DEMO_ARGS as demo's options: words split at spaces as a shell would (`'...'` and `"..."`
+    quote, a backslash escapes), except that a JSON list or object, from a `[` or `{` that begins
+    a word (or follows `--option=`) to its matching bracket, is one word however it is spaced. So both
+    `--strategies [{"name": "sma_cross"}]` and the shell's `--strategies '[{"name": "sma_cross"}]'`
+    give `--strategies` and the JSON. InputError for an unclosed quote or JSON that is not valid."""
+    words: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        json_word = _JSON_WORD.match(text, i)  # [..., {..., or --option=[... / --option={...
+        if json_word:
+            start = json_word.end() - 1
+            try:
+                _, end = json.JSONDecoder().raw_decode(text, start)
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"DEMO_ARGS: not valid JSON: {exc.msg} at character {exc.pos + 1} of {text!r}"
+                ) from None
+            if end < n and not text[end].isspace():
+                raise InputError(f"DEMO_ARGS: a space must follow the JSON that ends at character {end}")
+            words.append(text[i:end])
+            i = end
+            continue
+        word, quote = [], None
+        while i < n and (quote or not text[i].isspace()):
+            char = text[i]
+            if char == "\\" and quote != "'" and i + 1 < n:
+                i += 1
+                char = text[i]
+            elif char == quote:
+                quote, char = None, ""
+            elif char in "'\"" and quote is None:
+                quote, char = char, ""
+            word.append(char)
+            i += 1
+        if quote:
+            raise InputError(f"DEMO_ARGS: a {quote} quote is not closed")
+        words.append("".join(word))
+    return words
+
+
+def check_params(conf: dict, date: str) -> None:
+    """Refuse, with the one message of the run's `plan` (InputError), params it would refuse: an
+    unknown strategy or parameter, a bad value, ... (before the metadata DB and the DAG start)."""
+    from backtest_airflow import planning
+    from backtest_airflow.settings import pairs_from_file
+
+    end = datetime.fromisoformat(date + "T00:00:00+00:00")
+    data_url = os.environ.get("BACKTEST_DATA_URL", "store")
+    planning.make_plan({"pairs": pairs_from_file(), **conf}, data_url, layout.DAG_ID, "demo", end)
+
+
 def run_demo(
     date: str = "2026-11-01",
     pairs: int = 0,
@@ -47,16 +114,8 @@ def run_demo(
     (AIRFLOW_HOME, BACKTEST_DATA_URL, ...): (the DAG run, its results folder, seconds dag.test took).
 
     Migrates the metadata DB first; `pairs` > 0 backtests that many synthetic pairs instead of the
-    configured list; `window`, `lookback_days`, `strategies` and `walk_forward` override those params."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
-
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    if bag.import_errors:
-        raise DagImportError(f"DAG import errors: {bag.import_errors}")
-    dag = bag.get_dag(layout.DAG_ID)
+    configured list; `window`, `lookback_days`, `strategies` and `walk_forward` override those params.
+    Params `plan` would refuse raise its InputError first (`check_params`)."""
     overrides = {
         "pairs": [f"SYN{i:04d}USDT" for i in range(pairs)],
         "window": window,
@@ -65,31 +124,65 @@ def run_demo(
         "walk_forward": walk_forward,
     }
     conf = {name: value for name, value in overrides.items() if value}  # the params given, no others
+    check_params(conf, date)
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import ParamValidationError
+
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    if bag.import_errors:
+        raise DagImportError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.get_dag(layout.DAG_ID)
     quiet_third_party_warnings()  # after Airflow's imports, which install filters of their own
     began = time.perf_counter()
     logical_date = datetime.fromisoformat(date + "T00:00:00+00:00")
-    dag_run = dag.test(logical_date=logical_date, run_conf=conf)
+    try:
+        dag_run = dag.test(logical_date=logical_date, run_conf=conf)
+    except ParamValidationError as exc:  # the form's check (plan's came first): its first line, not jsonschema's detail
+        raise InputError(str(exc).strip().splitlines()[0]) from None
     elapsed = time.perf_counter() - began
     return dag_run, Path(layout.results_url(os.environ["BACKTEST_DATA_URL"], date, dag_run.run_id)), elapsed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--date", default="2026-11-01", help="logical date of the run (default 2026-11-01)")
+def _json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text}") from None
+
+
+def _date(text: str) -> str:
+    try:
+        return Date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo with `argv` (default: the command line's) and DEMO_ARGS's options; exit 2 with
+    one line for params the run would refuse."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--date", type=_date, default="2026-11-01", help="logical date of the run (default 2026-11-01)")
     parser.add_argument("--pairs", type=int, default=0, help="use this many synthetic pairs instead of the list")
     parser.add_argument("--window", help="override the window param (e.g. 15d, or a sweep 1d:60d:1d)")
     parser.add_argument("--lookback-days", type=int, help="override the lookback_days param")
     parser.add_argument(
         "--strategies",
-        type=json.loads,
+        type=_json,
         help='override the strategies param, as JSON: \'[{"name": "sma_cross", "params": {"fast": "1d,2d"}}]\'',
     )
     parser.add_argument("--walk-forward", help="set the walk_forward param, e.g. 60d:20d or 60d:20d:anchored")
-    args = parser.parse_args()
     try:
+        words = sys.argv[1:] if argv is None else argv
+        args = parser.parse_args([*words, *split_args(os.environ.get("DEMO_ARGS", ""))])
         dag_run, folder, elapsed = run_demo(
             args.date, args.pairs, args.window, args.lookback_days, args.strategies, args.walk_forward
         )
+    except InputError as error:  # plan's one message, or the form's first line
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except DagImportError as error:
         print(error, file=sys.stderr)
         return 1
