@@ -130,6 +130,9 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"invalid --holdout-days {args.holdout_days}: must be 0 or more")
     if args.input and len(symbols) > 1:
         raise InputError("--input holds one pair's candles: give one --symbol")
+    job_name = os.environ.get("BACKTEST_JOB_NAME")
+    if job_name:
+        job.check_job_name(job_name)  # before anything is written
     template = job.RunSpec(
         symbol=symbols[0],
         grid=_grid(args.strategy, args.param, args.window),
@@ -161,7 +164,6 @@ def _run(args: argparse.Namespace) -> int:
         if args.results_url:
             job.write_result(args.results_url, result, equity)
         print(job.to_json(result), flush=True)
-    job_name = os.environ.get("BACKTEST_JOB_NAME")
     if args.results_url and job_name:
         job.write_job_record(
             args.results_url,

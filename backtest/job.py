@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.data.candles import Candles, read_candle_file, to_arrow
-from backtest.data.storage import resolve, write_bytes_atomic
+from backtest.data.storage import delete, resolve, write_bytes_atomic
 from backtest.data.store import CandleStore
 from backtest.errors import DataError, InputError
 from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
@@ -40,6 +41,7 @@ from backtest.strategies.grid import Grid
 log = logging.getLogger("backtest")
 
 JOBS_DIR = "_jobs"  # {results_url}/_jobs/{job}.json: each job's wall time and size (its cost)
+JOB_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # BACKTEST_JOB_NAME: a file name, never a path (Batch allows these)
 
 BLOCK_CELLS = 2_000_000  # combinations x bars per signal block: bounds memory for any grid size
 
@@ -246,17 +248,30 @@ def write_result(results_url: str, result: dict, equity: pa.Table) -> None:
     pq.write_table(equity, sink, compression="snappy")
     write_bytes_atomic(folder.join(f"{symbol}.equity.parquet"), sink.getvalue().to_pybytes())
     write_bytes_atomic(folder.join(f"{symbol}.json"), (to_json(result) + "\n").encode())
+    delete(folder.join(f"{symbol}.error.json"))  # a retry that succeeds supersedes an earlier try's error
 
 
 def write_error(results_url: str, symbol: str, message: str, exit_code: int) -> None:
-    """Record why one pair of a chunk failed, for the leaderboard (`{symbol}.error.json`)."""
+    """Record why one pair of a chunk failed, for the leaderboard (`{symbol}.error.json`); an
+    earlier try's result of the pair goes, so the leaderboard never ranks a stale one."""
+    folder = resolve(results_url)
     record = {"symbol": symbol, "error": message, "exit_code": exit_code}
-    write_bytes_atomic(resolve(results_url).join(f"{symbol}.error.json"), (to_json(record) + "\n").encode())
+    delete(folder.join(f"{symbol}.json"))  # first: its presence means a whole result
+    delete(folder.join(f"{symbol}.equity.parquet"))
+    write_bytes_atomic(folder.join(f"{symbol}.error.json"), (to_json(record) + "\n").encode())
 
 
 def write_job_record(results_url: str, record: dict) -> None:
     """Record a job's wall time and size under `_jobs/` (the rank step sums them into a cost)."""
-    write_bytes_atomic(resolve(results_url).join(JOBS_DIR, f"{record['job_name']}.json"), to_json(record).encode())
+    name = check_job_name(record["job_name"])
+    write_bytes_atomic(resolve(results_url).join(JOBS_DIR, f"{name}.json"), to_json(record).encode())
+
+
+def check_job_name(name: str) -> str:
+    """BACKTEST_JOB_NAME names the job's record file: a name, never a path (`../x` would write elsewhere)."""
+    if not JOB_NAME.fullmatch(name):
+        raise InputError(f"invalid BACKTEST_JOB_NAME {name!r}: letters, digits, '-' and '_' only (at most 128)")
+    return name
 
 
 def to_json(result: dict) -> str:

@@ -334,3 +334,32 @@ def test_list_strategies_shows_each_parameters_bounds_and_help():
                 strategy_param.high,
                 strategy_param.help,
             )
+
+
+# -- the job's own records ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", "", "x" * 129, "dot.ted"])
+def test_a_job_name_that_is_not_a_plain_name_is_exit_2_before_anything_is_written(store, tmp_path, name):
+    results = tmp_path / "deep" / "results"
+    env = {**os.environ, "BACKTEST_JOB_NAME": name}
+    proc = backtest_process("run", *STORE_RUN, "--data-url", store, "--results-url", str(results), env=env)
+    if name == "":  # unset, as the DAG never sets it empty: a plain run
+        assert proc.returncode == 0 and not (results / "_jobs").exists()
+        return
+    line = one_error(proc, EXIT_INPUT)
+    assert line == f"error: invalid BACKTEST_JOB_NAME {name!r}: letters, digits, '-' and '_' only (at most 128)"
+    assert not (tmp_path / "deep").exists() and not (tmp_path / "evil.json").exists()
+
+
+def test_a_retry_leaves_only_its_own_verdict_for_a_pair(tmp_path):
+    """A pair's result and its error file never stand side by side: the later write removes the other,
+    so a retried chunk's leaderboard neither ranks a stale result nor lists a stale failure."""
+    from backtest import job
+
+    equity = pa.table({"equity": [1.0, 1.1]})
+    job.write_result(str(tmp_path), {"symbol": "BTCUSDT", "total_return": 0.1}, equity)
+    job.write_error(str(tmp_path), "BTCUSDT", "strategy faulty raised ValueError", 5)
+    assert sorted(os.listdir(tmp_path)) == ["BTCUSDT.error.json"]
+    job.write_result(str(tmp_path), {"symbol": "BTCUSDT", "total_return": 0.1}, equity)
+    assert sorted(os.listdir(tmp_path)) == ["BTCUSDT.equity.parquet", "BTCUSDT.json"]

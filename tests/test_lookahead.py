@@ -446,7 +446,8 @@ def test_a_warmup_of_zero_or_too_small_fails(capsys, strategy_folder, declared):
 def test_cuts_must_be_a_whole_number_of_at_least_one_or_all(capsys, cuts):
     assert main(["check-strategy", "momentum", "--cuts", cuts]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith(f"error: invalid --cuts {cuts!r}: must be ") and err.count("\n") == 1
+    expected = "error: --cuts is empty: " if cuts == "" else f"error: invalid --cuts {cuts!r}: must be "
+    assert out == "" and err.startswith(expected) and err.count("\n") == 1
 
 
 def test_cuts_above_the_bars_are_every_bar_and_all_cuts_every_bar(capsys):

@@ -424,3 +424,10 @@ def test_a_builtin_strategys_exception_is_a_bug(monkeypatch):
     candles = synthetic_candles("ETHUSDT", EPOCH_MS, EPOCH_MS + 2 * DAY_MS)
     with pytest.raises(ZeroDivisionError):
         sma_trend.checked_signals(candles, [{"window": 24}])
+
+
+def test_an_exception_whose_message_cannot_be_read_is_still_one_line(strategy_folder, candle_file):
+    body = 'raise type("Odd", (Exception,), {"__str__": lambda self: 1 / 0})()'
+    path = drop(strategy_folder, "faulty", function_strategy(body))
+    line = one_error_line(run(candle_file))
+    assert line == f"error: strategy faulty ({path}) raised Odd in signals at line 10: (its message could not be read)"

@@ -149,6 +149,12 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
         raise
 
 
+def delete(loc: Location) -> None:
+    """Remove one file if it is there (a missing one is no error): a retry's stale result or error."""
+    if loc.fs.get_file_info(loc.path).type == pafs.FileType.File:
+        loc.fs.delete_file(loc.path)
+
+
 def _make_local_dirs(fs: pafs.FileSystem, path: str, url: str) -> None:
     """Create a local folder and its parents. A file where a folder must be (`--results-url` naming
     a file) is a permanent error, DataError (exit 3), naming that file; a retry cannot fix it."""

@@ -287,7 +287,10 @@ class StrategyCode:
 def fault_text(exc: BaseException) -> tuple[str, str]:
     """What a strategy's code did, and its message as `: ...` (one line): ("raised
     ZeroDivisionError", ": division by zero")."""
-    message = " ".join(str(exc).split())
+    try:
+        message = " ".join(str(exc).split())
+    except Exception:  # a user's exception whose __str__ itself raises
+        message = "(its message could not be read)"
     if isinstance(exc, SystemExit):
         return f"exited (sys.exit({exc.code!r}))", ""
     if isinstance(exc, ValueError) and "read-only" in message:

@@ -127,11 +127,19 @@ class LiveAirflow:
             headers["Authorization"] = f"Bearer {self.token}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        # A read (GET) is asked again once after a timeout: on 2 loaded cores the api-server can
+        # stall past 30 s while a backfill's tasks start; a write is never sent twice.
+        attempts = 2 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+            except TimeoutError:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def unpause(self) -> None:
         """Unpause the DAG: at once, as `make airflow` says it is ready only once the DAG is parsed."""
