@@ -25,7 +25,8 @@ import time
 
 import pytest
 
-from backtest.data.storage import exclusive_lock, read_bytes, resolve
+from backtest.data.locks import exclusive_lock
+from backtest.data.storage import read_bytes, resolve
 from backtest.data.store import CandleStore, missing_ranges
 from backtest.params import parse_time_ms
 from tests.exchange import FakeExchange

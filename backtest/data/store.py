@@ -35,9 +35,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.data.candles import SCHEMA, Candles, Gap, find_gaps, validate
+from backtest.data.locks import exclusive_lock
 from backtest.data.storage import (
     Location,
-    exclusive_lock,
     list_dir,
     read_bytes,
     read_parquet_bytes,
@@ -207,7 +207,7 @@ class CandleStore:
 
     def lock(self, symbol: str):
         """Exclusive lock on a pair's candles (a context manager yielding its `Lease`), so overlapping
-        refreshes cannot lose candles; see `backtest.data.storage.exclusive_lock`."""
+        refreshes cannot lose candles; see `backtest.data.locks.exclusive_lock`."""
         validate_symbol(symbol)
         return exclusive_lock(self.root.join("locks", f"candles-{INTERVAL}-{symbol}.lock"))
 
