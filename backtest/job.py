@@ -33,9 +33,10 @@ from backtest.data.store import CandleStore
 from backtest.errors import DataError, InputError
 from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
 from backtest.simulation.engine import Segment
+from backtest.simulation.execution import SIDE_NAMES, Combinations, ExecutionGrid, check_sides
 from backtest.simulation.metrics import SELECT_METRICS, first_best
 from backtest.simulation.walkforward import Selection, WalkForward, make_folds
-from backtest.strategies.contract import Combo, Strategy
+from backtest.strategies.contract import Combo, Strategy, declared_sides
 from backtest.strategies.grid import Grid
 
 log = logging.getLogger("backtest")
@@ -60,10 +61,11 @@ class RunSpec:
     holdout_days: int = 0
     select_by: str = "total_return"
     walk_forward: WalkForward | None = None
+    execution: ExecutionGrid = dataclasses.field(default_factory=ExecutionGrid)
 
     @property
     def is_sweep(self) -> bool:
-        return self.grid.is_grid or self.holdout_days > 0 or self.walk_forward is not None
+        return self.grid.is_grid or self.execution.is_grid or self.holdout_days > 0 or self.walk_forward is not None
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,10 @@ def load_candles(spec: RunSpec, warmup: int) -> LoadedCandles:
 
 
 def signal_blocks(
-    strategy: Strategy, candles: Candles, combos: list[Combo], first_bar: int
+    strategy: Strategy, candles: Candles, combos: list[Combo], first_bar: int, rows_per_combo: int = 1
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(offset, signals) for consecutive blocks of combinations, each a (k, n) bool array.
+    """(offset, targets) for consecutive blocks of combinations, each a (k, n) int8 array of
+    targets in {-1, 0, 1} (a bool signal: 1 for True).
 
     Each combination's signal is what a run of that combination alone computes: from its own
     warm-up start, `first_bar - warmup_bars` (or the first candle read). A fixed-lookback
@@ -102,13 +105,13 @@ def signal_blocks(
     per distinct warm-up start, so that a grid row equals the single run of its parameters.
     """
     n = len(candles)
-    size = max(1, BLOCK_CELLS // max(n, 1))
+    size = max(1, BLOCK_CELLS // max(n * rows_per_combo, 1))
     for offset in range(0, len(combos), size):
         block = combos[offset : offset + size]
         if not strategy.seeded:
-            yield offset, strategy.checked_signals(candles, block)
+            yield offset, strategy.checked_signals(candles, block).astype(np.int8, copy=False)
             continue
-        signals = np.zeros((len(block), n), dtype=bool)
+        signals = np.zeros((len(block), n), dtype=np.int8)
         starts = [max(0, first_bar - strategy.warmup_bars(combo)) for combo in block]
         for start in sorted(set(starts)):
             rows = [i for i, s in enumerate(starts) if s == start]
@@ -140,6 +143,8 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
             f"empty window: start {format_time_ms(spec.start_ms)} is not before end {format_time_ms(spec.end_ms)}"
         )
     grid, strategy = spec.grid, spec.grid.strategy
+    check_sides(spec.execution, strategy.title, declared_sides(strategy))
+    combos = Combinations(grid, spec.execution.executions)
     loaded = load_candles(spec, grid.warmup_bars())
     candles, first = loaded.candles, loaded.first_bar
     if len(candles) - first <= 0:
@@ -168,23 +173,27 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
     in_metrics: list[dict] = []
     oos_metrics: list[dict] = []
     best, best_score, best_run = 0, -math.inf, None
-    for offset, signals in signal_blocks(strategy, candles, grid.combos, first):
-        metrics, positions, equity = in_sample.metrics(signals, fee)
+    per_combo = len(combos.executions)
+    for offset, block in signal_blocks(strategy, candles, grid.combos, first, per_combo):
+        targets, executions = block, combos.executions  # each row with each execution: combination offset + i
+        offset *= per_combo
+        metrics, sim = in_sample.metrics(targets, fee, executions)
         i, block_score = first_best(metrics, spec.select_by)
         if best_run is None or block_score > best_score:
             best, best_score = offset + i, block_score
-            best_run = (positions[i].copy(), equity[i].copy())
+            best_run = (sim.position[i].copy(), sim.equity[i].copy())
         in_metrics += metrics
         if out_sample:
-            oos_metrics += out_sample.metrics(signals, fee)[0]
+            oos_metrics += out_sample.metrics(targets, fee, executions)[0]
         if walk:
-            walk.add(offset, signals, in_sample, (positions, equity))
+            walk.add(offset, targets, executions, in_sample, sim)
 
     in_window = candles.slice(first, len(candles))
     result = {
         "symbol": spec.symbol,
         "strategy": strategy.name,
-        "params": {**grid.params_json(best), "fee_bps": spec.fee_bps},
+        "params": {**combos.params_json(best), "fee_bps": spec.fee_bps},
+        "execution": combos.execution(best).describe(),
         "start": format_time_ms(spec.start_ms if spec.start_ms is not None else int(in_window.open_time[0])),
         "end": format_time_ms(end_ms),
         "first_bar": format_time_ms(int(in_window.open_time[0])),
@@ -193,24 +202,31 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         "data_source": loaded.source,
         "synthetic": "synthetic" in loaded.source,
         **in_metrics[best],
+        "final_position": SIDE_NAMES[int(best_run[0][-1])],
     }
     if spec.is_sweep:
         result["grid"] = {
             "values": {p.name: grid.spec.get(p.name, str(p.default)) for p in strategy.params},
-            "combinations": len(grid.combos),
-            "skipped": grid.skipped,
+            "execution": dict(spec.execution.spec),
+            "combinations": len(combos),
+            "skipped": grid.skipped * per_combo,
             "holdout_days": spec.holdout_days,
             "select_by": spec.select_by,
         }
-        result["best"] = grid.params_json(best)
+        result["best"] = combos.params_json(best)
         if spec.holdout_days:
             result["split"] = format_time_ms(int(candles.open_time[split]))
             result["oos"] = oos_metrics[best]
         if walk:
-            result["walk_forward"], result["oos"], walk_equity = walk.finish(grid, spec.walk_forward)
+            result["walk_forward"], result["oos"], walk_equity = walk.finish(combos, spec.walk_forward)
         result["sweep"] = [
-            {"params": grid.params_json(i), **in_metrics[i], **({"oos": oos_metrics[i]} if oos_metrics else {})}
-            for i in range(len(grid.combos))
+            {
+                "params": combos.params_json(i),
+                "execution": combos.execution(i).describe(),
+                **in_metrics[i],
+                **({"oos": oos_metrics[i]} if oos_metrics else {}),
+            }
+            for i in range(len(combos))
         ]
     if walk:
         return result, walk_equity  # the stitched out-of-sample curve

@@ -18,6 +18,7 @@ from airflow.sdk import Param
 
 from backtest import strategy
 from backtest.errors import InputError
+from backtest.simulation.execution import DIRECTIONS
 from backtest_airflow import planning, run_strategies
 from backtest_airflow.settings import configured_pairs
 
@@ -44,6 +45,12 @@ def params() -> dict[str, Param]:
             ),
         ),
         "fee_bps": Param(10, type="number", description="Fee per side in basis points (10 = 0.1 %)."),
+        "slippage_bps": Param(
+            0,
+            type="number",
+            minimum=0,
+            description="Adverse slippage per fill (not on take-profits), in basis points, for every strategy.",
+        ),
         "lookback_days": Param(
             365, type="integer", description="Length of the backtest window, ending at the run's as-of moment."
         ),
@@ -91,6 +98,11 @@ def strategies_param() -> Param:
         "properties": {
             "name": {"type": "string"},
             "params": {"type": "object", "additionalProperties": {"type": VALUE_TYPES}},
+            "label": {"type": "string", "pattern": f"^{run_strategies.LABEL_PATTERN}$"},
+            "direction": {"type": "string", "enum": list(DIRECTIONS)},
+            **{key: {"type": VALUE_TYPES} for key in ("sl", "tp", "trail")},
+            "size": {"type": ["number", "string"]},
+            "borrow_bps_per_day": {"type": "number", "minimum": 0},
         },
         "required": ["name"],
         "additionalProperties": False,
@@ -99,7 +111,10 @@ def strategies_param() -> Param:
         'Strategies to backtest, each {"name": ..., "params": {param: values}}: values are one value, a list '
         "(5d,10d) or a range a:b:step (ends included); bar counts take 360, 12h, 15d or 2w; several values make "
         f"a grid; parameters not given keep their defaults. {run_strategies.WINDOW_STRATEGY}'s window defaults to "
-        "the window field. "
+        "the window field. Each entry may also say how it trades (docs/execution.md): direction (long, short, "
+        "long_short), sl, tp, trail (fractions 0.05 or 5%; a list or a range joins the grid), size (0 to 1), "
+        "borrow_bps_per_day, and a label (default: its name; the results folder and leaderboard name, so one "
+        'strategy can be listed twice: {"name": "sma_trend", "label": "sma_ls", "direction": "long_short"}). '
     )
     try:
         described = strategy.describe_all()

@@ -17,7 +17,7 @@ from datetime import datetime
 from backtest.simulation.metrics import SELECT_METRICS
 from backtest_airflow import layout
 from backtest_airflow.planning import RunPlan
-from backtest_airflow.run_strategies import grid_of
+from backtest_airflow.run_strategies import is_grid as has_grid
 
 
 def job_command(plan: RunPlan, symbols: list[str], entry: dict, data_url: str, is_grid: bool) -> list[str]:
@@ -27,13 +27,17 @@ def job_command(plan: RunPlan, symbols: list[str], entry: dict, data_url: str, i
     command += ["--strategy", entry["name"]]
     for key, values in entry["params"].items():
         command += ["--param", f"{key}={values}"]
+    for key, value in (entry.get("execution") or {}).items():  # the option of the same name (docs/execution.md)
+        command += [f"--{key.replace('_', '-')}={value}"]  # one token: a value may start with "-"
     command += ["--fee-bps", repr(float(plan.fee_bps)).removesuffix(".0")]  # every digit
+    if plan.slippage_bps:
+        command += ["--slippage-bps", repr(float(plan.slippage_bps)).removesuffix(".0")]
     select_by = plan.rank_by if plan.rank_by in SELECT_METRICS else "total_return"
     if plan.walk_forward:  # every strategy, a grid or not: each fold chooses (among one, then) and trades
         command += ["--walk-forward", plan.walk_forward, "--select-by", select_by]
     elif plan.holdout_days or is_grid:
         command += ["--holdout-days", str(plan.holdout_days), "--select-by", select_by]
-    return [*command, "--results-url", layout.strategy_results_url(plan.results_url, entry["name"])]
+    return [*command, "--results-url", layout.strategy_results_url(plan.results_url, layout.label_of(entry))]
 
 
 def job_name(symbols: list[str], strategy_name: str, end: datetime, run_id: str) -> str:
@@ -53,8 +57,8 @@ def _jobs(plan: RunPlan) -> Iterator[tuple[list[str], dict]]:
 
 
 def job_units(plan: RunPlan) -> list[list[tuple[str, str]]]:
-    """Each job's (pair, strategy name) pairs, in job (map index) order."""
-    return [[(symbol, entry["name"]) for symbol in symbols] for symbols, entry in _jobs(plan)]
+    """Each job's (pair, strategy label) pairs, in job (map index) order."""
+    return [[(symbol, layout.label_of(entry)) for symbol in symbols] for symbols, entry in _jobs(plan)]
 
 
 def chunk_kwargs(plan: RunPlan) -> list[dict]:
@@ -65,10 +69,11 @@ def chunk_kwargs(plan: RunPlan) -> list[dict]:
 def job_kwargs(plan: RunPlan, data_url: str, run_id: str, vcpu: float = 1.0, memory_mib: int = 2048) -> list[dict]:
     """Per (chunk, strategy), the kwargs `BatchOperator.expand_kwargs` (and our local runner) take."""
     end = datetime.fromisoformat(plan.end)
-    is_grid = {entry["name"]: grid_of(entry).is_grid for entry in plan.strategies}
+    is_grid = {layout.label_of(entry): has_grid(entry) for entry in plan.strategies}
     jobs = []
     for symbols, entry in _jobs(plan):
-        name = job_name(symbols, entry["name"], end, run_id)
+        label = layout.label_of(entry)
+        name = job_name(symbols, label, end, run_id)
         environment = {
             "BACKTEST_RUN_ID": run_id,
             "BACKTEST_JOB_NAME": name,
@@ -79,14 +84,14 @@ def job_kwargs(plan: RunPlan, data_url: str, run_id: str, vcpu: float = 1.0, mem
             {
                 "job_name": name,
                 "container_overrides": {
-                    "command": job_command(plan, symbols, entry, data_url, is_grid[entry["name"]]),
+                    "command": job_command(plan, symbols, entry, data_url, is_grid[label]),
                     "environment": [{"name": k, "value": v} for k, v in environment.items()],
                     "resourceRequirements": [
                         {"type": "VCPU", "value": f"{vcpu:g}"},
                         {"type": "MEMORY", "value": str(memory_mib)},
                     ],
                 },
-                "tags": {"pairs": pairs_label(symbols), "strategy": entry["name"]},
+                "tags": {"pairs": pairs_label(symbols), "strategy": label},
             }
         )
     return jobs
@@ -98,7 +103,7 @@ def pairs_label(symbols: list[str]) -> str:
 
 
 def job_pairs(job: dict) -> list[tuple[str, str]]:
-    """The (pair, strategy name) pairs a rendered job backtests (from its command)."""
+    """The (pair, strategy label) pairs a rendered job backtests (from its command and tags)."""
     command = job["container_overrides"]["command"]
-    name = command[command.index("--strategy") + 1]
-    return [(symbol, name) for symbol in command[command.index("--symbol") + 1].split(",")]
+    label = job.get("tags", {}).get("strategy") or command[command.index("--strategy") + 1]
+    return [(symbol, label) for symbol in command[command.index("--symbol") + 1].split(",")]

@@ -3,7 +3,7 @@
 A run's results folder (the job writes the per-pair files, `rank` the rest):
 
     {store}/results/crypto_backtest_daily/date=<as-of date>/run=<run folder>/
-        strategy=<name>/                                             (one folder per strategy of the run)
+        strategy=<label>/                                            (one folder per strategy entry of the run)
             {symbol}.json  {symbol}.equity.parquet  {symbol}.error.json  _jobs/<job>.json   (backtest.job)
         leaderboard.parquet  leaderboard.csv  leaderboard.md  grid.parquet  summary.json  report.html  (rank)
 """
@@ -48,3 +48,9 @@ def results_url(data_url: str, as_of: datetime | str, run_id: str, dag_id: str =
 def strategy_results_url(results_url: str, strategy: str) -> str:
     """The folder of one strategy's per-pair results inside a run's results folder."""
     return f"{results_url.rstrip('/')}/strategy={strategy}"
+
+
+def label_of(entry: dict) -> str:
+    """A plan strategy's label: its `strategy=<label>` folder and its leaderboard rows' `strategy`
+    (the strategy's name unless the entry gives one; a plan from before labels: its name)."""
+    return entry.get("label", entry["name"])

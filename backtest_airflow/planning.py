@@ -28,6 +28,7 @@ from typing import Any
 
 from backtest.errors import InputError
 from backtest.params import SYMBOL_PATTERN, format_time, parse_fee_bps, window_label
+from backtest.simulation.execution import parse_bps
 from backtest.simulation.metrics import SELECT_METRICS
 from backtest.simulation.walkforward import parse_walk_forward
 from backtest_airflow import layout
@@ -45,6 +46,7 @@ PARAM_KEYS = (
     "strategies",
     "window",
     "fee_bps",
+    "slippage_bps",
     "lookback_days",
     "rank_by",
     "allow_failed_pairs",
@@ -61,10 +63,12 @@ class RunPlan:
 
     pairs: list[str]
     chunks: list[list[str]]  # pairs per job (each chunk runs once per strategy)
-    strategies: list[dict]  # [{"name": str, "params": {param: values text}}], each name once
+    # [{"name", "label", "params": {param: values text}, "execution": {option: value text}}], each label once
+    strategies: list[dict]
     window: str  # the `window` param as given (sma_trend's window when `strategies` gives none)
     warmup_bars: int  # the most candles any strategy of the run reads before the window
     fee_bps: float
+    slippage_bps: float  # run-wide, as fee_bps (docs/execution.md)
     lookback_days: int
     holdout_days: int
     walk_forward: str  # "" (off), or TRAIN:TEST[:anchored] as the jobs' --walk-forward takes it (e.g. 60d:20d)
@@ -133,12 +137,16 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
     if len(pairs) > MAX_PAIRS:
         problems.append(f"too many pairs ({len(pairs)}): at most {MAX_PAIRS} a run")
     window = values_text(params.get("window", DEFAULT_WINDOW))
-    strategies, grids = check_strategies(params.get("strategies"), window, problems)
-    fee = 0.0
+    fee = slippage = 0.0
     try:
         fee = parse_fee_bps(params.get("fee_bps", 10))
     except InputError as exc:
         problems.append(str(exc))
+    try:
+        slippage = parse_bps(_number_text(params.get("slippage_bps", 0)), "slippage-bps")
+    except InputError as exc:
+        problems.append(str(exc).replace("--slippage-bps", "slippage_bps"))
+    strategies, grids = check_strategies(params.get("strategies"), window, problems, slippage)
     known = len(problems)
     lookback = _whole(params.get("lookback_days", 365), "lookback_days", 1, MAX_LOOKBACK_DAYS, problems)
     lookback_valid = len(problems) == known
@@ -170,6 +178,7 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
         window=window,
         warmup_bars=warmup,
         fee_bps=fee,
+        slippage_bps=slippage,
         lookback_days=lookback,
         holdout_days=holdout,
         walk_forward=walk_forward or "",
@@ -181,6 +190,11 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
         results_url=results_url,
         history_days=lookback + math.ceil(warmup / 24) + 1,
     )
+
+
+def _number_text(value: Any) -> str | None:
+    """A number param as the job's option text (a bool is no number)."""
+    return None if isinstance(value, bool) or not isinstance(value, int | float | str) else str(value)
 
 
 def _walk_forward(value: Any, lookback_days: int | None, holdout_days: int, problems: list[str]) -> str | None:

@@ -206,8 +206,8 @@ def bench_engine(candles: Candles, repeats: int) -> tuple[list[tuple[str, str, s
         return [segment.run(signals, fee) for _, signals in blocks]
 
     def sweep_metrics() -> list:
-        part = segment.candles
-        return [compute_metrics_block(e, p, part.open, part.close, fee, segment.gaps) for p, e in runs]
+        close = segment.candles.close
+        return [compute_metrics_block(s.equity, s.position, close, segment.gaps, s.counts()) for s in runs]
 
     def sweep() -> list:
         return [

@@ -128,11 +128,10 @@ def split_once(csv_path: Path, grid: Grid, fee: float) -> dict[str, float]:
             break
         t["blocks"] += 1
         began = time.process_time()
-        positions, equity = segment.run(item[1], fee)
+        sim = segment.run(item[1], fee)
         t["equity"] += time.process_time() - began
         began = time.process_time()
-        part = segment.candles
-        compute_metrics_block(equity, positions, part.open, part.close, fee, segment.gaps)
+        compute_metrics_block(sim.equity, sim.position, segment.candles.close, segment.gaps, sim.counts())
         t["metrics"] += time.process_time() - began
     return t
 

@@ -6,13 +6,17 @@ the project's: vectorbt pulls in numba, scipy, plotly and more.
     .venv-vectorbt/bin/python benchmarks/vectorbt_reference.py --input candles.csv --window 360 --fee-bps 10
     .venv-vectorbt/bin/python benchmarks/vectorbt_reference.py --input candles.csv --fast 24:240:24 \
         --slow 120:1440:24 --fee-bps 10 [--signals-out signals.npy]
+    .venv-vectorbt/bin/python benchmarks/vectorbt_reference.py --input candles.csv --fast 24:240:24 \
+        --slow 120:1440:24 --long-short --sl 0.03,0.06,0.1 --fee-bps 10 [--check-out check.npz]
 
 Prints one JSON object on stdout: with --window (`sma_trend`, used by bench_engine.py) the total
 return and entries; with --fast/--slow (`sma_cross` over every fast < slow, used by
 bench_strategies.py) the combinations, each one's total return and entries, in one
 `MA.run` + `Portfolio.from_signals` over a frame with one column per combination.
 --signals-out also saves the (combinations, bars) signals, bit-packed (np.packbits along the
-bars), for a bar-by-bar comparison; the timed runs leave it out.
+bars), for a bar-by-bar comparison; the timed runs leave it out. With --long-short (and --sl,
+used by bench_execution.py) the grid is traded long and short, once per stop-loss level: see
+`execution_grid` below.
 
 How it matches `backtest.simulation.engine`, and where it cannot:
 
@@ -98,6 +102,120 @@ def grid(candles: pd.DataFrame, fast: list[int], slow: list[int], fee: float, si
     }
 
 
+def sma_cross_targets(close: pd.Series, combos: list[tuple[int, int]]) -> np.ndarray:
+    """(bars, combinations) int8: +1 while SMA(fast) > SMA(slow), -1 while below, else 0 (a tie,
+    or an SMA still undefined: NaN compares False both ways)."""
+    fast_ma = vbt.MA.run(close, [f for f, _ in combos], short_name="fast")
+    slow_ma = vbt.MA.run(close, [s for _, s in combos], short_name="slow")
+    above = fast_ma.ma_above(slow_ma).to_numpy()
+    below = fast_ma.ma_below(slow_ma).to_numpy()
+    return above.astype(np.int8) - below.astype(np.int8)
+
+
+def order_signals(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(entries, short_entries, exits), each (bars, columns) bool, from targets (bars, columns).
+
+    The position wanted over bar t is d_t = target_{t-1} (d_0 = 0), filled at bar t's open
+    (`price=open`), so each signal sits on the bar where d changes: an entry where d becomes +1,
+    a short entry where it becomes -1 (from +1: a reversal, `upon_opposite_entry='reverse'`), an
+    exit (long or short) where it becomes 0. Only the first bar of each run carries a signal, so
+    after a stop-loss the position stays flat until d changes, as in our engine."""
+    d = np.zeros_like(targets)
+    d[1:] = targets[:-1]
+    changed = np.empty(d.shape, dtype=bool)
+    changed[0] = d[0] != 0
+    np.not_equal(d[1:], d[:-1], out=changed[1:])
+    return changed & (d == 1), changed & (d == -1), changed & (d == 0)
+
+
+def long_short(
+    candles: pd.DataFrame, targets: np.ndarray, fee: float, sl: np.ndarray | None, columns: pd.Index
+) -> vbt.Portfolio:
+    """`targets` (bars, columns) traded long and short at the next open, with a stop-loss of
+    sl[j] in column j (None: no stop)."""
+    entries, short_entries, exits = (
+        pd.DataFrame(a, index=candles.index, columns=columns) for a in order_signals(targets)
+    )
+    stops = {} if sl is None else {"sl_stop": sl[np.newaxis, :], "stop_entry_price": "price"}
+    return vbt.Portfolio.from_signals(
+        close=candles["close"],
+        entries=entries,
+        exits=exits,
+        short_entries=short_entries,
+        short_exits=exits,
+        upon_opposite_entry="reverse",
+        price=candles["open"],
+        open=candles["open"],
+        high=candles["high"],
+        low=candles["low"],
+        fees=fee,
+        init_cash=1.0,
+        freq="1h",
+        **stops,
+    )
+
+
+def position_counts(portfolio: vbt.Portfolio, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(long, short) positions entered per column (the last one may still be open)."""
+    records = portfolio.positions.values
+    long_ = records["direction"] == 0
+    return (
+        np.bincount(records["col"][long_], minlength=columns),
+        np.bincount(records["col"][~long_], minlength=columns),
+    )
+
+
+TRADE_FIELDS = ("col", "entry_idx", "exit_idx", "entry_price", "exit_price", "direction", "status")
+
+
+def execution_grid(
+    candles: pd.DataFrame, fast: list[int], slow: list[int], sl: list[float], fee: float, check_out: Path | None
+) -> dict:
+    """sma_cross over every fast < slow, long and short, each combination once per stop-loss
+    level (the level fastest, as our grid orders them): one `Portfolio.from_signals` over
+    combinations x levels columns, `sl_stop` per column, open/high/low given for the stops.
+
+    Stops: vectorbt measures sl_stop from `stop_entry_price`; "price" (the order price: the entry
+    bar's open, as our R) rather than its default, the entry bar's close. It checks a stop from
+    the bar after the entry, before that bar's signals, and fills at the stop price or at the
+    open when the open is already past it (StopLimit, its default).
+
+    --check-out also saves, for the cross-check: the targets (combinations, bars), the entries,
+    short entries and exits of every column bit-packed along the bars, and the positions of
+    this portfolio and of the same grid without stops (one column per combination)."""
+    combos = [(f, s) for f in fast for s in slow if f < s]
+    targets = sma_cross_targets(candles["close"], combos)
+    levels = np.asarray(sl, dtype=np.float64)
+    columns = pd.MultiIndex.from_tuples(
+        [(f, s, x) for f, s in combos for x in levels], names=["fast", "slow", "sl_stop"]
+    )
+    expanded = np.repeat(targets, len(levels), axis=1)
+    portfolio = long_short(candles, expanded, fee, np.tile(levels, len(combos)), columns)
+    long_, short_ = position_counts(portfolio, len(columns))
+    if check_out is not None:
+        plain = long_short(candles, targets, fee, None, pd.MultiIndex.from_tuples(combos, names=["fast", "slow"]))
+        packed = {
+            name: np.packbits(a.T, axis=1)
+            for name, a in zip(("entries", "short_entries", "exits"), order_signals(expanded), strict=True)
+        }
+        stop_trades, plain_trades = portfolio.positions.values, plain.positions.values
+        np.savez(
+            check_out,
+            targets=targets.T,
+            **packed,
+            **{f"stop_{name}": stop_trades[name] for name in TRADE_FIELDS},
+            **{f"plain_{name}": plain_trades[name] for name in TRADE_FIELDS},
+            plain_total_return=plain.total_return().to_numpy(),
+        )
+    return {
+        "combinations": [[f, s, float(x)] for f, s, x in columns],
+        "skipped": (len(fast) * len(slow) - len(combos)) * len(levels),
+        "total_return": [float(x) for x in portfolio.total_return().to_numpy()],
+        "long_trades": [int(x) for x in long_],
+        "short_trades": [int(x) for x in short_],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True, type=Path, help="candle CSV (date/open_time, open, close, ...)")
@@ -105,14 +223,22 @@ def main() -> None:
     parser.add_argument("--fast", help="sma_cross grid: fast windows in bars, a:b:step or one number")
     parser.add_argument("--slow", help="sma_cross grid: slow windows in bars, a:b:step or one number")
     parser.add_argument("--signals-out", type=Path, help="grid: save the bit-packed signals here (.npy)")
+    parser.add_argument("--long-short", action="store_true", help="grid: trade long and short (with --sl)")
+    parser.add_argument("--sl", help="with --long-short: stop-loss levels, fractions, comma-separated")
+    parser.add_argument("--check-out", type=Path, help="with --long-short: save signals and positions here (.npz)")
     parser.add_argument("--fee-bps", type=float, default=10.0, help="fee per side in basis points (default 10)")
     args = parser.parse_args()
     if (args.fast is None) != (args.slow is None):
         parser.error("--fast and --slow go together")
+    if (args.long_short or args.sl or args.check_out) and not (args.long_short and args.fast and args.sl):
+        parser.error("--long-short needs --fast, --slow and --sl; --sl and --check-out need --long-short")
 
     candles = read_candles(args.input)
     fee = args.fee_bps / 10_000
-    if args.fast is not None:
+    if args.long_short:
+        levels = [float(x) for x in args.sl.split(",")]
+        outcome = execution_grid(candles, bar_range(args.fast), bar_range(args.slow), levels, fee, args.check_out)
+    elif args.fast is not None:
         outcome = grid(candles, bar_range(args.fast), bar_range(args.slow), fee, args.signals_out)
     else:
         outcome = single(candles, args.window, fee)

@@ -290,6 +290,7 @@ def test_sweep_equals_single_window_runs(capsys, store):
     ]
     assert sweep["grid"] == {
         "values": {"window": "2d,5d,15d"},
+        "execution": {},
         "combinations": 3,
         "skipped": 0,
         "holdout_days": 0,

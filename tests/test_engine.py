@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backtest.job import Segment
-from backtest.simulation.engine import equity_curves, positions_from_signals
+from backtest.simulation.engine import classic_equity, desired_positions, simulate
 from backtest.simulation.metrics import compute_metrics_block
 from backtest.strategies.exact import above_sma
 from backtest.strategy import get
@@ -35,13 +35,16 @@ def run_windows(opens, closes, first_bar: int, windows: list[int], fee: float) -
     bars before first_bar are warm-up only."""
     candles = make_candles(opens, closes)
     signals = get("sma_trend").signals(candles, [{"window": w} for w in windows])
-    positions, equity = Segment.of(candles, first_bar, len(candles)).run(signals, fee)
-    return [Run(p, e) for p, e in zip(positions, equity, strict=True)]
+    sim = Segment.of(candles, first_bar, len(candles)).run(signals, fee)
+    return [Run(p, e) for p, e in zip(sim.position, sim.equity, strict=True)]
 
 
 def metrics_of(equity, position, opens, closes, fee: float, gaps: int) -> dict:
-    """All metrics of one backtest: compute_metrics_block on a block of one."""
-    return compute_metrics_block(equity[np.newaxis], position[np.newaxis], opens, closes, fee, gaps)[0]
+    """All metrics of one backtest: compute_metrics_block on a block of one, with the trades of the
+    long/flat `position` (held over each bar) as the engine counts them."""
+    high, low = np.maximum(opens, closes), np.minimum(opens, closes)
+    sim = simulate(opens, high, low, closes, np.asarray(position).astype(np.int8)[np.newaxis], fee)
+    return compute_metrics_block(equity[np.newaxis], sim.position, closes, gaps, sim.counts())[0]
 
 
 def test_signal_is_close_strictly_above_sma():
@@ -218,14 +221,21 @@ def test_exact_signal_survives_large_offsets():
     assert signal[400:].all()
 
 
-def test_positions_from_signals_shift_by_one_bar():
-    signal = np.array([True, False, True, True])
-    assert positions_from_signals(signal, 0, 4).tolist() == [[False, True, False, True]]
-    assert positions_from_signals(signal, 1, 3).tolist() == [[False, False, True]]
+def test_desired_positions_shift_by_one_bar():
+    signal = np.array([1, 0, 1, 1], dtype=np.int8)
+    assert desired_positions(signal, 0, 4).tolist() == [[0, 1, 0, 1]]
+    assert desired_positions(signal, 1, 3).tolist() == [[0, 0, 1]]
     # Several rows at once: each shifted on its own.
-    rows = np.array([[True, False, True, True], [False, True, True, False]])
-    assert positions_from_signals(rows, 1, 3).tolist() == [[False, False, True], [False, True, True]]
+    rows = np.array([[1, 0, 1, 1], [0, 1, 1, 0]], dtype=np.int8)
+    assert desired_positions(rows, 1, 3).tolist() == [[0, 0, 1], [0, 1, 1]]
 
 
-def test_equity_curves_accept_one_bar():
-    assert equity_curves(np.array([1.0]), np.array([1.0]), np.array([False]), 0.001).tolist() == [[1.0]]
+def test_desired_positions_keep_the_direction_s_sides():
+    targets = np.array([1, -1, 0, -1, 1], dtype=np.int8)
+    assert desired_positions(targets, 0, 5, "long").tolist() == [[0, 1, 0, 0, 0]]
+    assert desired_positions(targets, 0, 5, "short").tolist() == [[0, 0, -1, 0, -1]]
+    assert desired_positions(targets, 0, 5, "long_short").tolist() == [[0, 1, -1, 0, -1]]
+
+
+def test_classic_equity_accepts_one_bar():
+    assert classic_equity(np.array([1.0]), np.array([1.0]), np.array([False]), 0.001).tolist() == [[1.0]]

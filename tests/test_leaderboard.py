@@ -23,7 +23,7 @@ from backtest.data.refresh import refresh_pair
 from backtest.data.storage import resolve
 from backtest.job import RunSpec, backtest, write_error, write_result
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.simulation.metrics import METRIC_NAMES
+from backtest.simulation.metrics import FLAT_METRIC_NAMES, flat_metrics
 from backtest.simulation.walkforward import parse_walk_forward
 from backtest.strategy import grid_of
 from backtest_airflow import layout
@@ -124,8 +124,9 @@ def test_leaderboard_ranks_pair_strategy_rows_by_their_best_combination(mixed):
         result = result_of(plan, row["symbol"], row["strategy"])
         chosen = {k: v for k, v in result["params"].items() if k != "fee_bps"}  # always the chosen combination's
         assert chosen == result.get("best", chosen) and row["params"] == labels(chosen)
-        for name in METRIC_NAMES:  # the chosen combination's figures, as the job reported them
-            assert row[name] == result[name] or (result[name] is None and pd.isna(row[name])), (row["symbol"], name)
+        figures = flat_metrics(result)  # `exits` as exits_<kind> columns
+        for name in FLAT_METRIC_NAMES:  # the chosen combination's figures, as the job reported them
+            assert row[name] == figures[name] or (figures[name] is None and pd.isna(row[name])), (row["symbol"], name)
         assert row["excess_return"] == result["total_return"] - result["buy_hold_return"]
         grid = result.get("grid")
         assert row["combinations"] == (len(result["sweep"]) if grid else 1)
@@ -196,8 +197,8 @@ def test_grid_file_holds_every_combination_of_every_result(mixed):
                 continue
             result = result_of(plan, symbol, item["name"])
             status = board.set_index(["symbol", "strategy"]).loc[(symbol, item["name"]), "status"]
-            sweep = result.get("sweep") or [{"params": {k: v for k, v in result["params"].items() if k != "fee_bps"},
-                                            **{m: result[m] for m in METRIC_NAMES}}]  # fmt: skip
+            sweep = result.get("sweep") or [{**result, "params": {k: v for k, v in result["params"].items()
+                                                                 if k != "fee_bps"}}]  # fmt: skip
             chosen = result.get("best", sweep[0]["params"])
             for i, row in enumerate(sweep):
                 expected.append(
@@ -208,9 +209,10 @@ def test_grid_file_holds_every_combination_of_every_result(mixed):
                         "combination": i,
                         "best": row["params"] == chosen,
                         "params": labels(row["params"]),
+                        **{k: row["execution"][k] for k in ("direction", "sl", "tp", "trail")},
                         **dict.fromkeys(PARAM_COLUMNS),
                         **{f"param_{k}": v for k, v in row["params"].items()},
-                        **{m: row[m] for m in METRIC_NAMES},
+                        **flat_metrics(row),
                         "excess_return": row["total_return"] - row["buy_hold_return"],
                     }
                 )
@@ -319,12 +321,13 @@ def test_walk_forward_ranks_on_the_stitched_figures_beside_the_folds_in_sample_o
         result = result_of(plan, row["symbol"], row["strategy"])
         walk = result["walk_forward"]
         assert result["oos"] == walk["stitched"]
-        for name in METRIC_NAMES:  # the stitched figures beside the whole window's (chosen with hindsight)
-            stitched, whole = walk["stitched"][name], result[name]
+        folds_in_sample = [flat_metrics(fold["in_sample"]) for fold in walk["folds"]]
+        for name in FLAT_METRIC_NAMES:  # the stitched figures beside the whole window's (chosen with hindsight)
+            stitched, whole = flat_metrics(walk["stitched"])[name], flat_metrics(result)[name]
             assert row[f"oos_{name}"] == stitched or (stitched is None and pd.isna(row[f"oos_{name}"])), name
             assert row[name] == whole or (whole is None and pd.isna(row[name])), name
             # the folds' mean in-sample figure of their chosen combinations
-            values = [fold["in_sample"][name] for fold in walk["folds"] if fold["in_sample"][name] is not None]
+            values = [figures[name] for figures in folds_in_sample if figures[name] is not None]
             mean = row[f"wf_is_{name}"]
             assert mean == pytest.approx(sum(values) / len(values), rel=1e-12) if values else pd.isna(mean), name
         assert row["wf_folds"] == len(walk["folds"]) == 3

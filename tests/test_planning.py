@@ -140,24 +140,34 @@ def test_plan_passes_the_fee_with_every_digit(fee):
 # -- several strategies ----------------------------------------------------------------------------
 
 
+def as_given(plan) -> list[dict]:
+    """A plan's strategies as {"name", "params"}, for entries with the default label and execution."""
+    for item in plan.strategies:
+        assert item["label"] == item["name"] and item["execution"] == {}
+    return [{"name": item["name"], "params": item["params"]} for item in plan.strategies]
+
+
 def test_strategies_are_normalized_and_the_window_param_is_sma_trends_window():
-    assert plan_of().strategies == [{"name": "sma_trend", "params": {"window": "15d"}}]  # the default
-    assert plan_of(window="2d").strategies == [{"name": "sma_trend", "params": {"window": "2d"}}]
-    assert plan_of(window=["1d", "2d"]).strategies == [{"name": "sma_trend", "params": {"window": "1d,2d"}}]
+    assert plan_of().strategies == [  # the default
+        {"name": "sma_trend", "label": "sma_trend", "params": {"window": "15d"}, "execution": {}}
+    ]
+    assert as_given(plan_of()) == [{"name": "sma_trend", "params": {"window": "15d"}}]
+    assert as_given(plan_of(window="2d")) == [{"name": "sma_trend", "params": {"window": "2d"}}]
+    assert as_given(plan_of(window=["1d", "2d"])) == [{"name": "sma_trend", "params": {"window": "1d,2d"}}]
     # sma_trend listed without a window: the window param fills it, default or not
     listed = [{"name": "sma_trend"}, {"name": "momentum", "params": {"lookback": 48}}]
-    assert plan_of(strategies=listed, window="3d").strategies == [
+    assert as_given(plan_of(strategies=listed, window="3d")) == [
         {"name": "sma_trend", "params": {"window": "3d"}},
         {"name": "momentum", "params": {"lookback": "48"}},
     ]
     # values as text, numbers or lists; a list becomes the comma list the job's --param takes
     cross = plan_of(strategies=[{"name": "sma_cross", "params": {"fast": [12, "1d"], "slow": "5d:10d:5d"}}])
-    assert cross.strategies == [{"name": "sma_cross", "params": {"fast": "12,1d", "slow": "5d:10d:5d"}}]
+    assert as_given(cross) == [{"name": "sma_cross", "params": {"fast": "12,1d", "slow": "5d:10d:5d"}}]
     rsi = plan_of(strategies=[{"name": "rsi_reversion", "params": {"lower": 25.5, "upper": [70, 80.0]}}])
     assert rsi.strategies[0]["params"] == {"lower": "25.5", "upper": "70,80.0"}
     # sma_trend's window given in strategies, window param at its default: the strategies' one
     given = plan_of(strategies=[{"name": "sma_trend", "params": {"window": "4d"}}], window="15d")
-    assert given.strategies == [{"name": "sma_trend", "params": {"window": "4d"}}]
+    assert as_given(given) == [{"name": "sma_trend", "params": {"window": "4d"}}]
 
 
 def test_window_given_twice_or_for_no_sma_trend_is_a_problem():
@@ -286,7 +296,7 @@ def test_the_candles_and_rank_tasks_find_their_runs_failed_pairs_through_the_tas
 def test_a_users_strategy_from_the_strategy_path_is_planned_like_a_built_in(strategy_folder):
     drop(strategy_folder, "range_position", RANGE_POSITION)
     plan = plan_of(strategies=[{"name": "range_position", "params": {"level": "0.5,0.8"}}])
-    assert plan.strategies == [{"name": "range_position", "params": {"level": "0.5,0.8"}}]
+    assert as_given(plan) == [{"name": "range_position", "params": {"level": "0.5,0.8"}}]
     assert lookahead_problems(plan.strategies) == []
     (job,) = job_kwargs(plan, "/store", "run")
     command = job["container_overrides"]["command"]

@@ -1,7 +1,9 @@
 """Every performance metric of a backtest, computed in one place, formula by formula.
 
-Inputs: the equity curve E_0..E_{n-1} (E_0 = 1), the positions p_t, the in-window opens and
-closes, and the fee f per side. Bar returns are R_t = E_t / E_{t-1} - 1 for t >= 1.
+Inputs: the equity curve E_0..E_{n-1} (E_0 = 1), the positions p_t in {-1, 0, 1}, the in-window
+closes, and the counts of the trades (`TradeCounts`, from the engine's trade log; a trade's
+return is defined in `backtest.simulation.engine`). Bar returns are R_t = E_t / E_{t-1} - 1 for
+t >= 1, and R_t = 0 after a ruin (E_{t-1} = 0).
 All figures are fractions (0.05 = 5 %); annualisation uses 8,760 hourly bars a year.
 
 | metric          | formula                                                                  |
@@ -14,24 +16,31 @@ All figures are fractions (0.05 = 5 %); annualisation uses 8,760 hourly bars a y
 | sortino         | mean(R) * 8760 / (sqrt(mean(min(R, 0)^2)) * sqrt(8760))                  |
 | max_drawdown    | max_t (1 - E_t / max_{s<=t} E_s), a positive fraction                    |
 | calmar          | cagr / max_drawdown                                                      |
-| trades          | number of entry fills (p goes 0 -> 1)                                    |
-| win_rate        | share of closed round trips with (o_exit / o_entry) * (1-f)^2 - 1 > 0    |
-| exposure        | share of bars with p_t = 1                                               |
+| trades          | number of entries (trades opened)                                        |
+| long_trades     | entries of long trades                                                   |
+| short_trades    | entries of short trades                                                  |
+| win_rate        | share of closed trades whose return is > 0                               |
+| exits           | closed trades by exit kind: {signal, stop, take_profit, ruin}            |
+| exposure        | share of bars with p_t != 0                                              |
 | bars            | number of in-window bars                                                 |
 | gaps            | missing hourly candles between the window's first and last candle        |
 
 Undefined values are None (JSON null), never NaN or inf: volatility and sharpe with fewer than
 two returns, sharpe with zero variance, sortino with no negative return, calmar with no
-drawdown, win_rate with no closed round trip.
+drawdown, win_rate with no closed trade. Long/flat without stops, a trade is a round trip from
+an entry at o_entry to an exit at o_exit, and its return (o_exit / o_entry) * (1-f)^2 - 1.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from backtest.simulation.execution import EXIT_KINDS
 
 HOURS_PER_YEAR = 8760
 METRIC_NAMES = (
@@ -44,14 +53,40 @@ METRIC_NAMES = (
     "max_drawdown",
     "calmar",
     "trades",
+    "long_trades",
+    "short_trades",
     "win_rate",
+    "exits",
     "exposure",
     "bars",
     "gaps",
 )
+EXIT_COLUMNS = tuple(f"exits_{kind}" for kind in EXIT_KINDS)  # `exits` as table columns
+# The metrics as flat table columns (a leaderboard, a grid file): `exits` as exits_signal, ...
+FLAT_METRIC_NAMES = tuple(column for name in METRIC_NAMES for column in (EXIT_COLUMNS if name == "exits" else (name,)))
 SELECT_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate")  # --select-by
 LOWER_IS_BETTER = ("max_drawdown",)
 _ANNUAL = math.sqrt(HOURS_PER_YEAR)
+
+
+@dataclass(frozen=True)
+class TradeCounts:
+    """Per backtest (k of each): trades opened (all, long, short), closed, closed with a return
+    > 0, and closed by each exit kind (k, 4), in EXIT_KINDS order."""
+
+    entries: np.ndarray
+    long_entries: np.ndarray
+    short_entries: np.ndarray
+    closed: np.ndarray
+    wins: np.ndarray
+    exits: np.ndarray
+
+
+def flat_metrics(metrics: dict) -> dict:
+    """A result's metrics as FLAT_METRIC_NAMES columns (None where absent, as in an older result)."""
+    exits = metrics.get("exits") or {}
+    flat = {**metrics, **{f"exits_{kind}": exits.get(kind) for kind in EXIT_KINDS}}
+    return {name: flat.get(name) for name in FLAT_METRIC_NAMES}
 
 
 def _finite(value: float) -> float | None:
@@ -88,16 +123,15 @@ def _quiet() -> np.errstate:
 def compute_metrics_block(
     equity: np.ndarray,
     position: np.ndarray,
-    open_: np.ndarray,
     close: np.ndarray,
-    fee: float,
     gaps: int,
+    counts: TradeCounts,
     names: Sequence[str] = METRIC_NAMES,
 ) -> list[dict[str, float | int | None]]:
     """The metrics `names` (default: all) of k backtests over the same bars at once: equity and
     position are (k, n). Asking for fewer metrics computes only what they need (a walk-forward
     selects on one metric in every fold), by the same formulas."""
-    block = _Block(equity, position, open_, close, fee, gaps)
+    block = _Block(equity, position, close, gaps, counts)
     columns = [getattr(block, name)() for name in names]
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
@@ -107,10 +141,8 @@ class _Block:
     intermediate arrays they share (bar returns, their mean, the running peak) are computed once,
     when first needed."""
 
-    def __init__(
-        self, equity: np.ndarray, position: np.ndarray, open_: np.ndarray, close: np.ndarray, fee: float, gaps: int
-    ):
-        self.equity, self.position, self.open, self.close, self.fee = equity, position, open_, close, fee
+    def __init__(self, equity: np.ndarray, position: np.ndarray, close: np.ndarray, gaps: int, counts: TradeCounts):
+        self.equity, self.position, self.close, self.counts = equity, position, close, counts
         self.gap_count = gaps
         self.k, self.bar_count = equity.shape
 
@@ -119,7 +151,11 @@ class _Block:
     @cached_property
     def _returns(self) -> np.ndarray:
         with _quiet():
-            return self.equity[:, 1:] / self.equity[:, :-1] - 1.0
+            returns = np.divide(self.equity[:, 1:], self.equity[:, :-1])
+            returns -= 1.0
+        for i in np.flatnonzero(self.counts.exits[:, EXIT_KINDS.index("ruin")]):  # ruined: equity 0 from there on
+            returns[i, self.equity[i, :-1] == 0.0] = 0.0  # no return, not 0/0
+        return returns
 
     @cached_property
     def _mean(self) -> np.ndarray:
@@ -128,8 +164,12 @@ class _Block:
 
     @cached_property
     def _std(self) -> np.ndarray:
+        # np.std(R, axis=1, ddof=1) step for step (the same bits), reusing the mean and one buffer
         with _quiet():
-            return np.std(self._returns, axis=1, ddof=1)
+            deviation = self._returns - self._mean[:, np.newaxis]
+            np.multiply(deviation, deviation, out=deviation)
+            variance = np.add.reduce(deviation, axis=1) / max(self._returns.shape[1] - 1, 0)
+            return np.sqrt(variance, out=variance)
 
     @cached_property
     def _cagr(self) -> list[float | None]:
@@ -139,12 +179,10 @@ class _Block:
 
     @cached_property
     def _drawdown(self) -> np.ndarray:
-        with _quiet():
-            return np.max(1.0 - self.equity / np.maximum.accumulate(self.equity, axis=1), axis=1)
-
-    @cached_property
-    def _trips(self) -> list[tuple[int, float | None]]:
-        return [_round_trips(self.position[i], self.open, self.fee) for i in range(self.k)]
+        with _quiet():  # max(1 - E/peak) is 1 - min(E/peak) exactly: fl(1 - x) falls as x rises
+            ratio = np.maximum.accumulate(self.equity, axis=1)
+            np.divide(self.equity, ratio, out=ratio)
+            return 1.0 - np.min(ratio, axis=1)
 
     # -- the metrics, one formula each (see the module docstring's table) --
 
@@ -173,7 +211,8 @@ class _Block:
         if not self._returns.shape[1]:
             return [None] * self.k
         with _quiet():
-            downside = np.sqrt(np.mean(np.minimum(self._returns, 0.0) ** 2, axis=1))
+            losses = np.minimum(self._returns, 0.0)
+            downside = np.sqrt(np.mean(np.multiply(losses, losses, out=losses), axis=1))
         return [
             _ratio(float(mean) * HOURS_PER_YEAR, float(down) * _ANNUAL)
             for mean, down in zip(self._mean, downside, strict=True)
@@ -189,28 +228,28 @@ class _Block:
         ]
 
     def trades(self) -> list[int]:
-        return [trades for trades, _ in self._trips]
+        return [int(value) for value in self.counts.entries]
+
+    def long_trades(self) -> list[int]:
+        return [int(value) for value in self.counts.long_entries]
+
+    def short_trades(self) -> list[int]:
+        return [int(value) for value in self.counts.short_entries]
 
     def win_rate(self) -> list[float | None]:
-        return [win_rate for _, win_rate in self._trips]
+        return [
+            float(wins / closed) if closed else None
+            for wins, closed in zip(self.counts.wins, self.counts.closed, strict=True)
+        ]
+
+    def exits(self) -> list[dict[str, int]]:
+        return [dict(zip(EXIT_KINDS, map(int, row), strict=True)) for row in self.counts.exits]
 
     def exposure(self) -> list[float]:
-        return [float(value) for value in np.mean(self.position, axis=1)]
+        return [float(value) for value in np.count_nonzero(self.position, axis=1) / self.bar_count]
 
     def bars(self) -> list[int]:
         return [int(self.bar_count)] * self.k
 
     def gaps(self) -> list[int]:
         return [int(self.gap_count)] * self.k
-
-
-def _round_trips(position: np.ndarray, open_: np.ndarray, fee: float) -> tuple[int, float | None]:
-    """(entries, win rate of the closed round trips) of one position series."""
-    entries = np.nonzero(position[1:] & ~position[:-1])[0] + 1
-    exits = np.nonzero(~position[1:] & position[:-1])[0] + 1
-    closed = len(exits)  # p_0 = 0, so the k-th exit closes the k-th entry
-    win_rate = None
-    if closed:
-        trip_returns = (open_[exits] / open_[entries[:closed]]) * (1.0 - fee) ** 2 - 1.0
-        win_rate = float(np.mean(trip_returns > 0))
-    return len(entries), win_rate

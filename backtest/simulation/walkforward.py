@@ -45,8 +45,9 @@ from backtest.data.candles import Candles, to_arrow
 from backtest.errors import DataError, InputError
 from backtest.params import HOUR_MS, MAX_WINDOW_BARS, duration_hours, format_time_ms, window_label
 from backtest.simulation.engine import Segment
+from backtest.simulation.execution import Combinations, Execution
 from backtest.simulation.metrics import compute_metrics_block, first_best
-from backtest.strategies.grid import Grid
+from backtest.simulation.trades import Simulation, stitch
 
 MIN_BARS = 24  # training and test windows: at least a day of hourly bars each
 ANCHORED = "anchored"
@@ -152,36 +153,40 @@ class Selection:
         self.train = [Segment.of(candles, fold.train_first, fold.test_first) for fold in folds]
         self.chosen: list[int | None] = [None] * len(folds)
         self.scores = [-np.inf] * len(folds)
-        self.signals: list[np.ndarray | None] = [None] * len(folds)  # the chosen combination's signal row
+        # the chosen combination's target row and execution
+        self.targets: list[tuple[np.ndarray, Execution] | None] = [None] * len(folds)
 
-    def add(self, offset: int, signals: np.ndarray, window: Segment, window_run: tuple[np.ndarray, np.ndarray]) -> None:
-        """Consider the combinations offset.. (one row of `signals` each) in every fold.
+    def add(
+        self, offset: int, targets: np.ndarray, executions: list[Execution], window: Segment, window_run: Simulation
+    ) -> None:
+        """Consider the combinations offset.. (each row of `targets` traded by each execution:
+        combination offset + i * E + e) in every fold.
 
-        `window_run` is (positions, equity) of these rows over the whole `window`: a training window
-        that starts at the same bar (the first fold's; every fold's when anchored) is its prefix,
-        bit for bit (flat at the same bar, then the same products in the same order), so it is
-        not run again."""
+        `window_run` is their simulation over the whole `window`: a training window that starts at
+        the same bar (the first fold's; every fold's when anchored) is its prefix, bit for bit
+        (flat at the same bar, then the same products in the same order), so it is not run again."""
         for j, segment in enumerate(self.train):
             if segment.first == window.first:
-                positions, equity = (run[:, : segment.stop - segment.first] for run in window_run)
+                sim = window_run.prefix(segment.stop - segment.first)
             else:
-                positions, equity = segment.run(signals, self.fee)
-            part = segment.candles
+                sim = segment.run(targets, self.fee, executions)
             rows = compute_metrics_block(
-                equity, positions, part.open, part.close, self.fee, segment.gaps, names=(self.select_by,)
+                sim.equity, sim.position, segment.candles.close, segment.gaps, sim.counts(), names=(self.select_by,)
             )
             i, block_score = first_best(rows, self.select_by)
             if self.chosen[j] is None or block_score > self.scores[j]:
-                self.chosen[j], self.scores[j], self.signals[j] = offset + i, block_score, signals[i].copy()
+                self.chosen[j], self.scores[j] = offset + i, block_score
+                count = len(executions)
+                self.targets[j] = (targets[i // count].copy(), executions[i % count])
 
-    def finish(self, grid: Grid, walk: WalkForward) -> tuple[dict, dict, pa.Table]:
+    def finish(self, combos: Combinations, walk: WalkForward) -> tuple[dict, dict, pa.Table]:
         """(the result's `walk_forward` object, the stitched out-of-sample metrics, the stitched curve)."""
-        folds, equities, positions, ratios = [], [], [], []
-        scale = 1.0
+        folds, parts, ratios = [], [], []
         for j, fold in enumerate(self.folds):
-            signal = self.signals[j][np.newaxis]
-            in_sample = self.train[j].metrics(signal, self.fee)[0][0]
-            rows, position, equity = Segment.of(self.candles, fold.test_first, fold.test_stop).metrics(signal, self.fee)
+            target, execution = self.targets[j]
+            in_sample = self.train[j].metrics(target[np.newaxis], self.fee, execution)[0][0]
+            test = Segment.of(self.candles, fold.test_first, fold.test_stop)
+            rows, sim = test.metrics(target[np.newaxis], self.fee, execution)
             out_of_sample = rows[0]
             ratio = efficiency(in_sample["cagr"], out_of_sample["cagr"])
             if ratio is not None:
@@ -189,21 +194,19 @@ class Selection:
             folds.append(
                 {
                     **fold.describe(),
-                    "params": grid.params_json(self.chosen[j]),
+                    "params": combos.params_json(self.chosen[j]),
+                    "execution": execution.describe(),
                     "in_sample": in_sample,
                     "out_of_sample": out_of_sample,
                     "efficiency": ratio,
                 }
             )
-            equities.append(scale * equity[0])  # equity[0][0] is 1: the curve goes on from the last fold's close
-            positions.append(position[0])
-            scale = scale * equity[0][-1]
+            parts.append(sim)
         first, stop = self.folds[0].test_first, self.folds[-1].test_stop
         span = Segment.of(self.candles, first, stop)
-        equity, position = np.concatenate(equities), np.concatenate(positions)
-        stitched = compute_metrics_block(
-            equity[np.newaxis], position[np.newaxis], span.candles.open, span.candles.close, self.fee, span.gaps
-        )[0]
+        whole = stitch(parts)
+        equity, position = whole.equity[0], whole.position[0]
+        stitched = compute_metrics_block(whole.equity, whole.position, span.candles.close, span.gaps, whole.counts())[0]
         changes = sum(self.chosen[j] != self.chosen[j - 1] for j in range(1, len(self.folds)))
         summary = {
             **walk.describe(),

@@ -1,9 +1,11 @@
 """The strategy contract: what a strategy is, its parameters, and one function as a strategy.
 
-A strategy turns one pair's candles into a long/flat signal per bar: `signal_t` is decided at
-bar t's close, from candles 0..t only (`backtest.strategies.lookahead` checks it).
-Execution is the engine's, the same for every strategy: position `p_t = signal_{t-1}`, fills at
-the next open, fee per side (see `backtest.simulation.engine`).
+A strategy turns one pair's candles into a target per bar: `target_t` in {-1, 0, +1} (short,
+flat, long) is decided at bar t's close, from candles 0..t only (`backtest.strategies.lookahead`
+checks it). Execution is the engine's, the same for every strategy: the position desired over
+bar t is `target_{t-1}`, filled at bar t's open, a fee per side; a run's `--direction` keeps the
+long side (`max(target, 0)`, the default), the short side or both (see
+`backtest.simulation.engine`).
 
 A strategy declares:
 
@@ -12,8 +14,11 @@ A strategy declares:
 - `warmup_bars(params)`: how many candles before the window it reads (a fixed-lookback
   strategy: its lookback; one with a seed or a state: 5x its longest lookback, see
   `SEEDED_WARMUP_FACTOR`);
+- `sides`: `("long",)` (the default, `LONG_ONLY`) or `("long", "short")` (`LONG_SHORT`);
 - `signals(candles, combos)`: the signals of several parameter combinations at once, a k x n
-  bool array (the engine calls it in blocks, so memory stays bounded for any grid);
+  array (the engine calls it in blocks, so memory stays bounded for any grid): `bool` (True =
+  +1, long; False = 0) from any strategy, or `int8` targets exactly in {-1, 0, 1} from one that
+  declares the short side (`backtest.strategies.targets` says what is refused);
 - optionally `reject(params)`: why a combination is invalid (e.g. `fast >= slow`); a grid skips
   and counts those.
 
@@ -24,10 +29,11 @@ classes). Strategy authors import all of it from `backtest.strategy`.
 A strategy cannot make a result silently wrong: every call of its own code (`signals` through
 `checked_signals`, `warmup_bars`, `lookback`, `reject`) runs with its `print()` sent to stderr
 (stdout is the job's JSON) and on read-only views of the candles; whatever it raises or exits
-with, a signal that is not exactly bool of the expected shape (`valid_signals`), a write to its
-candles, and a warm-up or lookback that is not a whole number of bars >= 0 are a `StrategyError`:
-exit 5, one line naming the strategy, its file and what it did. (A built-in strategy is our
-code: an exception it raises is a bug, exit 1 with its traceback.)
+with, signals that are not exactly bool (or, with a short side, int8 in {-1, 0, 1}) of the
+expected shape (`targets.signal_fault`: never a cast), a `sides` that is neither declaration, a
+write to its candles, and a warm-up or lookback that is not a whole number of bars >= 0 are a
+`StrategyError`: exit 5, one line naming the strategy, its file and what it did. (A built-in
+strategy is our code: an exception it raises is a bug, exit 1 with its traceback.)
 """
 
 from __future__ import annotations
@@ -48,11 +54,10 @@ import numpy as np
 from backtest.data.candles import VALUE_COLUMNS, Candles
 from backtest.errors import InputError, StrategyError
 from backtest.params import duration_hours, parse_bars, parse_number, parse_value_list, window_label
+from backtest.strategies.targets import LONG_ONLY, LONG_SHORT, describe_output, parse_sides, signal_fault
 
 SEEDED_WARMUP_FACTOR = 5  # seeded or stateful strategies read 5x their longest lookback first
 Combo = dict[str, Any]  # one parameter combination: name -> value (bars as an int count)
-# What a signal may be (`valid_signals`); the short-positions issue adds int8 in {-1, 0, 1}.
-SIGNAL_DTYPES = (np.dtype(bool),)
 _PACKAGE = Path(__file__).resolve().parents[1]  # backtest/: where the built-in strategies live
 
 
@@ -136,6 +141,8 @@ class Strategy:
     # A seed or a state: the signal depends on where the candles read begin (so the warm-up
     # check allows a small share of changed bars, `lookahead.SEEDED_TOLERANCE`).
     seeded: ClassVar[bool] = False
+    # The sides its targets take: LONG_ONLY (bool signals) or LONG_SHORT (bool, or int8 in {-1, 0, 1}).
+    sides: ClassVar[tuple[str, ...]] = LONG_ONLY
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Each subclass's own `warmup_bars`, `lookback` and `reject` run as strategy code, and a
@@ -155,22 +162,21 @@ class Strategy:
         return self.warmup_bars(params)
 
     def signals(self, candles: Candles, combos: Sequence[Combo]) -> np.ndarray:
-        """A (len(combos), len(candles)) bool array: signal_t of each combination."""
+        """A (len(combos), len(candles)) array: target_t of each combination, bool (True = long)
+        or, from a strategy with a short side, int8 in {-1, 0, 1}."""
         raise NotImplementedError
 
     def checked_signals(self, candles: Candles, combos: Sequence[Combo]) -> np.ndarray:
         """`signals` as strategy code, on read-only views of the candles: the one way the job and
-        the look-ahead check call a strategy. Exactly one bool row per combination and candle, or a
-        StrategyError (exit 5)."""
+        the look-ahead check call a strategy. Exactly one row per combination and candle, bool or
+        (a short side declared) int8 in {-1, 0, 1}, returned as given; else a StrategyError (exit 5)."""
         shape = (len(combos), len(candles))
+        sides = declared_sides(self)
         with StrategyCode(self, "signals"):
             output = self.signals(read_only(candles), combos)
-        signals = valid_signals(output, shape)
+        signals, fault = signal_fault(output, shape, sides, "combination and candle")
         if signals is None:
-            raise StrategyError(
-                f"{self.title} returned {describe_output(output)} from signals: expected a bool array of shape "
-                f"{shape}, one signal per combination and candle"
-            )
+            raise StrategyError(f"{self.title} returned {describe_output(output)} from signals{fault}")
         return signals
 
     def reject(self, params: Combo) -> str | None:
@@ -226,36 +232,16 @@ def read_only(candles: Candles) -> Candles:
     return Candles(*views)
 
 
-def valid_signals(output: object, shape: tuple[int, ...]) -> np.ndarray | None:
-    """What a strategy returned as a signal array, when it is one: an array (or array-like) of a
-    `SIGNAL_DTYPES` dtype exactly and of `shape`; else None. No cast: NaN, 0.01, -1 or "no" are
-    not "long", floats or ints are not bool even when they are 0 and 1."""
-    if output is None:
-        return None
-    try:
-        values = np.asarray(output)
-    except Exception:  # an array-like that is none (ragged lists, an __array__ that raises)
-        return None
-    if values.dtype not in SIGNAL_DTYPES or values.shape != shape:
-        return None
-    return values
-
-
-def describe_output(output: object) -> str:
-    """What a strategy returned, for its error message: its type, dtype and shape."""
-    if output is None:
-        return "None"
-    if isinstance(output, np.ndarray):
-        return f"{_a(str(output.dtype))} array of shape {output.shape}"
-    try:
-        values = np.asarray(output)
-    except Exception:
-        return f"{_a(type(output).__name__)} that is no array"
-    return f"{_a(type(output).__name__)} ({values.dtype} values, shape {values.shape})"
-
-
-def _a(word: str) -> str:
-    return f"{'an' if word[:1] in tuple('aeio') else 'a'} {word}"  # an int64, a uint8
+def declared_sides(strategy: Strategy) -> tuple[str, ...]:
+    """The strategy's `sides` as LONG_ONLY or LONG_SHORT (a list or another order is accepted);
+    anything else is its fault (exit 5)."""
+    sides = parse_sides(strategy.sides)
+    if sides is None:
+        raise StrategyError(
+            f"{strategy.title} declares sides = {strategy.sides!r}: it must be {LONG_ONLY!r} (long or flat, "
+            f"the default) or {LONG_SHORT!r}"
+        )
+    return sides
 
 
 class StrategyCode:
@@ -344,12 +330,19 @@ def _checked_bars(method: Callable[[Strategy, Combo], int], what: str) -> Callab
 
 
 class FunctionStrategy(Strategy):
-    """A strategy from a function of one combination: `signal(candles, **params) -> bool array`."""
+    """A strategy from a function of one combination: `signal(candles, **params) -> one target per
+    candle` (bool, or int8 in {-1, 0, 1} with `sides=LONG_SHORT`)."""
 
     def __init__(
-        self, name: str, fn: Callable[..., np.ndarray], params: Sequence[Param], warmup: Callable[[Combo], int]
+        self,
+        name: str,
+        fn: Callable[..., np.ndarray],
+        params: Sequence[Param],
+        warmup: Callable[[Combo], int],
+        sides: Sequence[str] = LONG_ONLY,
     ):
         self.name, self.params, self._fn, self._warmup = name, tuple(params), fn, warmup
+        self.sides = sides  # checked when registered (`declared_sides`)
         self.description = (fn.__doc__ or "").strip().split("\n")[0]
 
     @property
@@ -360,15 +353,14 @@ class FunctionStrategy(Strategy):
         return self._warmup(params)  # checked as every strategy's warm-up (Strategy.__init_subclass__)
 
     def signals(self, candles: Candles, combos: Sequence[Combo]) -> np.ndarray:
-        """The function's signal of each combination: each exactly one bool per candle."""
+        """The function's signal of each combination: each exactly one bool (or, with a short side,
+        int8 target) per candle. Bool rows stay bool; one int8 row makes the block int8 (True = 1)."""
+        sides = declared_sides(self)
         rows = []
         for combo in combos:
             output = self._fn(candles, **combo)
-            row = valid_signals(output, (len(candles),))
+            row, fault = signal_fault(output, (len(candles),), sides, "candle")
             if row is None:
-                raise StrategyError(
-                    f"{self.title} returned {describe_output(output)} for {combo_text(combo)}: expected a bool array of "
-                    f"shape ({len(candles)},), one signal per candle"
-                )
+                raise StrategyError(f"{self.title} returned {describe_output(output)} for {combo_text(combo)}{fault}")
             rows.append(row)
         return np.stack(rows) if rows else np.zeros((0, len(candles)), dtype=bool)

@@ -1,8 +1,10 @@
 """Exact comparisons of moving sums on float64 closes, for the built-ins' signals.
 
-`c_t > SMA_t` (and `SMA_fast > SMA_slow`) is decided exactly on the float64 inputs: a fast
-rolling sum from one cumulative sum, and for the rare bars where its rounding error could flip
-the answer (flat prices, exact ties) an exact sum. So a signal never depends on summation order.
+The sign of `c_t - SMA_t` (`sma_sign`: above, below or a tie) and of `SMA_fast - SMA_slow` is
+decided exactly on the float64 inputs: a fast rolling sum from one cumulative sum, and for the
+rare bars where its rounding error could flip the answer (flat prices, exact ties) an exact
+sum. The error bound is symmetric, so a bar outside it has the sign of its float difference on
+either side. So a signal never depends on summation order.
 
 Prices near the top of the float64 range (around 1e306) overflow those sums; a non-finite
 intermediate result is refused as bad data (DataError), never turned into a result.
@@ -44,29 +46,35 @@ class PrefixSums:
         return cls(sums, UNIT_ROUNDOFF * np.arange(len(sums), dtype=np.float64) * sums)
 
 
-def above_sma(close: np.ndarray, window: int, prefix: PrefixSums | None = None) -> np.ndarray:
-    """signal_t = c_t > mean(c_{t-w+1..t}) for every bar, exactly; False before bar w-1."""
+def sma_sign(close: np.ndarray, window: int, prefix: PrefixSums | None = None) -> np.ndarray:
+    """sign(c_t - mean(c_{t-w+1..t})) for every bar, exactly, as int8: +1 above, -1 below, 0 on
+    a tie and before bar w-1."""
     n = len(close)
-    signal = np.zeros(n, dtype=bool)
+    sign = np.zeros(n, dtype=np.int8)
     if n < window:
-        return signal
+        return sign
     prefix = PrefixSums.of(close) if prefix is None else prefix
     cs, err_cs = prefix.sums, prefix.error_bound
     with np.errstate(over="ignore", invalid="ignore"):
         sums = cs[window:] - cs[:-window]
         scaled = window * close[window - 1 :]
-        diff = scaled - sums  # > 0 exactly when c_t > SMA_t, up to rounding
+        diff = scaled - sums  # > 0 exactly when c_t > SMA_t (< 0: below), up to rounding
     require_finite(diff, f"{window}-bar moving sum")
     # Error bound of the two prefix sums, the subtraction, the product and the final
     # difference, doubled for slack.
     tol = 2.0 * (err_cs[window:] + err_cs[:-window] + UNIT_ROUNDOFF * (np.abs(sums) + scaled + np.abs(diff)))
-    decided = diff > 0
+    decided = sign[window - 1 :]
+    np.subtract((diff > 0).view(np.int8), (diff < 0).view(np.int8), out=decided)
     for i in np.nonzero(np.abs(diff) <= tol)[0]:
         t = i + window - 1
-        exact = math.fsum([close[t]] * window + [-x for x in close[t - window + 1 : t + 1]])
-        decided[i] = exact > 0
-    signal[window - 1 :] = decided
-    return signal
+        exact = math.fsum([close[t]] * window + [-x for x in close[t - window + 1 : t + 1]])  # its sign is exact
+        decided[i] = (exact > 0) - (exact < 0)
+    return sign
+
+
+def above_sma(close: np.ndarray, window: int, prefix: PrefixSums | None = None) -> np.ndarray:
+    """signal_t = c_t > mean(c_{t-w+1..t}) for every bar, exactly; False before bar w-1."""
+    return sma_sign(close, window, prefix) > 0
 
 
 def exact_integers(values: list[float]) -> tuple[list[int], int]:

@@ -4,7 +4,10 @@ live trader could have computed, and that the declared warm-up is enough.
 
 Notation, for one combination on n candles: f_t is the signal at bar t computed from all the
 candles (what a run uses); g_t is the signal at bar t computed from candles 0..t alone (the live
-signal). A strategy is causal on these candles when f_t = g_t at every bar a run can trade.
+signal). A signal is a target: bool (True = +1) or int8 in {-1, 0, 1} (`targets`); f and g are
+compared as targets (True equals 1), so a peek on the short side alone is a difference like any
+other. A strategy is causal on these candles when f_t = g_t at every bar a run can trade, on
+either side.
 
 (a) Truncation. A cut at bar t computes the signals from candles 0..t and compares all t + 1 of
     them with f_0..f_t (the last of them is g_t, so f_t = g_t is tested). Cuts are taken from T0 = the strategy's
@@ -13,19 +16,20 @@ signal). A strategy is causal on these candles when f_t = g_t at every bar a run
     the bar and the cut. The cut set (`cut_bars`):
     - `sampled`: N bars evenly spaced from T0 to n - 2, both included (`--cuts N`, default 60;
       plan 12; N above the number of bars is every bar);
-    - `changes`: every bar t where the signal changes (f_t != f_{t-1}) and the bar before it;
+    - `changes`: every bar t where the target changes (f_t != f_{t-1}: an entry, an exit or a
+      reversal, on either side) and the bar before it;
     - `--cuts all`: every bar from T0 to n - 2 (then the other kinds add nothing).
 
     What a pass guarantees, on these candles for each combination checked:
     - with `--cuts all`: f_t = g_t at every bar from T0 on. The run's signals are exactly the
       live ones: any peek that changes any signal fails.
-    - with the default cuts: every change of the run's signal after T0 (each entry and each
-      exit) is a change of the live signal at the same bar, to the same value, and f_t = g_t at
+    - with the default cuts: every change of the run's signal after T0 (each entry, exit and
+      reversal) is a change of the live signal at the same bar, to the same value, and f_t = g_t at
       every bar from T0 on except, possibly, on a stretch a..b through which the run's signal
       does not change at all (f constant from a - 1 to b + 1) while the live signal differs
-      from it on a..b and agrees at a - 1 and b + 1. For bool signals that is a whole episode of
-      the live signal that the run's signal skips (a peek that, say, leaves out whole exactly
-      the trades that will lose). Such a peek creates and moves no change of f, so only a cut
+      from it on a..b and agrees at a - 1 and b + 1: whole episodes of the live signal that the
+      run's signal skips (a peek that, say, leaves out whole exactly the trades, long or short,
+      that will lose). Such a peek creates and moves no change of f, so only a cut
       inside a..b catches it: a sampled one when it falls there, always `--cuts all`.
     Why: take a maximal stretch a..b of bars where f != g. a >= T0 + 1 (T0 is cut) and
     b <= n - 2 (f_{n-1} = g_{n-1}). If f changes at a bar c in a..b + 1, the cut at c (c <= b)

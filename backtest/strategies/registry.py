@@ -19,7 +19,8 @@ import numpy as np
 
 from backtest.errors import BacktestError, InputError, StrategyError
 from backtest.strategies.builtins import BUILTINS
-from backtest.strategies.contract import Combo, FunctionStrategy, Param, Strategy
+from backtest.strategies.contract import Combo, FunctionStrategy, Param, Strategy, declared_sides
+from backtest.strategies.targets import LONG_ONLY
 
 STRATEGY_PATH_ENV = "BACKTEST_STRATEGY_PATH"
 # The project's strategies/ folder beside the package: /app/strategies in the image.
@@ -31,11 +32,15 @@ _IMPORTED: set[Path] = set()  # strategy modules imported (each once per process
 
 
 def register(item: type[Strategy] | Strategy) -> Any:
-    """Class decorator (or call) that registers a strategy under its `name`."""
+    """Class decorator (or call) that registers a strategy under its `name`; its `sides` must be
+    one of the two declarations (exit 5 otherwise) and is kept as the canonical tuple."""
     instance = item() if isinstance(item, type) else item
     name = getattr(instance, "name", None)
     if not isinstance(name, str) or not name.isidentifier():
         raise InputError(f"strategy name {name!r} must be a Python identifier such as my_strategy")
+    sides = declared_sides(instance)
+    if instance.sides != sides:
+        instance.sides = sides  # ["short", "long"] -> ("long", "short"), for this instance
     if name in _REGISTRY and _origin(_REGISTRY[name]) != _origin(instance):
         files = f"{_origin(_REGISTRY[name])[0]} and {_origin(instance)[0]}"
         raise InputError(f"two strategies are named {name!r} ({files}): rename one")
@@ -54,11 +59,14 @@ def _origin(instance: Strategy) -> tuple[str, str]:
     return file, made_from.__qualname__
 
 
-def strategy(name: str, params: Sequence[Param], warmup: Callable[[Combo], int]) -> Callable:
-    """Decorator: register a function `fn(candles, **params) -> bool per bar` as a strategy."""
+def strategy(
+    name: str, params: Sequence[Param], warmup: Callable[[Combo], int], sides: Sequence[str] = LONG_ONLY
+) -> Callable:
+    """Decorator: register a function `fn(candles, **params) -> one target per bar` as a strategy:
+    bool (long/flat), or int8 in {-1, 0, 1} with `sides=("long", "short")`."""
 
     def decorate(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        register(FunctionStrategy(name, fn, params, warmup))
+        register(FunctionStrategy(name, fn, params, warmup, sides))
         return fn
 
     return decorate
@@ -124,12 +132,14 @@ def names() -> list[str]:
 
 
 def describe_all() -> list[dict]:
-    """Every registered strategy with its parameters, as plain JSON."""
+    """Every registered strategy with its parameters and its sides (`["long"]` or `["long",
+    "short"]`), as plain JSON."""
     return [
         {
             "name": name,
             "description": get(name).description,
             "seeded": get(name).seeded,
+            "sides": list(get(name).sides),
             "params": [p.describe() for p in get(name).params],
         }
         for name in names()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from backtest.simulation.metrics import METRIC_NAMES
+from backtest.simulation.metrics import FLAT_METRIC_NAMES
 from backtest_airflow.layout import GRID_PARAM_PREFIX, WF_IS_PREFIX
 from backtest_airflow.report.formatting import RETURN_COLUMNS, metric_of, missing, truthy
 
@@ -50,8 +50,15 @@ RUN_LEVEL_COLUMNS = frozenset(
         "split",
     )
 )
+# How a row traded (docs/execution.md): shown when a run uses shorts, stops, sizing, slippage or borrow
+EXECUTION_SHOWN = (
+    "direction", "sl", "tp", "trail", "long_trades", "short_trades",
+    "exits_signal", "exits_stop", "exits_take_profit", "exits_ruin", "final_position",
+    "size", "slippage_bps", "borrow_bps_per_day",
+)  # fmt: skip
 HIDDEN_COLUMNS = frozenset(
     (
+        *EXECUTION_SHOWN,
         "window_bars",
         "bars",
         "gaps",
@@ -60,8 +67,8 @@ HIDDEN_COLUMNS = frozenset(
         "skipped",
         "select_by",
         "combination",
-        *(f"oos_{name}" for name in METRIC_NAMES),
-        *(WF_IS_PREFIX + name for name in METRIC_NAMES),
+        *(f"oos_{name}" for name in FLAT_METRIC_NAMES),
+        *(WF_IS_PREFIX + name for name in FLAT_METRIC_NAMES),
         "wf_efficiency_folds",
         "wf_param_changes",
     )
@@ -80,6 +87,21 @@ def is_synthetic(table: pd.DataFrame, run_info: dict | None = None) -> bool:
 def has_grid(table: pd.DataFrame) -> bool:
     """Whether any (pair, strategy) of a leaderboard chose among several combinations."""
     return "combinations" in table and bool((pd.to_numeric(table["combinations"], errors="coerce") > 1).any())
+
+
+def uses_execution(table: pd.DataFrame) -> bool:
+    """Whether any row traded otherwise than long/flat at size 1 without stops, slippage or borrow."""
+
+    def given(column: str, default) -> bool:
+        return column in table and any(not missing(v) and v != default for v in table[column])
+
+    return (
+        given("direction", "long")
+        or any(given(c, None) for c in ("sl", "tp", "trail"))
+        or given("size", 1.0)
+        or given("slippage_bps", 0.0)
+        or given("borrow_bps_per_day", 0.0)
+    )
 
 
 def has_walk_forward(table: pd.DataFrame) -> bool:
@@ -129,6 +151,8 @@ def report_columns(
         return columns
     if varies("fee_bps"):
         columns.append("fee_bps")
+    if uses_execution(table):
+        columns += [c for c in EXECUTION_SHOWN if c in table and c not in columns and table[c].notna().any()]
     columns += [c for c in oos if c not in columns]
     known = set(REPORT_COLUMNS) | RUN_LEVEL_COLUMNS | HIDDEN_COLUMNS
     columns += [c for c in table.columns if c not in columns and c not in known and not c.startswith(GRID_PARAM_PREFIX)]

@@ -37,9 +37,9 @@ def cost_summary(plan: RunPlan, prices: dict[str, float]) -> dict:
     """Add up the run's job records (every strategy's): pairs, jobs, vCPU-seconds and their Fargate price."""
     jobs = []
     for item in plan.strategies:
-        folder = resolve(layout.strategy_results_url(plan.results_url, item["name"])).join(JOBS_DIR)
+        folder = resolve(layout.strategy_results_url(plan.results_url, layout.label_of(item))).join(JOBS_DIR)
         records = [read_json(folder, name) for name in list_dir(folder) if name.endswith(".json")]
-        jobs += [job_cost(record, prices, item["name"]) for record in records if record]
+        jobs += [job_cost(record, prices, layout.label_of(item)) for record in records if record]
     on_demand = sum(job["cost_on_demand_usd"] for job in jobs)
     spot = sum(job["cost_spot_usd"] for job in jobs)
     summary = {

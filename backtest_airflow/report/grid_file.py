@@ -2,9 +2,10 @@
 
 It has one row per (pair, strategy, combination) of every
 result, failed ones aside: `symbol`, `strategy`, `status`, `combination` (the index in the
-result's grid), `best`, `params` (text), one column per parameter as the result JSON spells it
+result's grid), `best`, `params` (text), its execution (`direction`, `sl`, `tp`, `trail`: a grid
+of stop levels varies them), one column per parameter as the result JSON spells it
 (`param_fast` = "1d", `param_fast_bars` = 24; strategies share a column when they share a
-parameter name, others are null), every metric, `excess_return` and, with a hold-out, the
+parameter name, others are null), every metric (`exits` as `exits_signal`, ...), `excess_return` and, with a hold-out, the
 `oos_*` metrics. It is written while the results are read, one row group at a time, so memory
 stays bounded for 1,000 pairs x a large grid (`GridWriter`, fed by `leaderboard.build`).
 """
@@ -20,9 +21,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from backtest.data.storage import Location, resolve, write_bytes_atomic
-from backtest.simulation.metrics import METRIC_NAMES
+from backtest.simulation.metrics import FLAT_METRIC_NAMES
 from backtest_airflow import layout
 from backtest_airflow.report.results import combinations, value_text
+
+STOP_COLUMNS = ("direction", "sl", "tp", "trail")  # each row's execution (the stops vary in a grid)
 
 GRID_ROW_GROUP_ROWS = 131_072  # rows buffered before the grid file gets a row group
 GRID_KEYS = ("symbol", "strategy", "status", "combination", "best", "params")
@@ -50,7 +53,7 @@ def grid_schema(samples: list[dict]) -> pa.Schema:
             seen = params.setdefault(key, kind)
             if seen != kind:  # two strategies' parameters of one name: numbers stay numbers, else text
                 params[key] = pa.float64() if {seen, kind} <= {pa.int64(), pa.float64()} else pa.string()
-        for name in METRIC_NAMES:
+        for name in FLAT_METRIC_NAMES:
             kind = _arrow_type([row.get(name) for row in rows])
             metrics[name] = pa.float64() if metrics.get(name, kind) != kind else kind
         oos = oos or any("oos" in row for row in rows)
@@ -61,10 +64,12 @@ def grid_schema(samples: list[dict]) -> pa.Schema:
         ("combination", pa.int32()),
         ("best", pa.bool_()),
         ("params", pa.string()),
+        ("direction", pa.string()),
+        *((name, pa.float64()) for name in STOP_COLUMNS[1:]),
         *((layout.GRID_PARAM_PREFIX + key, kind) for key, kind in params.items()),
-        *((name, metrics.get(name, pa.float64())) for name in METRIC_NAMES),
+        *((name, metrics.get(name, pa.float64())) for name in FLAT_METRIC_NAMES),
         ("excess_return", pa.float64()),
-        *((f"oos_{name}", metrics.get(name, pa.float64())) for name in METRIC_NAMES if oos),
+        *((f"oos_{name}", metrics.get(name, pa.float64())) for name in FLAT_METRIC_NAMES if oos),
     ]
     return pa.schema(fields)
 
@@ -89,16 +94,18 @@ def grid_columns(symbol: str, strategy: str, result: dict, status: str) -> dict[
     shown = [k for k in keys if k != "fee_bps" and not (k.endswith("_bars") and k.removesuffix("_bars") in keys)]
     pieces = [[f"{k}={v if isinstance(v, str) else value_text(v)}" for v in values[k]] for k in shown]
     columns["params"] = [" ".join(texts) for texts in zip(*pieces, strict=True)] if shown else [""] * n
+    executions = [row["execution"] for row in rows]
+    columns.update(zip(STOP_COLUMNS, _transpose(executions, STOP_COLUMNS), strict=True))
     columns.update({layout.GRID_PARAM_PREFIX + k: column for k, column in values.items()})
-    metrics = dict(zip(METRIC_NAMES, _transpose(rows, METRIC_NAMES), strict=True))
+    metrics = dict(zip(FLAT_METRIC_NAMES, _transpose(rows, FLAT_METRIC_NAMES), strict=True))
     columns.update(metrics)
     columns["excess_return"] = [
         None if t is None or b is None else t - b
         for t, b in zip(metrics["total_return"], metrics["buy_hold_return"], strict=True)
     ]
     if any("oos" in row for row in rows):
-        oos = _transpose([row.get("oos") or {} for row in rows], METRIC_NAMES)
-        columns.update({f"oos_{name}": column for name, column in zip(METRIC_NAMES, oos, strict=True)})
+        oos = _transpose([row.get("oos") or {} for row in rows], FLAT_METRIC_NAMES)
+        columns.update({f"oos_{name}": column for name, column in zip(FLAT_METRIC_NAMES, oos, strict=True)})
     return columns
 
 

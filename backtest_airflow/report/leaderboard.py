@@ -32,15 +32,15 @@ import pandas as pd
 
 from backtest.data.storage import resolve
 from backtest.params import HOUR_MS, parse_time_ms
-from backtest.simulation.metrics import LOWER_IS_BETTER, METRIC_NAMES
+from backtest.simulation.metrics import FLAT_METRIC_NAMES, LOWER_IS_BETTER, flat_metrics
 from backtest_airflow import layout
 from backtest_airflow.layout import WF_IS_PREFIX
 from backtest_airflow.planning import RunPlan
 from backtest_airflow.report.grid_file import GridWriter, grid_columns, grid_schema
-from backtest_airflow.report.results import combinations, params_text, read_json
+from backtest_airflow.report.results import EXECUTION_COLUMNS, combinations, execution_columns, params_text, read_json
 
 STALE_HOURS = 6
-OOS_COLUMNS = tuple(f"oos_{name}" for name in METRIC_NAMES)
+OOS_COLUMNS = tuple(f"oos_{name}" for name in FLAT_METRIC_NAMES)
 # A walk-forward's columns (null without one): see `walk_forward_columns`.
 WF_COLUMNS = (
     "wf_folds",
@@ -49,7 +49,7 @@ WF_COLUMNS = (
     "wf_param_changes",
     "wf_param_change_share",
     "wf_last_params",
-    *(WF_IS_PREFIX + name for name in METRIC_NAMES),
+    *(WF_IS_PREFIX + name for name in FLAT_METRIC_NAMES),
 )
 COLUMNS = (
     "rank",
@@ -57,8 +57,10 @@ COLUMNS = (
     "strategy",
     "status",
     "params",
+    *EXECUTION_COLUMNS[:4],  # direction, sl, tp, trail
     "best",
-    *METRIC_NAMES,
+    *FLAT_METRIC_NAMES,
+    "final_position",
     "excess_return",
     *OOS_COLUMNS,
     *WF_COLUMNS,
@@ -71,6 +73,7 @@ COLUMNS = (
     "synthetic",
     "data_source",
     "fee_bps",
+    *EXECUTION_COLUMNS[4:],  # size, slippage_bps, borrow_bps_per_day
     "start",
     "end",
 )
@@ -109,8 +112,9 @@ def walk_forward_columns(walk: dict) -> dict:
         "wf_param_change_share": walk.get("param_change_share"),
         "wf_last_params": params_text(folds[-1]["params"]) if folds else None,
     }
-    for name in METRIC_NAMES:
-        values = [fold["in_sample"][name] for fold in folds if fold["in_sample"].get(name) is not None]
+    in_sample = [flat_metrics(fold["in_sample"]) for fold in folds]
+    for name in FLAT_METRIC_NAMES:
+        values = [figures[name] for figures in in_sample if figures[name] is not None]
         columns[WF_IS_PREFIX + name] = math.fsum(values) / len(values) if values else None
     return columns
 
@@ -124,9 +128,11 @@ def _row(symbol: str, strategy: str, result: dict, status: str) -> dict:
         "strategy": strategy,
         "status": status,
         "params": params_text(rows[best]["params"]),
+        **execution_columns(result.get("execution") or {}),
         "best": True,
-        **{name: result.get(name) for name in METRIC_NAMES},
-        **{f"oos_{name}": value for name, value in (result.get("oos") or {}).items()},
+        **flat_metrics(result),
+        "final_position": result.get("final_position"),
+        **({f"oos_{name}": value for name, value in flat_metrics(result["oos"]).items()} if result.get("oos") else {}),
         **(walk_forward_columns(result["walk_forward"]) if result.get("walk_forward") else {}),
         "combinations": len(rows),
         "skipped": grid.get("skipped", 0),
@@ -143,9 +149,8 @@ class _Results:
 
     def __init__(self, plan: RunPlan):
         self.plan = plan
-        self.folders = {
-            s["name"]: resolve(layout.strategy_results_url(plan.results_url, s["name"])) for s in plan.strategies
-        }
+        labels = [layout.label_of(s) for s in plan.strategies]
+        self.folders = {label: resolve(layout.strategy_results_url(plan.results_url, label)) for label in labels}
         self._ahead: dict[tuple[str, str], dict | None] = {}
 
     def result(self, symbol: str, strategy: str) -> dict | None:
@@ -173,7 +178,7 @@ def _results(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], reader: _R
     """(symbol, strategy, result or None, status) for every (pair, strategy) of the run, pair by pair."""
     for symbol in plan.pairs:
         for item in plan.strategies:
-            strategy = item["name"]
+            strategy = layout.label_of(item)  # the label: each entry's own results
             result = reader.result(symbol, strategy)
             error = None if result else reader.error(symbol, strategy)
             yield symbol, strategy, result, pair_status(result, error, failed_tasks.get((symbol, strategy)), plan.end)
@@ -204,7 +209,7 @@ def build(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], grid: bool = 
         plan.metric, ascending=plan.rank_by in LOWER_IS_BETTER, na_position="last", kind="stable"
     )
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
-    order = {item["name"]: i for i, item in enumerate(plan.strategies)}
+    order = {layout.label_of(item): i for i, item in enumerate(plan.strategies)}
     failed = table[~ok].sort_values(["symbol", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c)
     parts = [part for part in (ranked, failed) if len(part)]
     board = pd.concat(parts, ignore_index=True) if parts else ranked

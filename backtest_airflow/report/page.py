@@ -119,7 +119,7 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
         all_rows = grid_file.read_grid(results_url) if grid_shape else table
         every = leaderboard_view(all_rows, report_columns(all_rows, sweep=True), "all-rows-table")
     cost = run_info.get("cost")
-    order = [item["name"] for item in run_info.get("strategies") or [] if item.get("name") in strategies]  # plan's
+    order = [layout.label_of(item) for item in run_info.get("strategies") or [] if layout.label_of(item) in strategies]
     comparison = strategy_comparison(best, metric, _lower_is_better(metric), order) if several else []
     return render(
         "report.html.j2",

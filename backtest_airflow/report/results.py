@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 
 from backtest.data.storage import Location, read_bytes
-from backtest.simulation.metrics import METRIC_NAMES
+from backtest.simulation.metrics import flat_metrics
+
+# A combination's execution as table columns (null in a result from before the execution options)
+EXECUTION_COLUMNS = ("direction", "sl", "tp", "trail", "size", "slippage_bps", "borrow_bps_per_day")
 
 
 def params_text(params: dict) -> str:
@@ -18,10 +21,23 @@ def params_text(params: dict) -> str:
 
 
 def strategies_text(strategies: list[dict]) -> str:
-    """A run's strategies and their grids as given: `sma_trend window=15d; sma_cross fast=1d:3d:1d slow=5d`."""
+    """A run's strategies and their grids as given: `sma_trend window=15d; sma_cross fast=1d:3d:1d slow=5d`
+    (a label other than the name first: `sma_ls=sma_trend direction=long_short`)."""
     return "; ".join(
-        " ".join([item["name"], *(f"{k}={v}" for k, v in (item.get("params") or {}).items())]) for item in strategies
+        " ".join(
+            [
+                item["name"] if item.get("label", item["name"]) == item["name"] else f"{item['label']}={item['name']}",
+                *(f"{k}={v}" for k, v in (item.get("params") or {}).items()),
+                *(f"{k}={v}" for k, v in (item.get("execution") or {}).items()),
+            ]
+        )
+        for item in strategies
     )
+
+
+def execution_columns(execution: dict) -> dict:
+    """A combination's `execution` as EXECUTION_COLUMNS (None where absent)."""
+    return {name: execution.get(name) for name in EXECUTION_COLUMNS}
 
 
 def value_text(value) -> str:
@@ -30,15 +46,26 @@ def value_text(value) -> str:
 
 
 def combinations(result: dict) -> tuple[list[dict], int]:
-    """Every combination a result holds, as {"params", <metrics>, "oos"?} rows, and the chosen one's index.
+    """Every combination a result holds, as {"params", "execution", <metrics>, "oos"?} rows (the
+    metrics flat: `flat_metrics`), and the chosen one's index: the row with the result's `best`
+    params and its `execution` (a grid of stop levels has rows of equal params).
 
     One row unless the job ran a grid or a hold-out (then its `sweep`, in grid order).
     """
     if "sweep" not in result:
         params = {k: v for k, v in result["params"].items() if k != "fee_bps"}
-        return [{"params": params, **{name: result.get(name) for name in METRIC_NAMES}}], 0
-    rows = result["sweep"]
-    best = next((i for i, row in enumerate(rows) if row["params"] == result["best"]), None)
+        return [{"params": params, "execution": result.get("execution") or {}, **flat_metrics(result)}], 0
+    rows = [
+        {
+            "params": row["params"],
+            "execution": row.get("execution") or {},
+            **flat_metrics(row),
+            **({"oos": flat_metrics(row["oos"])} if "oos" in row else {}),
+        }
+        for row in result["sweep"]
+    ]
+    chosen = (result["best"], result.get("execution") or {})
+    best = next((i for i, row in enumerate(rows) if (row["params"], row["execution"]) == chosen), None)
     if best is None:
         raise ValueError(
             f"{result['symbol']} ({result.get('strategy')}): its best {result['best']} is not in its sweep"

@@ -1,0 +1,110 @@
+"""Long-only, no stops, no slippage, size 1: every figure and every equity value as before the
+execution engine (issue 19), to the bit.
+
+tests/golden/classic/ holds the output of 0a0d716 (the last commit before shorts and stops) for
+the command lines in its cases.txt, on 200 days of synthetic ETHUSDT candles from 2017-02-01:
+each case's result JSON and equity Parquet file. The new keys (`execution`, `exits`,
+`long_trades`, `short_trades`, `final_position`, the grid's `execution`) are the only changes,
+and one correction: a walk-forward's stitched `win_rate` no longer counts a trade still open at
+the end of a fold's test window as closed at the next fold's first open (no such fill happens:
+the next fold starts flat); it is open, as at any window's end (docs/walk-forward.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from backtest.data.synthetic import EPOCH_MS, synthetic_candles
+from backtest.params import DAY_MS
+from tests.support import backtest_process
+
+GOLDEN = Path(__file__).parent / "golden" / "classic"
+CASES = [line.split() for line in (GOLDEN / "cases.txt").read_text().splitlines() if line.strip()]
+NEW_KEYS = {"execution", "exits", "long_trades", "short_trades", "final_position"}
+
+
+@pytest.fixture(scope="module")
+def candles_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("eth") / "ETHUSDT.parquet"
+    pq.write_table(synthetic_candles("ETHUSDT", EPOCH_MS, EPOCH_MS + 200 * DAY_MS).to_table(), path)
+    return path
+
+
+def without_new(value):
+    """`value` with the keys the execution engine added removed, at every depth."""
+    if isinstance(value, dict):
+        return {k: without_new(v) for k, v in value.items() if k not in NEW_KEYS}
+    if isinstance(value, list):
+        return [without_new(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+def test_classic_runs_are_identical_to_before(candles_file, tmp_path, case):
+    name, *options = case
+    results = tmp_path / name
+    proc = backtest_process(
+        "run", "--symbol", "ETHUSDT", "--input", str(candles_file), "--start", "2017-02-01", *options,
+        "--results-url", str(results),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    new, old = json.loads((results / "ETHUSDT.json").read_text()), json.loads((GOLDEN / f"{name}.json").read_text())
+    grid = new.get("grid")
+    if grid is not None:
+        assert grid.pop("execution") == {}
+    if "walk_forward" in old:  # the one correction (see the module docstring): nothing else differs
+        stitched = new["walk_forward"]["stitched"]
+        assert new["oos"] == stitched and stitched["win_rate"] != old["oos"]["win_rate"]
+        for figures in (old["oos"], old["walk_forward"]["stitched"], new["oos"], new["walk_forward"]["stitched"]):
+            figures.pop("win_rate")
+    assert without_new(new) == old  # every figure, equal as floats: the same bits
+    assert new["execution"] == {
+        "direction": "long", "sl": None, "tp": None, "trail": None, "size": 1.0, "slippage_bps": 0.0,
+        "borrow_bps_per_day": 0.0,
+    }  # fmt: skip
+    assert new["short_trades"] == 0 and new["long_trades"] == new["trades"]
+    assert new["exits"]["stop"] == new["exits"]["take_profit"] == new["exits"]["ruin"] == 0
+    equity = (results / "ETHUSDT.equity.parquet").read_bytes()
+    assert equity == (GOLDEN / f"{name}.equity.parquet").read_bytes()
+
+
+# tests/golden/classic/dag/: a daily run of the DAG at 0a0d716 under dag.test() with DAG_CONF (two
+# pairs, a sma_trend grid with a hold-out, momentum at its defaults): each pair's result and
+# equity file, and the leaderboard.
+DAG_CONF = {
+    "pairs": ["BTCUSDT", "ETHUSDT"],
+    "lookback_days": 30,
+    "holdout_days": 5,
+    "fee_bps": 7,
+    "strategies": [{"name": "sma_trend", "params": {"window": "1d,2d"}}, {"name": "momentum"}],
+}
+
+
+@pytest.mark.slow
+def test_classic_dag_run_is_identical_to_before(airflow_db, tmp_path):
+    from datetime import datetime
+
+    import pandas as pd
+
+    from tests.support.dag import run_daily_dag
+
+    data_url = tmp_path / "store"
+    dag_run = run_daily_dag(data_url, DAG_CONF, datetime.fromisoformat("2026-10-01T00:00:00+00:00"))
+    assert dag_run.state == "success"
+    (folder,) = sorted((data_url / "results" / "crypto_backtest_daily").glob("date=*/run=*"))
+    golden = GOLDEN / "dag"
+    for strategy in ("sma_trend", "momentum"):
+        for symbol in DAG_CONF["pairs"]:
+            new = json.loads((folder / f"strategy={strategy}" / f"{symbol}.json").read_text())
+            new.get("grid", {}).pop("execution", None)
+            assert without_new(new) == json.loads((golden / f"{strategy}.{symbol}.json").read_text())
+            equity = (folder / f"strategy={strategy}" / f"{symbol}.equity.parquet").read_bytes()
+            assert equity == (golden / f"{strategy}.{symbol}.equity.parquet").read_bytes()
+    old, new = pd.read_parquet(golden / "leaderboard.parquet"), pd.read_parquet(folder / "leaderboard.parquet")
+    figures = [c for c in old.columns if c not in ("run_id", "as_of", "created_at")]
+    assert len(new) == len(old) == 4
+    pd.testing.assert_frame_equal(new[figures].reset_index(drop=True), old[figures].reset_index(drop=True))
