@@ -29,12 +29,13 @@ from hypothesis import strategies as st
 
 from backtest.data.candles import Candles
 from backtest.data.synthetic import EPOCH_MS, synthetic_candles
-from backtest.job import BLOCK_CELLS, RunSpec, backtest
+from backtest.job import BLOCK_CELLS, RunSpec, backtest, to_json
 from backtest.params import DAY_MS, HOUR_MS, format_time_ms, parse_time_ms
 from backtest.simulation.metrics import METRIC_NAMES
 from backtest.strategy import MAX_COMBINATIONS, get, grid_of
 from tests.support import REPO, T0, backtest_process, reference_run, run_cli
 from tests.support.strategies import RANGE_POSITION
+from tests.test_golden_classic import without_new
 
 GOLDEN = Path(__file__).parent / "golden" / "sma_trend"
 BUILTINS = ("sma_trend", "sma_cross", "ema_trend", "momentum", "donchian_breakout", "rsi_reversion")
@@ -199,9 +200,9 @@ def test_builtin_matches_its_plain_loop_reference(name, data):
     candles = data.draw(candle_series(), label="candles")
     combos = data.draw(st.lists(combos_for(name, len(candles)), min_size=1, max_size=3), label="combos")
     signals = get(name).signals(candles, combos)  # several combinations in one block, as a run asks
-    assert signals.shape == (len(combos), len(candles)) and signals.dtype == bool
-    for row, combo in zip(signals, combos, strict=True):
-        assert row.astype(int).tolist() == REFERENCES[name](candles, **combo), combo
+    assert signals.shape == (len(combos), len(candles)) and signals.dtype == np.int8  # targets, both sides
+    for row, combo in zip(signals, combos, strict=True):  # the long side as before (tests/test_short_side.py: both)
+        assert np.maximum(row, 0).astype(int).tolist() == REFERENCES[name](candles, **combo), combo
 
 
 @settings(max_examples=60, deadline=None)
@@ -222,7 +223,7 @@ def test_ema_float_recursion_follows_the_exact_ema(candles, span):
             ema = alpha * Fraction(close[t]) + (1 - alpha) * ema
         gap = Fraction(close[t]) - ema
         if abs(gap) > Fraction(close[t]) * Fraction(1, 10**9):
-            assert signal[t] == (gap > 0), t
+            assert (signal[t] == 1) == (gap > 0), t
     assert not signal[: span - 1].any()
 
 
@@ -252,7 +253,8 @@ def test_sma_cross_equal_means_are_a_tie(pattern, fast, slow):
 def test_a_flat_price_never_signals(price):
     """No built-in goes long on a flat price (for ema_trend this needs its exact-mean seed and its
     recursion order: a float seed can leave the EMA a rounding error below the price, for about one
-    price and span in ten)."""
+    price and span in ten), nor short, but rsi_reversion: with no loss its RSI is 100, above any
+    `upper`, which is its short side's entry."""
     candles = candles_of([price] * 400)
     for name, spec in [
         ("sma_trend", {"window": "2:40:1"}),
@@ -264,7 +266,8 @@ def test_a_flat_price_never_signals(price):
     ]:
         grid = grid_of(name, spec)
         signals = grid.strategy.signals(candles, grid.combos)
-        assert signals.shape == (len(grid.combos), 400) and not signals.any(), name
+        assert signals.shape == (len(grid.combos), 400) and not (signals > 0).any(), name
+        assert (signals < 0).any() == (name == "rsi_reversion"), name
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -277,12 +280,12 @@ def test_very_short_data_and_windows_longer_than_the_data(name, bars):
     smallest = {p.name: int(p.low) if p.bars else p.default for p in strategy.params}  # e.g. fast 1, slow 2
     combos = [smallest, strategy.defaults()]
     signals = strategy.signals(candles, combos)
-    assert signals.shape == (2, bars) and signals.dtype == bool
+    assert signals.shape == (2, bars) and signals.dtype == np.int8
     assert not signals[1].any()  # the defaults are days long: undefined on 2 bars
     for row, combo in zip(signals, combos, strict=True):
-        assert row.astype(int).tolist() == REFERENCES[name](candles, **combo)
+        assert np.maximum(row, 0).astype(int).tolist() == REFERENCES[name](candles, **combo)
     if bars == 2 and name in ("sma_trend", "sma_cross", "momentum", "ema_trend"):
-        assert signals[0].tolist() == [False, True]  # 2 is above 1 and above the 2-bar mean 1.5
+        assert signals[0].tolist() == [0, 1]  # 2 is above 1 and above the 2-bar mean 1.5
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -332,8 +335,11 @@ def run_golden(golden_input: Path, results: Path, *options: str) -> subprocess.C
 def test_sma_trend_single_run_is_byte_identical_to_before(golden_input, tmp_path):
     results = tmp_path / "single"
     proc = run_golden(golden_input, results, "--window", "15d")
-    assert proc.stdout.encode() == (GOLDEN / "single.json").read_bytes()
-    assert (results / "ETHUSDT.json").read_bytes() == (GOLDEN / "single.json").read_bytes()
+    # byte for byte but the keys the execution options added (tests/test_golden_classic.py)
+    new, old = json.loads(proc.stdout), json.loads((GOLDEN / "single.json").read_text())
+    assert without_new(new) == old and list(without_new(new)) == list(old)
+    assert to_json(without_new(new)) + "\n" == (GOLDEN / "single.json").read_text()
+    assert json.loads((results / "ETHUSDT.json").read_text()) == new
     assert (results / "ETHUSDT.equity.parquet").read_bytes() == (GOLDEN / "single.equity.parquet").read_bytes()
 
 
@@ -344,10 +350,12 @@ def test_sma_trend_sweep_has_the_same_figures_as_before(golden_input, tmp_path):
     results = tmp_path / "sweep"
     proc = run_golden(golden_input, results, "--window", "5d,10d,15d", "--holdout-days", "30", "--select-by", "sharpe")
     new, old = json.loads(proc.stdout), json.loads((GOLDEN / "sweep.json").read_text())
+    new["grid"].pop("execution")
+    new = without_new(new)  # the keys the execution options added (tests/test_golden_classic.py)
     assert (results / "ETHUSDT.equity.parquet").read_bytes() == (GOLDEN / "sweep.equity.parquet").read_bytes()
 
     same = ("symbol", "strategy", "start", "end", "first_bar", "last_bar", "warmup_bars", "data_source", "synthetic")
-    for key in (*same, *METRIC_NAMES, "split", "oos"):
+    for key in (*same, *(m for m in METRIC_NAMES if m in old), "split", "oos"):  # the metrics of before
         assert new[key] == old[key], key
     assert set(new) == set(old) - {"best_window", "best_window_bars"} | {"grid", "best"}
     best = {"window": old["best_window"], "window_bars": old["best_window_bars"]}
