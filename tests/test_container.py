@@ -49,6 +49,8 @@ RESULT_KEYS = {
     "warmup_bars",
     "data_source",
     "synthetic",
+    "execution",
+    "final_position",
     *METRIC_NAMES,
 }
 
