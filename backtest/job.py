@@ -32,9 +32,11 @@ from backtest.data.storage import delete, resolve, write_bytes_atomic
 from backtest.data.store import CandleStore
 from backtest.errors import DataError, InputError
 from backtest.params import DAY_MS, HOUR_MS, floor_hour_ms, format_time_ms, validate_symbol
+from backtest.result_files import equity_file, error_file, oos_equity_file, result_file, trades_file
 from backtest.simulation.engine import Segment
 from backtest.simulation.execution import SIDE_NAMES, Combinations, ExecutionGrid, check_sides
-from backtest.simulation.metrics import SELECT_METRICS, first_best
+from backtest.simulation.metrics import SELECT_METRICS, deflated_sharpe, first_best
+from backtest.simulation.trade_stats import trade_statistics, trades_table
 from backtest.simulation.walkforward import Selection, WalkForward, make_folds
 from backtest.strategies.contract import Combo, Strategy, declared_sides
 from backtest.strategies.grid import Grid
@@ -45,6 +47,8 @@ JOBS_DIR = "_jobs"  # {results_url}/_jobs/{job}.json: each job's wall time and s
 JOB_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # BACKTEST_JOB_NAME: a file name, never a path (Batch allows these)
 
 BLOCK_CELLS = 2_000_000  # combinations x bars per signal block: bounds memory for any grid size
+# A result's `selection`: how its headline figures were chosen (docs/job.md, "What was selected how")
+SELECTIONS = ("none", "in_sample_best", "holdout", "walk_forward")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,16 @@ class RunSpec:
     @property
     def is_sweep(self) -> bool:
         return self.grid.is_grid or self.execution.is_grid or self.holdout_days > 0 or self.walk_forward is not None
+
+
+@dataclass(frozen=True)
+class Curves:
+    """What a result stores beside its JSON (`backtest.result_files`): the reported equity curve,
+    the chosen combination's trades, and with a hold-out its out-of-sample curve."""
+
+    equity: pa.Table
+    trades: pa.Table | None = None
+    oos_equity: pa.Table | None = None
 
 
 @dataclass(frozen=True)
@@ -124,8 +138,17 @@ def check_select_by(select_by: str) -> None:
         raise InputError(f"invalid --select-by {select_by!r}: one of {', '.join(SELECT_METRICS)}")
 
 
-def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
-    """Run one pair's backtest (or grid); returns the result object and the best combination's equity.
+def selection_of(spec: RunSpec, combinations: int) -> str:
+    """SELECTIONS: one combination (`none`), or how the grid's figures were chosen."""
+    if spec.walk_forward:
+        return "walk_forward"
+    if spec.holdout_days:
+        return "holdout"
+    return "in_sample_best" if combinations > 1 else "none"
+
+
+def backtest(spec: RunSpec) -> tuple[dict, Curves]:
+    """Run one pair's backtest (or grid); returns the result object and its curves and trades.
 
     Only candles closed by `end` count: one that opens at t closes at t + 1h, so `end` is floored
     to the hour (as the refresh floors `until`).
@@ -181,14 +204,17 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         i, block_score = first_best(metrics, spec.select_by)
         if best_run is None or block_score > best_score:
             best, best_score = offset + i, block_score
-            best_run = (sim.position[i].copy(), sim.equity[i].copy())
+            best_run = (sim.position[i].copy(), sim.equity[i].copy(), sim.trades(i), targets[i // per_combo].copy())
         in_metrics += metrics
         if out_sample:
             oos_metrics += out_sample.metrics(targets, fee, executions)[0]
         if walk:
             walk.add(offset, targets, executions, in_sample, sim)
 
+    position, equity_values, trades, best_targets = best_run
     in_window = candles.slice(first, len(candles))
+    sharpes = [row["sharpe"] for row in in_metrics]
+    dsr, sr0 = deflated_sharpe(equity_values, sharpes, len(combos)) if len(combos) > 1 else (None, None)
     result = {
         "symbol": spec.symbol,
         "strategy": strategy.name,
@@ -202,8 +228,15 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
         "data_source": loaded.source,
         "synthetic": "synthetic" in loaded.source,
         **in_metrics[best],
-        "final_position": SIDE_NAMES[int(best_run[0][-1])],
+        "final_position": SIDE_NAMES[int(position[-1])],
+        "selection": selection_of(spec, len(combos)),
+        "dsr": dsr,
+        "next": {"params": combos.params_json(best), "execution": combos.execution(best).describe()},
+        "trade_stats": trade_statistics(trades, position),
     }
+    times = candles.open_time
+    trade_parts = [("in_sample", trades, position, times[first:split])]
+    oos_equity = None
     if spec.is_sweep:
         result["grid"] = {
             "values": {p.name: grid.spec.get(p.name, str(p.default)) for p in strategy.params},
@@ -212,13 +245,23 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
             "skipped": grid.skipped * per_combo,
             "holdout_days": spec.holdout_days,
             "select_by": spec.select_by,
+            "trials": len(combos),
+            "sr0": sr0,
         }
         result["best"] = combos.params_json(best)
         if spec.holdout_days:
             result["split"] = format_time_ms(int(candles.open_time[split]))
-            result["oos"] = oos_metrics[best]
+            execution = combos.execution(best)
+            oos_sim = out_sample.run(best_targets[np.newaxis], fee, execution)
+            oos_trades = oos_sim.trades(0)
+            result["oos"] = {**oos_metrics[best], "trade_stats": trade_statistics(oos_trades, oos_sim.position[0])}
+            trade_parts.append(("out_of_sample", oos_trades, oos_sim.position[0], times[split:]))
+            oos_equity = equity_table(times[split:], oos_sim.equity[0], oos_sim.position[0])
         if walk:
-            result["walk_forward"], result["oos"], walk_equity = walk.finish(combos, spec.walk_forward)
+            walked = walk.finish(combos, spec.walk_forward)
+            result["walk_forward"], result["oos"] = walked.summary, walked.stitched
+            result["next"] = walked.summary["next"]
+            trade_parts = [("out_of_sample", walked.trades, walked.position, walked.open_time)]
         result["sweep"] = [
             {
                 "params": combos.params_json(i),
@@ -228,17 +271,20 @@ def backtest(spec: RunSpec) -> tuple[dict, pa.Table]:
             }
             for i in range(len(combos))
         ]
-    if walk:
-        return result, walk_equity  # the stitched out-of-sample curve
-    position, equity_values = best_run
-    equity = pa.table(
+    # a walk-forward's reported curve is the stitched out-of-sample one
+    equity = walked.equity if walk else equity_table(times[first:split], equity_values, position)
+    return result, Curves(equity, trades_table(trade_parts), oos_equity)
+
+
+def equity_table(open_time: np.ndarray, equity: np.ndarray, position: np.ndarray) -> pa.Table:
+    """An equity file's columns: open_time, equity, position."""
+    return pa.table(
         {
-            "open_time": to_arrow(candles.open_time[first:split], pa.timestamp("ms", tz="UTC")),
-            "equity": to_arrow(equity_values, pa.float64()),
+            "open_time": to_arrow(open_time, pa.timestamp("ms", tz="UTC")),
+            "equity": to_arrow(equity, pa.float64()),
             "position": to_arrow(position, pa.int8()),
         }
     )
-    return result, equity
 
 
 def _check_lookback(spec: RunSpec, candles: int, where: str) -> None:
@@ -256,15 +302,24 @@ def _labels_text(labels: dict[str, str]) -> str:
     return " ".join(f"{name}={label}" for name, label in labels.items())
 
 
-def write_result(results_url: str, result: dict, equity: pa.Table) -> None:
-    """Store `{symbol}.equity.parquet`, then `{symbol}.json` (its presence means the run is whole)."""
+def write_result(results_url: str, result: dict, curves: Curves) -> None:
+    """Store the curves and trades (`backtest.result_files`), then `{symbol}.json` (its presence
+    means the pair's files are whole)."""
     folder = resolve(results_url)
     symbol = result["symbol"]
-    sink = pa.BufferOutputStream()
-    pq.write_table(equity, sink, compression="snappy")
-    write_bytes_atomic(folder.join(f"{symbol}.equity.parquet"), sink.getvalue().to_pybytes())
-    write_bytes_atomic(folder.join(f"{symbol}.json"), (to_json(result) + "\n").encode())
-    delete(folder.join(f"{symbol}.error.json"))  # a retry that succeeds supersedes an earlier try's error
+    for name, table in (
+        (equity_file, curves.equity),
+        (trades_file, curves.trades),
+        (oos_equity_file, curves.oos_equity),
+    ):
+        if table is None:
+            delete(folder.join(name(symbol)))  # not an earlier try's
+            continue
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="snappy")
+        write_bytes_atomic(folder.join(name(symbol)), sink.getvalue().to_pybytes())
+    write_bytes_atomic(folder.join(result_file(symbol)), (to_json(result) + "\n").encode())
+    delete(folder.join(error_file(symbol)))  # a retry that succeeds supersedes an earlier try's error
 
 
 def write_error(results_url: str, symbol: str, message: str, exit_code: int) -> None:
@@ -272,9 +327,10 @@ def write_error(results_url: str, symbol: str, message: str, exit_code: int) -> 
     earlier try's result of the pair goes, so the leaderboard never ranks a stale one."""
     folder = resolve(results_url)
     record = {"symbol": symbol, "error": message, "exit_code": exit_code}
-    delete(folder.join(f"{symbol}.json"))  # first: its presence means a whole result
-    delete(folder.join(f"{symbol}.equity.parquet"))
-    write_bytes_atomic(folder.join(f"{symbol}.error.json"), (to_json(record) + "\n").encode())
+    delete(folder.join(result_file(symbol)))  # first: its presence means a whole result
+    for name in (equity_file, trades_file, oos_equity_file):
+        delete(folder.join(name(symbol)))
+    write_bytes_atomic(folder.join(error_file(symbol)), (to_json(record) + "\n").encode())
 
 
 def write_job_record(results_url: str, record: dict) -> None:

@@ -357,9 +357,13 @@ def test_a_retry_leaves_only_its_own_verdict_for_a_pair(tmp_path):
     so a retried chunk's leaderboard neither ranks a stale result nor lists a stale failure."""
     from backtest import job
 
-    equity = pa.table({"equity": [1.0, 1.1]})
-    job.write_result(str(tmp_path), {"symbol": "BTCUSDT", "total_return": 0.1}, equity)
+    table = pa.table({"equity": [1.0, 1.1]})
+    files = job.Curves(table, trades=table, oos_equity=table)
+    job.write_result(str(tmp_path), {"symbol": "BTCUSDT", "total_return": 0.1}, files)
     job.write_error(str(tmp_path), "BTCUSDT", "strategy faulty raised ValueError", 5)
     assert sorted(os.listdir(tmp_path)) == ["BTCUSDT.error.json"]
-    job.write_result(str(tmp_path), {"symbol": "BTCUSDT", "total_return": 0.1}, equity)
+    job.write_result(str(tmp_path), {"symbol": "BTCUSDT", "total_return": 0.1}, files)
+    whole = ["BTCUSDT.equity.parquet", "BTCUSDT.json", "BTCUSDT.oos.equity.parquet", "BTCUSDT.trades.parquet"]
+    assert sorted(os.listdir(tmp_path)) == whole
+    job.write_result(str(tmp_path), {"symbol": "BTCUSDT", "total_return": 0.1}, job.Curves(table))  # no hold-out now
     assert sorted(os.listdir(tmp_path)) == ["BTCUSDT.equity.parquet", "BTCUSDT.json"]

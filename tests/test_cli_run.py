@@ -295,7 +295,10 @@ def test_sweep_equals_single_window_runs(capsys, store):
         "skipped": 0,
         "holdout_days": 0,
         "select_by": "sharpe",
+        "trials": 3,
+        "sr0": sweep["grid"]["sr0"],  # its value: tests/test_research_stats.py
     }
+    assert sweep["selection"] == "in_sample_best" and isinstance(sweep["grid"]["sr0"], float)
     for item in sweep["sweep"]:
         _, (alone,) = run_json(capsys, *base, "--window", item["params"]["window"])
         assert alone["params"] == {**item["params"], "fee_bps": 10.0}
@@ -322,7 +325,8 @@ def test_holdout_splits_in_and_out_of_sample(capsys, store):
         assert item["total_return"] == inside["total_return"] and item["bars"] == inside["bars"]
         assert item["oos"]["total_return"] == outside["total_return"] and item["oos"]["bars"] == 10 * 24
     best = max(result["sweep"], key=lambda item: item["total_return"])
-    assert result["best"] == best["params"] and result["oos"] == best["oos"]
+    assert result["best"] == best["params"] and result["selection"] == "holdout"
+    assert {k: v for k, v in result["oos"].items() if k != "trade_stats"} == best["oos"]
     assert result["grid"]["holdout_days"] == 10 and result["grid"]["select_by"] == "total_return"
 
 

@@ -51,6 +51,10 @@ RESULT_KEYS = {
     "synthetic",
     "execution",
     "final_position",
+    "selection",
+    "dsr",
+    "next",
+    "trade_stats",
     *METRIC_NAMES,
 }
 

@@ -8,6 +8,12 @@ each case's result JSON and equity Parquet file. The new keys (`execution`, `exi
 and one correction: a walk-forward's stitched `win_rate` no longer counts a trade still open at
 the end of a fold's test window as closed at the next fold's first open (no such fill happens:
 the next fold starts flat); it is open, as at any window's end (docs/walk-forward.md).
+
+Issue 21 added keys (`psr` in every metrics object, `selection`, `dsr`, `next`, `trade_stats`,
+the grid's `trials` and `sr0`, the walk-forward's `efficiency_median`, `in_sample_cagr` and
+`next`) and one more correction: the walk-forward `efficiency` is pooled (the stitched
+out-of-sample cagr over the folds' mean in-sample cagr), no longer the mean of the per-fold
+ratios, which stay as they were in `folds`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from tests.support import backtest_process
 GOLDEN = Path(__file__).parent / "golden" / "classic"
 CASES = [line.split() for line in (GOLDEN / "cases.txt").read_text().splitlines() if line.strip()]
 NEW_KEYS = {"execution", "exits", "long_trades", "short_trades", "final_position"}
+NEW_KEYS |= {"psr", "selection", "dsr", "next", "trade_stats", "trials", "sr0", "efficiency_median", "in_sample_cagr"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +68,13 @@ def test_classic_runs_are_identical_to_before(candles_file, tmp_path, case):
         assert new["oos"] == stitched and stitched["win_rate"] != old["oos"]["win_rate"]
         for figures in (old["oos"], old["walk_forward"]["stitched"], new["oos"], new["walk_forward"]["stitched"]):
             figures.pop("win_rate")
+        walk = new["walk_forward"]
+        ratios = [f["efficiency"] for f in walk["folds"] if f["efficiency"] is not None]
+        assert old["walk_forward"].pop("efficiency") == pytest.approx(sum(ratios) / len(ratios), rel=1e-12)
+        in_cagr = [f["in_sample"]["cagr"] for f in walk["folds"]]
+        assert walk["in_sample_cagr"] == pytest.approx(sum(in_cagr) / len(in_cagr), rel=1e-12)
+        pooled = walk.pop("efficiency")
+        assert pooled == (stitched["cagr"] / walk["in_sample_cagr"] if walk["in_sample_cagr"] > 0 else None)
     assert without_new(new) == old  # every figure, equal as floats: the same bits
     assert new["execution"] == {
         "direction": "long", "sl": None, "tp": None, "trail": None, "size": 1.0, "slippage_bps": 0.0,

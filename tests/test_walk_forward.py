@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import os
+import statistics
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -128,7 +129,14 @@ def check_against_reference(capsys, tmp_path, source: list[str], grid: list[str]
         if ref["chosen"]["cagr"] is not None and ref["chosen"]["cagr"] > 0 and ref["test"]["cagr"] is not None
     ]
     assert walk["efficiency_folds"] == len(ratios)
-    assert walk["efficiency"] == (pytest.approx(sum(ratios) / len(ratios), rel=1e-12) if ratios else None)
+    assert walk["efficiency_median"] == (pytest.approx(statistics.median(ratios), rel=1e-12) if ratios else None)
+    # pooled: the stitched cagr over the folds' mean in-sample cagr
+    in_cagr = [ref["chosen"]["cagr"] for ref in reference if ref["chosen"]["cagr"] is not None]
+    assert walk["in_sample_cagr"] == pytest.approx(sum(in_cagr) / len(in_cagr), rel=1e-12)
+    pooled = result["oos"]["cagr"] / walk["in_sample_cagr"] if walk["in_sample_cagr"] > 0 else None
+    assert walk["efficiency"] == (pytest.approx(pooled, rel=1e-12) if pooled is not None else None)
+    assert walk["next"] == {"params": reference[-1]["chosen"]["params"], "execution": walk["folds"][-1]["execution"]}
+    assert result["next"] == walk["next"] and result["selection"] == "walk_forward"
     changes = sum(a["chosen"]["params"] != b["chosen"]["params"] for a, b in itertools.pairwise(reference))
     assert walk["param_changes"] == changes
     assert walk["param_change_share"] == pytest.approx(changes / (len(reference) - 1))
@@ -151,7 +159,9 @@ def test_synthetic_candles_match_fold_by_fold_runs(capsys, store, tmp_path, spec
         capsys, *source, *grid, "--start", "2024-01-20", "--end", "2024-04-28T05:00", "--select-by", select_by
     )
     assert code == 0
-    assert {k: v for k, v in result.items() if k not in ("walk_forward", "oos")} == plain
+    assert {k: v for k, v in result.items() if k not in ("walk_forward", "oos", "selection", "next")} == {
+        k: v for k, v in plain.items() if k not in ("selection", "next")
+    }
 
 
 @pytest.mark.parametrize("spec, select_by", [("90d:30d", "sharpe"), ("90d:30d:anchored", "total_return")])

@@ -14,6 +14,7 @@ All figures are fractions (0.05 = 5 %); annualisation uses 8,760 hourly bars a y
 | volatility      | std(R, ddof=1) * sqrt(8760)                                              |
 | sharpe          | mean(R) / std(R, ddof=1) * sqrt(8760)            (risk-free rate 0)      |
 | sortino         | mean(R) * 8760 / (sqrt(mean(min(R, 0)^2)) * sqrt(8760))                  |
+| psr             | Phi(S sqrt(T-1) / sqrt(1 - g3 S + (g4-1)/4 S^2)), see below              |
 | max_drawdown    | max_t (1 - E_t / max_{s<=t} E_s), a positive fraction                    |
 | calmar          | cagr / max_drawdown                                                      |
 | trades          | number of entries (trades opened)                                        |
@@ -25,9 +26,15 @@ All figures are fractions (0.05 = 5 %); annualisation uses 8,760 hourly bars a y
 | bars            | number of in-window bars                                                 |
 | gaps            | missing hourly candles between the window's first and last candle        |
 
+psr, the probabilistic Sharpe ratio (Bailey & Lopez de Prado, 2012/2014): the probability that
+the true Sharpe exceeds 0 given T = n-1 returns, their per-bar Sharpe S = mean(R)/std(R, ddof=1),
+skewness g3 = m3/m2^1.5 and kurtosis g4 = m4/m2^2 (m_k = mean((R - mean R)^k), population
+moments, not excess). `deflated_sharpe` is the same with S - SR0 in the numerator (a grid's
+chosen combination, see there).
+
 Undefined values are None (JSON null), never NaN or inf: volatility and sharpe with fewer than
 two returns, sharpe with zero variance, sortino with no negative return, calmar with no
-drawdown, win_rate with no closed trade. Long/flat without stops, a trade is a round trip from
+drawdown, win_rate with no closed trade, psr also when its radicand is not positive. Long/flat without stops, a trade is a round trip from
 an entry at o_entry to an exit at o_exit, and its return (o_exit / o_entry) * (1-f)^2 - 1.
 """
 
@@ -37,6 +44,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from statistics import NormalDist
 
 import numpy as np
 
@@ -50,6 +58,7 @@ METRIC_NAMES = (
     "volatility",
     "sharpe",
     "sortino",
+    "psr",
     "max_drawdown",
     "calmar",
     "trades",
@@ -67,6 +76,8 @@ FLAT_METRIC_NAMES = tuple(column for name in METRIC_NAMES for column in (EXIT_CO
 SELECT_METRICS = ("total_return", "sharpe", "sortino", "calmar", "cagr", "max_drawdown", "win_rate")  # --select-by
 LOWER_IS_BETTER = ("max_drawdown",)
 _ANNUAL = math.sqrt(HOURS_PER_YEAR)
+EULER_GAMMA = 0.5772156649
+_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,62 @@ def first_best(rows: list[dict], select_by: str) -> tuple[int, float]:
     scores = [score(row, select_by) for row in rows]
     i = int(np.argmax(scores))
     return i, scores[i]
+
+
+def probabilistic_sharpe(sharpe: float, count: int, skew: float, kurt: float, benchmark: float = 0.0) -> float | None:
+    """P(true Sharpe > benchmark) for a per-bar Sharpe `sharpe` of `count` returns with skewness
+    `skew` and (non-excess) kurtosis `kurt`: Phi((S - SR*) sqrt(T-1) / sqrt(1 - g3 S + (g4-1)/4 S^2));
+    None when undefined (fewer than 2 returns, a radicand that is not positive, non-finite inputs)."""
+    if count < 2 or not all(map(math.isfinite, (sharpe, skew, kurt, benchmark))):
+        return None
+    radicand = 1.0 - skew * sharpe + (kurt - 1.0) / 4.0 * sharpe * sharpe
+    if not radicand > 0:
+        return None
+    z = (sharpe - benchmark) * math.sqrt(count - 1) / math.sqrt(radicand)
+    return _finite(_NORMAL.cdf(z)) if math.isfinite(z) else None
+
+
+def expected_max_sharpe(sharpes: Sequence[float | None], trials: int) -> float | None:
+    """SR0: the per-bar Sharpe the best of `trials` independent tries reaches by luck alone,
+    sqrt(V) ((1-g) Phi^-1(1 - 1/N) + g Phi^-1(1 - 1/(N e))), V the variance (ddof 1) of the tries'
+    defined per-bar Sharpes, g Euler-Mascheroni; None for one trial or fewer than 2 defined."""
+    values = [value for value in sharpes if value is not None]
+    if trials < 2 or len(values) < 2:
+        return None
+    mean = math.fsum(values) / len(values)
+    variance = math.fsum((value - mean) ** 2 for value in values) / (len(values) - 1)
+    quantiles = (1 - EULER_GAMMA) * _NORMAL.inv_cdf(1 - 1 / trials)
+    quantiles += EULER_GAMMA * _NORMAL.inv_cdf(1 - 1 / (trials * math.e))
+    return _finite(math.sqrt(variance) * quantiles)
+
+
+def return_moments(equity: np.ndarray) -> tuple[float, int, float, float] | None:
+    """(per-bar Sharpe, T, skewness, kurtosis) of one equity curve's bar returns (as the metrics
+    define R_t), or None when the Sharpe is undefined."""
+    with _quiet():
+        returns = np.divide(equity[1:], equity[:-1]) - 1.0
+    returns[equity[:-1] == 0.0] = 0.0  # after a ruin: no return
+    if len(returns) < 2:
+        return None
+    deviation = returns - returns.mean()
+    m2, m3, m4 = (float(np.mean(deviation**p)) for p in (2, 3, 4))
+    std = float(np.std(returns, ddof=1))
+    if not std > 0:
+        return None
+    return float(returns.mean()) / std, len(returns), m3 / m2**1.5, m4 / (m2 * m2)
+
+
+def deflated_sharpe(
+    equity: np.ndarray, sharpes: Sequence[float | None], trials: int
+) -> tuple[float | None, float | None]:
+    """(dsr, SR0) of a grid's chosen combination: the psr of its curve `equity` against SR0 of
+    the `trials` combinations, whose annualised Sharpes are `sharpes` (None: undefined)."""
+    sr0 = expected_max_sharpe([None if s is None else s / _ANNUAL for s in sharpes], trials)
+    moments = return_moments(equity)
+    if sr0 is None or moments is None:
+        return None, sr0
+    sharpe, count, skew, kurt = moments
+    return probabilistic_sharpe(sharpe, count, skew, kurt, benchmark=sr0), sr0
 
 
 def _quiet() -> np.errstate:
@@ -164,12 +231,30 @@ class _Block:
 
     @cached_property
     def _std(self) -> np.ndarray:
-        # np.std(R, axis=1, ddof=1) step for step (the same bits), reusing the mean and one buffer
+        # np.std(R, axis=1, ddof=1) step for step (the same bits), reusing the mean
         with _quiet():
-            deviation = self._returns - self._mean[:, np.newaxis]
-            np.multiply(deviation, deviation, out=deviation)
-            variance = np.add.reduce(deviation, axis=1) / max(self._returns.shape[1] - 1, 0)
+            variance = np.add.reduce(self._squares, axis=1) / max(self._returns.shape[1] - 1, 0)
             return np.sqrt(variance, out=variance)
+
+    @cached_property
+    def _deviation(self) -> np.ndarray:
+        return self._returns - self._mean[:, np.newaxis]
+
+    @cached_property
+    def _squares(self) -> np.ndarray:
+        return np.multiply(self._deviation, self._deviation)
+
+    @cached_property
+    def _moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Skewness m3/m2^1.5 and kurtosis m4/m2^2 of each row's returns (population moments)."""
+        squares, count = self._squares, self._returns.shape[1]
+        with _quiet():
+            m2 = np.add.reduce(squares, axis=1) / count
+            # row by row reductions along contiguous rows: the same bits for a row in any block
+            power = np.multiply(squares, self._deviation)
+            m3 = np.add.reduce(power, axis=1) / count
+            m4 = np.add.reduce(np.multiply(squares, squares, out=power), axis=1) / count
+            return m3 / m2**1.5, m4 / (m2 * m2)
 
     @cached_property
     def _cagr(self) -> list[float | None]:
@@ -216,6 +301,16 @@ class _Block:
         return [
             _ratio(float(mean) * HOURS_PER_YEAR, float(down) * _ANNUAL)
             for mean, down in zip(self._mean, downside, strict=True)
+        ]
+
+    def psr(self) -> list[float | None]:
+        if self._returns.shape[1] < 2:
+            return [None] * self.k
+        count = self._returns.shape[1]
+        skew, kurt = self._moments
+        return [
+            probabilistic_sharpe(float(mean) / float(std), count, float(g3), float(g4)) if std > 0 else None
+            for mean, std, g3, g4 in zip(self._mean, self._std, skew, kurt, strict=True)
         ]
 
     def max_drawdown(self) -> list[float | None]:

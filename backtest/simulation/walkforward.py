@@ -17,12 +17,14 @@ time of its first candle and E its end:
   that close without an exit fee; the next fold holds nothing over its first bar and enters at the
   open of its second bar (with the entry fee) if its first bar's signal is long. Its metrics are
   the standard ones on the concatenated test bars (positions, opens and closes concatenated;
-  buy-and-hold and gaps over the test span), so a trade open at a boundary counts as a round trip
-  closed at the next fold's first open in `win_rate`.
-- Efficiency (Pardo's walk-forward efficiency): per fold, the annualised out-of-sample return over
-  the annualised in-sample return of the chosen combination (`cagr` on the test window / `cagr`
-  on the training window); the mean over the folds whose in-sample `cagr` is positive (a ratio to
-  a loss or to zero means nothing) and whose out-of-sample `cagr` is defined. None if no fold counts.
+  buy-and-hold and gaps over the test span); a trade open at a fold's end is open (no exit fill
+  happens), so `win_rate` and the trade statistics leave it out.
+- Efficiency (after Pardo's walk-forward efficiency), pooled: the stitched out-of-sample `cagr`
+  over the mean of the chosen combinations' in-sample `cagr` on their training windows (over the
+  folds where it is defined); None when that mean is not positive (a ratio to a loss or to zero
+  means nothing). Per fold, the ratio of its test `cagr` to its training `cagr` (None when that
+  is not positive) stays in `folds`, and `efficiency_median` is their median. A mean of per-fold
+  ratios is not used: one fold with a tiny positive in-sample `cagr` makes it explode.
 - Parameter changes: the folds whose chosen combination differs from the previous fold's, and
   their share of the folds that have a previous fold.
 
@@ -47,7 +49,8 @@ from backtest.params import HOUR_MS, MAX_WINDOW_BARS, duration_hours, format_tim
 from backtest.simulation.engine import Segment
 from backtest.simulation.execution import Combinations, Execution
 from backtest.simulation.metrics import compute_metrics_block, first_best
-from backtest.simulation.trades import Simulation, stitch
+from backtest.simulation.trade_stats import trade_statistics
+from backtest.simulation.trades import Simulation, Trade, stitch
 
 MIN_BARS = 24  # training and test windows: at least a day of hourly bars each
 ANCHORED = "anchored"
@@ -145,6 +148,19 @@ def make_folds(walk: WalkForward, open_time: np.ndarray, start_ms: int, end_ms: 
     return folds
 
 
+@dataclass(frozen=True)
+class WalkResult:
+    """What a walk-forward adds to a result: the `walk_forward` object, the stitched out-of-sample
+    metrics (with their `trade_stats`), the stitched curve as an equity file, and its trades."""
+
+    summary: dict
+    stitched: dict
+    equity: pa.Table
+    trades: list[Trade]
+    position: np.ndarray
+    open_time: np.ndarray
+
+
 class Selection:
     """Each fold's best combination on its training window, fed block by block of combinations."""
 
@@ -179,9 +195,9 @@ class Selection:
                 count = len(executions)
                 self.targets[j] = (targets[i // count].copy(), executions[i % count])
 
-    def finish(self, combos: Combinations, walk: WalkForward) -> tuple[dict, dict, pa.Table]:
-        """(the result's `walk_forward` object, the stitched out-of-sample metrics, the stitched curve)."""
-        folds, parts, ratios = [], [], []
+    def finish(self, combos: Combinations, walk: WalkForward) -> WalkResult:
+        """The folds' test runs of their chosen combinations, stitched (see the module docstring)."""
+        folds, parts, ratios, in_cagr = [], [], [], []
         for j, fold in enumerate(self.folds):
             target, execution = self.targets[j]
             in_sample = self.train[j].metrics(target[np.newaxis], self.fee, execution)[0][0]
@@ -191,6 +207,8 @@ class Selection:
             ratio = efficiency(in_sample["cagr"], out_of_sample["cagr"])
             if ratio is not None:
                 ratios.append(ratio)
+            if in_sample["cagr"] is not None:
+                in_cagr.append(in_sample["cagr"])
             folds.append(
                 {
                     **fold.describe(),
@@ -207,13 +225,19 @@ class Selection:
         whole = stitch(parts)
         equity, position = whole.equity[0], whole.position[0]
         stitched = compute_metrics_block(whole.equity, whole.position, span.candles.close, span.gaps, whole.counts())[0]
+        trades = whole.trades(0)
+        stitched["trade_stats"] = trade_statistics(trades, position)
         changes = sum(self.chosen[j] != self.chosen[j - 1] for j in range(1, len(self.folds)))
+        in_sample_cagr = _mean(in_cagr)
         summary = {
             **walk.describe(),
             "folds": folds,
             "stitched": stitched,
-            "efficiency": _mean(ratios),
+            "efficiency": efficiency(in_sample_cagr, stitched["cagr"]),
+            "efficiency_median": float(np.median(ratios)) if ratios else None,
             "efficiency_folds": len(ratios),
+            "in_sample_cagr": in_sample_cagr,
+            "next": {"params": folds[-1]["params"], "execution": folds[-1]["execution"]},
             "param_changes": int(changes),
             "param_change_share": changes / (len(self.folds) - 1) if len(self.folds) > 1 else None,
         }
@@ -228,12 +252,13 @@ class Selection:
                 "fold": to_arrow(fold_index, pa.int32()),
             }
         )
-        return summary, stitched, table
+        return WalkResult(summary, stitched, table, trades, position, span.candles.open_time)
 
 
 def efficiency(in_sample_cagr: float | None, out_of_sample_cagr: float | None) -> float | None:
-    """One fold's walk-forward efficiency: annualised out-of-sample over in-sample return; None when
-    the in-sample return is not positive or either is undefined (or the ratio overflows)."""
+    """Walk-forward efficiency: annualised out-of-sample over in-sample return (a fold's, or the
+    pooled one); None when the in-sample return is not positive or either is undefined (or the
+    ratio overflows)."""
     if in_sample_cagr is None or out_of_sample_cagr is None or in_sample_cagr <= 0:
         return None
     ratio = out_of_sample_cagr / in_sample_cagr
