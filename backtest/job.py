@@ -36,6 +36,7 @@ from backtest.result_files import equity_file, error_file, oos_equity_file, resu
 from backtest.simulation.engine import Segment
 from backtest.simulation.execution import SIDE_NAMES, Combinations, ExecutionGrid, check_sides
 from backtest.simulation.metrics import SELECT_METRICS, deflated_sharpe, first_best
+from backtest.simulation.position import position_now
 from backtest.simulation.trade_stats import trade_statistics, trades_table
 from backtest.simulation.walkforward import Selection, WalkForward, make_folds
 from backtest.strategies.contract import Combo, Strategy, declared_sides
@@ -233,6 +234,8 @@ def backtest(spec: RunSpec) -> tuple[dict, Curves]:
         "dsr": dsr,
         "next": {"params": combos.params_json(best), "execution": combos.execution(best).describe()},
         "trade_stats": trade_statistics(trades, position),
+        # what it holds at the as-of moment (the hold-out's or the last fold's run, below)
+        **position_now(in_sample.candles, position, trades, best_targets[first:split], combos.execution(best), fee),
     }
     times = candles.open_time
     trade_parts = [("in_sample", trades, position, times[first:split])]
@@ -257,10 +260,14 @@ def backtest(spec: RunSpec) -> tuple[dict, Curves]:
             result["oos"] = {**oos_metrics[best], "trade_stats": trade_statistics(oos_trades, oos_sim.position[0])}
             trade_parts.append(("out_of_sample", oos_trades, oos_sim.position[0], times[split:]))
             oos_equity = equity_table(times[split:], oos_sim.equity[0], oos_sim.position[0])
+            result |= position_now(
+                out_sample.candles, oos_sim.position[0], oos_trades, best_targets[split:], execution, fee
+            )
         if walk:
             walked = walk.finish(combos, spec.walk_forward)
             result["walk_forward"], result["oos"] = walked.summary, walked.stitched
             result["next"] = walked.summary["next"]
+            result |= walked.now
             trade_parts = [("out_of_sample", walked.trades, walked.position, walked.open_time)]
         result["sweep"] = [
             {

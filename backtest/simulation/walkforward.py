@@ -49,6 +49,7 @@ from backtest.params import HOUR_MS, MAX_WINDOW_BARS, duration_hours, format_tim
 from backtest.simulation.engine import Segment
 from backtest.simulation.execution import Combinations, Execution
 from backtest.simulation.metrics import compute_metrics_block, first_best
+from backtest.simulation.position import position_now
 from backtest.simulation.trade_stats import trade_statistics
 from backtest.simulation.trades import Simulation, Trade, stitch
 
@@ -159,6 +160,7 @@ class WalkResult:
     trades: list[Trade]
     position: np.ndarray
     open_time: np.ndarray
+    now: dict  # `position.position_now` of the last fold's test run: what the run holds next
 
 
 class Selection:
@@ -220,6 +222,9 @@ class Selection:
                 }
             )
             parts.append(sim)
+            now = position_now(
+                test.candles, sim.position[0], sim.trades(0), target[test.first : test.stop], execution, self.fee
+            )
         first, stop = self.folds[0].test_first, self.folds[-1].test_stop
         span = Segment.of(self.candles, first, stop)
         whole = stitch(parts)
@@ -252,7 +257,7 @@ class Selection:
                 "fold": to_arrow(fold_index, pa.int32()),
             }
         )
-        return WalkResult(summary, stitched, table, trades, position, span.candles.open_time)
+        return WalkResult(summary, stitched, table, trades, position, span.candles.open_time, now)
 
 
 def efficiency(in_sample_cagr: float | None, out_of_sample_cagr: float | None) -> float | None:
