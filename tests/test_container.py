@@ -55,6 +55,10 @@ RESULT_KEYS = {
     "dsr",
     "next",
     "trade_stats",
+    "position_now",
+    "position_since",
+    "position_entry_price",
+    "position_return",
     *METRIC_NAMES,
 }
 

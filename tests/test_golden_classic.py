@@ -31,6 +31,7 @@ from tests.support import backtest_process
 GOLDEN = Path(__file__).parent / "golden" / "classic"
 CASES = [line.split() for line in (GOLDEN / "cases.txt").read_text().splitlines() if line.strip()]
 NEW_KEYS = {"execution", "exits", "long_trades", "short_trades", "final_position"}
+NEW_KEYS |= {"position_now", "position_since", "position_entry_price", "position_return"}  # issue 22
 NEW_KEYS |= {"psr", "selection", "dsr", "next", "trade_stats", "trials", "sr0", "efficiency_median", "in_sample_cagr"}
 
 
