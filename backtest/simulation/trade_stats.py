@@ -47,12 +47,15 @@ SAMPLES = ("in_sample", "out_of_sample")  # the trades file's `sample` column
 
 
 def bars_held(trades: Sequence[Trade], position: np.ndarray) -> list[int]:
-    """Each trade's bars held: the bars from its entry to its exit (or the end) whose `position`
-    is its side (an intrabar exit's bar counts; a reversal's exit bar is the next trade's)."""
+    """Each trade's bars held: the unbroken stretch of bars from its entry, up to its exit bar,
+    whose `position` is its side (an intrabar exit's bar counts; a reversal's exit bar is the
+    next trade's; a walk-forward fold's open trade stops at its fold's end, where the next fold
+    starts flat)."""
     held = []
     for trade in trades:
         stop = len(position) if trade.exit is None else trade.exit + 1
-        held.append(int(np.count_nonzero(position[trade.entry : stop] == trade.side)))
+        other = np.flatnonzero(position[trade.entry : stop] != trade.side)
+        held.append(int(other[0]) if len(other) else stop - trade.entry)
     return held
 
 

@@ -8,7 +8,9 @@ its own AIRFLOW_HOME and SQLite metadata DB (the Makefile sets the environment).
 `split_args` (not by a shell), so a JSON value needs no quotes of its own:
 `make demo DEMO_ARGS='--strategies [{"name": "sma_cross"}, {"name": "rsi_reversion"}]'`.
 Params the run's `plan` would refuse (an unknown strategy, a bad value) are refused before
-anything starts, with plan's one message (exit 2).
+anything starts, with plan's one message (exit 2). `--days N` runs N consecutive logical dates
+ending at `--date`, oldest first (what a backfill of the last N days does), so the last run's
+report has N - 1 earlier runs to compare with (`make demo DEMO_ARGS='--days 5'`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import time
 import warnings
 from datetime import date as Date
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,6 +111,7 @@ def run_demo(
     lookback_days: int | None = None,
     strategies: list[dict] | None = None,
     walk_forward: str | None = None,
+    migrate: bool = True,
 ) -> tuple[DagRun, Path, float]:
     """One run of the daily DAG under dag.test() in this process, with the environment's settings
     (AIRFLOW_HOME, BACKTEST_DATA_URL, ...): (the DAG run, its results folder, seconds dag.test took).
@@ -125,8 +128,9 @@ def run_demo(
     }
     conf = {name: value for name, value in overrides.items() if value}  # the params given, no others
     check_params(conf, date)
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+    if migrate:
+        airflow = Path(sys.executable).with_name("airflow")
+        subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.exceptions import ParamValidationError
@@ -174,12 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         help='override the strategies param, as JSON: \'[{"name": "sma_cross", "params": {"fast": "1d,2d"}}]\'',
     )
     parser.add_argument("--walk-forward", help="set the walk_forward param, e.g. 60d:20d or 60d:20d:anchored")
+    parser.add_argument("--days", type=int, default=1, help="run this many consecutive dates ending at --date (1-60)")
     try:
         words = sys.argv[1:] if argv is None else argv
         args = parser.parse_args([*words, *split_args(os.environ.get("DEMO_ARGS", ""))])
-        dag_run, folder, elapsed = run_demo(
-            args.date, args.pairs, args.window, args.lookback_days, args.strategies, args.walk_forward
-        )
+        if not 1 <= args.days <= 60:
+            raise InputError(f"--days must be 1 to 60, not {args.days}")
+        last = Date.fromisoformat(args.date)
+        for back in range(args.days - 1, -1, -1):
+            day = (last - timedelta(days=back)).isoformat()
+            dag_run, folder, elapsed = run_demo(
+                day, args.pairs, args.window, args.lookback_days, args.strategies, args.walk_forward,
+                migrate=back == args.days - 1,
+            )  # fmt: skip
+            if back:
+                print(f"DAG run {dag_run.run_id} ({day}): {dag_run.state} in {elapsed:.1f} s")
     except InputError as error:  # plan's one message, or the form's first line
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,171 @@
+"""Day over day: each date's latest successful run (a pointer), the run before this one, what
+changed since, and the history of the last runs, read from the leaderboards every run leaves.
+
+The history is one dataset: every run's `leaderboard.parquet` under `date=<date>/run=<run>/`
+(`layout.results_url`) plus, per date, `date=<date>/_latest.json` (`layout.LATEST_JSON`), which
+`rank` writes atomically as the last step of a successful run. A failed run, or one still
+running, never writes it, so it never shadows the good one; a re-run that succeeds replaces it
+(the latest successful run wins); backfill days run in parallel write different dates' pointers.
+
+- The previous run of a run with as-of date D: the pointer of the most recent date before D that
+  has one (not necessarily D - 1: a run whose previous date is missing compares with the latest
+  earlier one, and says which).
+- Changes (`changes`), per (pair, strategy) row of this run's leaderboard against the previous
+  run's: `rank_prev`, `rank_change` = rank_prev - rank (positive: moved up), `position_prev`,
+  `params_prev` (the combination it then traded next), `metric_prev` and `metric_change` (the
+  ranking metric, this run's minus the previous), and `change` (`new`: not in the previous run;
+  `now failing`, `failing again`, `recovered`, or empty). Rows of the previous run missing from
+  this one are `missing_pairs`.
+- History (`read_history`): the chosen columns of the leaderboards of the latest successful run of
+  each of the last `runs` dates up to a date, one frame with a `date` column.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from backtest.data.storage import list_dir, read_bytes, read_parquet_bytes, resolve, write_bytes_atomic
+from backtest_airflow import layout
+
+HISTORY_RUNS = 30  # the report's history: the last 30 runs
+KEYS = ["symbol", "strategy"]
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One date's latest successful run (its pointer)."""
+
+    date: str
+    run: str  # the run folder's name (`layout.run_folder_name`)
+    run_id: str
+    results_url: str
+    written_at: str
+
+
+def _date_folder(data_url: str, date: str) -> str:
+    return "/".join([layout.results_root(data_url), f"date={date}"])
+
+
+def write_pointer(data_url: str, date: str, run_id: str) -> str:
+    """Mark the run `run_id` as date `date`'s latest successful run (atomically); returns its URL."""
+    results_url = layout.results_url(data_url, date, run_id)
+    record = {
+        "date": date,
+        "run": layout.run_folder_name(run_id),
+        "run_id": run_id,
+        "results_url": results_url,
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    loc = resolve(_date_folder(data_url, date)).join(layout.LATEST_JSON)
+    write_bytes_atomic(loc, (json.dumps(record) + "\n").encode())
+    return loc.url
+
+
+def read_pointer(data_url: str, date: str) -> RunRef | None:
+    data = read_bytes(resolve(_date_folder(data_url, date)).join(layout.LATEST_JSON))
+    if not data:
+        return None
+    record = json.loads(data)
+    return RunRef(record["date"], record["run"], record["run_id"], record["results_url"], record["written_at"])
+
+
+def dates(data_url: str) -> list[str]:
+    """Every as-of date with a results folder, oldest first."""
+    names = list_dir(resolve(layout.results_root(data_url)))
+    found = [name.removeprefix("date=") for name in names if name.startswith("date=")]
+    return sorted(d for d in found if layout.DATE_PATTERN.fullmatch(d))
+
+
+def latest_runs(data_url: str, until: str, runs: int = HISTORY_RUNS, before: bool = False) -> list[RunRef]:
+    """The pointers of the last `runs` dates up to `until` (before it, with `before`), oldest first."""
+    chosen = []
+    for date in reversed(dates(data_url)):
+        if date > until or (before and date == until):
+            continue
+        ref = read_pointer(data_url, date)
+        if ref is not None:
+            chosen.append(ref)
+            if len(chosen) == runs:
+                break
+    return chosen[::-1]
+
+
+def previous_run(data_url: str, date: str) -> RunRef | None:
+    """The latest successful run of the most recent date before `date` (None: the first run)."""
+    runs = latest_runs(data_url, date, runs=1, before=True)
+    return runs[0] if runs else None
+
+
+def read_leaderboard(results_url: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """A run's leaderboard (`columns` of it that exist), or None when it has none."""
+    data = read_bytes(resolve(results_url).join(layout.LEADERBOARD_PARQUET))
+    if not data:
+        return None
+    if columns is not None:
+        names = set(pq.ParquetFile(pa.BufferReader(data)).schema_arrow.names)
+        columns = [c for c in columns if c in names]
+    return read_parquet_bytes(data, columns=columns).to_pandas()
+
+
+def read_history(data_url: str, until: str, columns: list[str], runs: int = HISTORY_RUNS) -> pd.DataFrame:
+    """`columns` of the leaderboards of the last `runs` dates' latest successful runs up to
+    `until`, with `date` and `run` columns (empty without any)."""
+    frames = []
+    for ref in latest_runs(data_url, until, runs):
+        board = read_leaderboard(ref.results_url, columns)
+        if board is not None:
+            frames.append(board.assign(date=ref.date, run=ref.run))
+    if not frames:
+        return pd.DataFrame(columns=[*columns, "date", "run"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _failing(status: object) -> bool:
+    return isinstance(status, str) and status != "ok"
+
+
+def changes(current: pd.DataFrame, previous: pd.DataFrame | None, metric: str) -> tuple[pd.DataFrame, list[dict]]:
+    """This run's leaderboard with the change columns (see the module docstring), and the
+    (pair, strategy) rows of the previous run that this one lacks."""
+    board = current.copy()
+    columns = ("rank_prev", "rank_change", "position_prev", "params_prev", "metric_prev", "metric_change", "change")
+    if previous is None:
+        for column in columns:
+            board[column] = None
+        return board, []
+    wanted = [c for c in ("symbol", "strategy", "rank", "position_now", "next_params", "params", metric, "status")
+              if c in previous]  # fmt: skip
+    prev = previous[wanted].drop_duplicates(KEYS).set_index(KEYS)
+    joined = board.join(prev, on=KEYS, rsuffix="_p")
+    board["rank_prev"] = joined["rank_p"].astype("Int64") if "rank_p" in joined else None
+    board["rank_change"] = (board["rank_prev"] - board["rank"].astype("Int64")).astype("Int64")
+    board["position_prev"] = joined.get("position_now_p")
+    params_prev = joined.get("next_params_p")
+    if params_prev is None and "params_p" in joined:
+        params_prev = joined["params_p"]
+    board["params_prev"] = params_prev
+    board["metric_prev"] = (
+        pd.to_numeric(joined.get(f"{metric}_p"), errors="coerce") if f"{metric}_p" in joined else None
+    )
+    board["metric_change"] = pd.to_numeric(board.get(metric), errors="coerce") - board["metric_prev"]
+    notes = []
+    seen = set(prev.index)
+    for key, status, before in zip(
+        board[KEYS].itertuples(index=False), board["status"], joined["status_p"], strict=True
+    ):
+        if tuple(key) not in seen:
+            notes.append("new")
+        elif _failing(status):
+            notes.append("failing again" if _failing(before) else "now failing")
+        else:
+            notes.append("recovered" if _failing(before) else "")
+    board["change"] = notes
+    here = set(map(tuple, board[KEYS].itertuples(index=False)))
+    missing = [{"symbol": s, "strategy": t} for s, t in prev.index if (s, t) not in here]
+    return board, missing
