@@ -29,6 +29,7 @@ import pandas as pd
 from backtest.data.storage import read_bytes, resolve
 from backtest_airflow import layout
 from backtest_airflow.planning import as_of, ranking_column
+from backtest_airflow.report.history import signal_changes, signal_text
 from backtest_airflow.settings import Settings, load_settings
 from backtest_airflow.tasks import task_states
 
@@ -83,11 +84,17 @@ def failure_message(
 def success_message(
     context: Context, board: pd.DataFrame | None, cost: dict | None, report: str | None
 ) -> tuple[str, str]:
-    """The top pairs by the run's ranking metric, the failed pairs, the run's cost."""
+    """The signal changes since the previous run first, then the top pairs by the run's ranking
+    metric, the failed pairs, the run's cost."""
     subject, lines = _head(context, "succeeded")
     if board is None:
         lines.append("No leaderboard in the run's results folder.")
     else:
+        changes = signal_changes(board)
+        if "position_prev" in board and board["position_prev"].notna().any():
+            lines.append(f"Signal changes since the previous run ({len(changes)}):")
+            lines += _listed([f"- {signal_text(change)}" for change in changes]) or ["- none"]
+            lines.append("")
         params = context.get("params") or {}
         metric = params.get("rank_by", "total_return")
         column = ranking_column(metric, params.get("rank_on"), params.get("walk_forward"))

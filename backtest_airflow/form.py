@@ -81,6 +81,16 @@ def params() -> dict[str, Param]:
             enum=list(planning.RANK_ON),
             description="Rank on in-sample or out-of-sample figures (a hold-out's; with walk_forward always out-of-sample).",
         ),
+        "portfolio_top": Param(
+            5,
+            type="integer",
+            minimum=1,
+            maximum=planning.MAX_PORTFOLIO_TOP,
+            description=(
+                "With holdout_days or walk_forward: the report's portfolio also trades the top N pairs of each "
+                "strategy, chosen on in-sample rank_by figures, equal-weight out of sample (docs/report.md, Portfolio)."
+            ),
+        ),
         "pairs_per_job": Param(
             0,
             type="integer",

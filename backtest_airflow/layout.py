@@ -5,7 +5,8 @@ A run's results folder (the job writes the per-pair files, `rank` the rest):
     {store}/results/crypto_backtest_daily/date=<as-of date>/run=<run folder>/
         strategy=<label>/                                            (one folder per strategy entry of the run)
             {symbol}.json  {symbol}.equity.parquet  {symbol}.error.json  _jobs/<job>.json   (backtest.job)
-        leaderboard.parquet  leaderboard.csv  leaderboard.md  grid.parquet  summary.json  report.html  (rank)
+        leaderboard.parquet  leaderboard.csv  leaderboard.md  grid.parquet  portfolio.parquet  summary.json  report.html  (rank)
+        _latest.json   (rank, at the end of a successful run: which run of the date is the one to compare with)
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MD = "leaderboard.md"
 SUMMARY_JSON = "summary.json"
 GRID_PARQUET = "grid.parquet"  # every (pair, strategy, combination) row of a run
+PORTFOLIO_PARQUET = "portfolio.parquet"  # each label's equal-weight curves (report.portfolio)
 GRID_PARAM_PREFIX = "param_"  # its parameter columns: param_<key of the result's params>, e.g. param_fast_bars
 WF_IS_PREFIX = "wf_is_"  # the leaderboard's walk-forward in-sample columns: wf_is_<metric>, the folds' mean
 REPORT_HTML = "report.html"
+LATEST_JSON = "_latest.json"  # date=<date>/_latest.json: the date's latest successful run (report.history)
 RANK_FILES = (LEADERBOARD_PARQUET, LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_HTML)  # what a finished run shows
 # `date=` and `run=` folder names, as the UI checks them before they reach a storage key.
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

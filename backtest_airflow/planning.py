@@ -40,6 +40,7 @@ RANK_ON = ("in_sample", "out_of_sample")
 MAX_LOOKBACK_DAYS = 3650
 MAX_JOBS = 40
 MAX_PAIRS = 5000
+MAX_PORTFOLIO_TOP = 1000
 # The trigger form's params, in form order (the DAG declares each one; unknown keys are refused).
 PARAM_KEYS = (
     "pairs",
@@ -53,6 +54,7 @@ PARAM_KEYS = (
     "holdout_days",
     "walk_forward",
     "rank_on",
+    "portfolio_top",
     "pairs_per_job",
 )
 
@@ -74,6 +76,7 @@ class RunPlan:
     walk_forward: str  # "" (off), or TRAIN:TEST[:anchored] as the jobs' --walk-forward takes it (e.g. 60d:20d)
     rank_by: str
     rank_on: str
+    portfolio_top: int  # pairs the portfolio's selection test picks on in-sample figures (report.portfolio)
     allow_failed_pairs: bool
     start: str  # ISO, inclusive
     end: str  # ISO, exclusive: the run's as-of moment (point-in-time), see `as_of`
@@ -154,6 +157,7 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
     if holdout and holdout >= lookback:
         problems.append(f"holdout_days ({holdout}) must be shorter than lookback_days ({lookback})")
     per_job = _whole(params.get("pairs_per_job", 0), "pairs_per_job", 0, MAX_PAIRS, problems)
+    top = _whole(params.get("portfolio_top", 5), "portfolio_top", 1, MAX_PORTFOLIO_TOP, problems)
     rank_by = params.get("rank_by", "total_return")
     if rank_by not in RANK_METRICS:
         problems.append(f"invalid rank_by {rank_by!r}: one of {', '.join(RANK_METRICS)}")
@@ -184,6 +188,7 @@ def make_plan(params: dict[str, Any], data_url: str, dag_id: str, run_id: str, e
         walk_forward=walk_forward or "",
         rank_by=rank_by,
         rank_on="out_of_sample" if walk_forward else rank_on,  # the stitched test windows: see the module docstring
+        portfolio_top=top,
         allow_failed_pairs=bool(params.get("allow_failed_pairs")),
         start=format_time(start),
         end=format_time(end),

@@ -20,8 +20,8 @@ from backtest.errors import BacktestError, InputError
 from backtest.params import parse_time_ms
 from backtest_airflow import layout, planning
 from backtest_airflow.planning import RunPlan
+from backtest_airflow.report import changes, history, leaderboard, leaderboard_files, page, portfolio
 from backtest_airflow.report import cost as run_cost
-from backtest_airflow.report import leaderboard, leaderboard_files, page
 from backtest_airflow.run_strategies import lookahead_problems
 from backtest_airflow.settings import LOCAL_POOL, Settings
 
@@ -148,19 +148,26 @@ def candles_event(plan: RunPlan, failed: dict[str, str]) -> dict:
 
 
 def rank(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], settings: Settings, run_id: str) -> dict:
-    """Write the run's leaderboard, cost summary and report; log the leaderboard once.
+    """Write the run's leaderboard, cost summary, portfolios and report; log the leaderboard once.
 
     `failed_tasks`: why a (pair, strategy) has no result when its backtest task failed
     (`failed_in_run(ti, "backtest", jobs.job_units(plan))`).
 
-    Returns what the task returns (file URLs, failed pairs, cost); `fail_if_pairs_failed` then
+    Returns what the task returns (file URLs, failed pairs, cost, portfolios); `fail_if_pairs_failed` then
     applies the run's failure policy, after everything is written.
     """
     table = leaderboard.build(plan, failed_tasks)
+    date = plan.end[:10]  # the as-of date: the run's `date=` folder
+    previous = history.previous_run(settings.data_url, date)
+    before = history.read_leaderboard(previous.results_url) if previous else None
+    table, missing = history.changes(table, before, plan.metric)  # day over day: rank_prev, position_prev, ...
     title = leaderboard_files.title(plan, table)
     cost = run_cost.cost_summary(plan, settings.prices)
     paths = leaderboard_files.write(table, plan.results_url, title, cost, plan.rank_by)
+    paths[layout.PORTFOLIO_PARQUET], portfolios = portfolio.write(plan, table, settings.data_url)
     info = {**asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": settings.data_url}
+    info["changes"] = changes.changes_view(table, previous, missing, date, plan.metric)
+    info["history"] = changes.history_view(settings.data_url, date, table, plan.metric)
     paths[layout.REPORT_HTML] = page.write(table, plan.results_url, {**info, "title": title, "cost": cost})
     files = "\n".join(f"{name}: {url}" for name, url in paths.items())
     log.info("%s\n%s", leaderboard_files.to_markdown(table, title, cost, plan.rank_by), files)  # one entry, in order
@@ -169,7 +176,17 @@ def rank(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], settings: Sett
         "report": paths[layout.REPORT_HTML],
         "failed": table.loc[table["best"] & (table["status"] != "ok"), "symbol"].tolist(),
         "cost": cost,
+        "portfolio": portfolios,  # per label: its pairs, each curve's metrics, the selection (report.portfolio)
+        "previous_run": previous.results_url if previous else None,
+        "signal_changes": [history.signal_text(c) for c in history.signal_changes(table)],
     }
+
+
+def finish_run(plan: RunPlan, ranked: dict, settings: Settings, run_id: str) -> None:
+    """The end of `rank`: apply the failure policy, then (only for a run that succeeds) mark it
+    as its date's latest successful run, the one the next date's run compares with."""
+    fail_if_pairs_failed(plan, ranked)
+    history.write_pointer(settings.data_url, plan.end[:10], run_id)
 
 
 def fail_if_pairs_failed(plan: RunPlan, ranked: dict) -> None:

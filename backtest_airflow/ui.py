@@ -41,7 +41,14 @@ from backtest.data.storage import Location, list_dir, read_bytes, resolve
 from backtest_airflow import layout
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.planning import as_of
-from backtest_airflow.report.columns import best_rows, has_grid, is_synthetic, report_columns
+from backtest_airflow.report.columns import (
+    best_rows,
+    has_grid,
+    has_hindsight,
+    has_walk_forward,
+    is_synthetic,
+    report_columns,
+)
 from backtest_airflow.report.formatting import leaderboard_view
 from backtest_airflow.report.templating import CSP, render
 from backtest_airflow.settings import load_settings
@@ -226,6 +233,8 @@ def _run_view(request: Request, ref: RunRef) -> dict:
             "board": leaderboard_view(best, columns, f"leaderboard-{ref.date}-{ref.run}"),
             "failed": int((best["status"] != "ok").sum()),
             "synthetic": is_synthetic(table),
+            "hindsight": has_hindsight(best),  # some rows are a grid's in-sample best
+            "walk": has_walk_forward(best),  # out-of-sample figures only
             "pairs": int(best["symbol"].nunique()),
             "strategies": sorted(best["strategy"].dropna().unique()) if "strategy" in best else [],
             "grid_file": layout.GRID_PARQUET if has_grid_file and sweep else None,

@@ -131,7 +131,7 @@ def crypto_backtest_daily():
         run_plan, context = RunPlan.from_dict(run_plan), get_current_context()
         failed = tasks.failed_in_run(context["ti"], "backtest", job_units(run_plan))
         ranked = tasks.rank(run_plan, failed, SETTINGS, context["dag_run"].run_id)
-        tasks.fail_if_pairs_failed(run_plan, ranked)
+        tasks.finish_run(run_plan, ranked, SETTINGS, context["dag_run"].run_id)  # the failure policy, then the pointer
         return ranked
 
     run_plan = plan()

@@ -238,6 +238,7 @@ def test_grid_file_with_a_hold_out_and_a_shared_parameter_name(tmp_path):
     for row in grid.to_dict("records"):
         sweep = result_of(plan, row["symbol"], row["strategy"])["sweep"][row["combination"]]
         assert row["oos_total_return"] == sweep["oos"]["total_return"] and row["oos_trades"] == sweep["oos"]["trades"]
+        assert row["psr"] == sweep["psr"] and row["oos_psr"] == sweep["oos"]["psr"]  # FLAT_METRIC_NAMES has psr
 
     a = {"symbol": "A", "params": {"x": "1d", "x_bars": 24, "fee_bps": 1}, "total_return": 0.1}
     b = {"symbol": "B", "params": {"x": 2.5, "fee_bps": 1}, "total_return": 0.2}
@@ -354,10 +355,10 @@ def test_walk_forward_ranks_on_the_stitched_figures_beside_the_folds_in_sample_o
     markdown = leaderboard_files.to_markdown(board, leaderboard_files.title(plan, board), rank_by="sharpe")
     head, _, *lines = markdown.split("\n\n")[1].splitlines()
     heads = [h.strip() for h in head.strip("|").split("|")]
-    assert heads[heads.index("trades") + 1 :] == [
-        "oos_total_return", "oos_sharpe", "wf_is_sharpe", "oos_cagr", "wf_is_cagr", "wf_efficiency",
-        "wf_param_changes", "wf_folds",
-    ]  # fmt: skip
+    assert heads == [
+        "rank", "symbol", "strategy", "status", "oos_total_return", "oos_sharpe", "wf_is_sharpe", "oos_cagr",
+        "wf_is_cagr", "wf_efficiency", "wf_efficiency_median", "wf_param_changes", "wf_folds", "next_params",
+    ]  # out of sample only: not the whole window's grid best (params, total_return, ...)  # fmt: skip
     first = dict(zip(heads, (c.strip() for c in lines[0].strip("|").split("|")), strict=True))
     top = board.iloc[0]
     assert first["symbol"] == top["symbol"] and float(first["oos_sharpe"]) == round(top["oos_sharpe"], 2)
@@ -373,3 +374,155 @@ def test_without_a_walk_forward_its_columns_are_empty(mixed):
     assert board[list(leaderboard.WF_COLUMNS)].isna().all().all()
     markdown = leaderboard_files.to_markdown(board, "t", rank_by="sharpe")
     assert "wf_" not in markdown and "oos_" not in markdown
+
+
+# -- how figures were chosen, deflated Sharpe, trade statistics (synthetic result JSONs) ----------
+
+TRADE_STATS = {"best_trade": 0.21, "worst_trade": -0.08, "avg_trade": 0.011, "avg_win": 0.06, "avg_loss": -0.03,
+               "profit_factor": 1.7, "expectancy": 0.011, "sqn": 1.4, "avg_trade_bars": 30.5, "max_trade_bars": 90,
+               "max_consecutive_losses": 4}  # fmt: skip
+OOS_TRADE_STATS = {**TRADE_STATS, "profit_factor": None, "expectancy": -0.002, "sqn": None, "max_consecutive_losses": 0}
+
+
+def figures(seed: float, psr: float | None = 0.7) -> dict:
+    return {"total_return": 0.1 * seed, "buy_hold_return": 0.05, "cagr": 0.12 * seed, "sharpe": seed, "psr": psr,
+            "max_drawdown": 0.2, "trades": 10, "exits": {"signal": 10}, "bars": 480}  # fmt: skip
+
+
+def combination(fast: str, slow: str, seed: float, **more) -> dict:
+    params = {"fast": fast, "fast_bars": int(fast[:-1]) * 24, "slow": slow, "slow_bars": int(slow[:-1]) * 24}
+    return {"params": params, "execution": {"direction": "long"}, **figures(seed, **more)}
+
+
+def synthetic_result(plan: RunPlan, symbol: str, strategy: str, sweep: list[dict], best: int, **keys) -> dict:
+    """A result JSON as the job writes it (old or new), with just the keys the rank step reads."""
+    last = datetime.fromisoformat(plan.end.replace("Z", "+00:00")) - pd.Timedelta(hours=1)
+    result = {"symbol": symbol, "strategy": strategy, "params": {**sweep[best]["params"], "fee_bps": 10},
+              "execution": sweep[best]["execution"], "first_bar": plan.start, "last_bar": f"{last:%Y-%m-%dT%H:%M:%SZ}",
+              "start": plan.start, "end": plan.end, "synthetic": True, "data_source": "synthetic",
+              **{k: v for k, v in sweep[best].items() if k not in ("params", "execution")}}  # fmt: skip
+    if len(sweep) > 1 or keys.get("split") or keys.get("walk_forward"):
+        result |= {"best": sweep[best]["params"], "sweep": sweep, "grid": {"select_by": "sharpe", "skipped": 0}}
+    result |= keys
+    folder = Path(layout.strategy_results_url(plan.results_url, strategy))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{symbol}.json").write_text(json.dumps(result))
+    return result
+
+
+@pytest.fixture
+def chosen(tmp_path) -> dict:
+    """A run whose results are synthetic JSONs: new ones (with `selection`, `dsr`, `next`,
+    `trade_stats`) and older ones without them: a grid, a hold-out, a walk-forward, one combination."""
+    strategies = [{"name": "sma_cross", "params": {"fast": "1d,2d", "slow": "5d"}}, {"name": "sma_trend"}]
+    plan = plan_for(str(tmp_path / "store"), strategies, rank_by="sharpe")
+    grid = [combination("1d", "5d", 1.2, psr=0.9), combination("2d", "5d", 0.4, psr=None)]
+    results = {
+        ("BTCUSDT", "sma_cross"): synthetic_result(
+            plan,
+            "BTCUSDT",
+            "sma_cross",
+            grid,
+            0,
+            selection="in_sample_best",
+            dsr=0.31,
+            next={"params": grid[0]["params"], "execution": {}},
+            trade_stats=TRADE_STATS,
+        ),
+        ("ETHUSDT", "sma_cross"): synthetic_result(plan, "ETHUSDT", "sma_cross", grid, 1),  # old: no selection
+        ("SOLUSDT", "sma_cross"): synthetic_result(
+            plan,
+            "SOLUSDT",
+            "sma_cross",
+            [{**row, "oos": figures(0.5)} for row in grid],
+            0,
+            split=plan.end,
+            oos={**figures(0.3, psr=0.55), "trade_stats": OOS_TRADE_STATS},
+        ),  # an old hold-out (with the new oos trade statistics)
+        ("XRPUSDT", "sma_cross"): synthetic_result(
+            plan,
+            "XRPUSDT",
+            "sma_cross",
+            grid,
+            0,
+            oos=figures(-0.2),
+            walk_forward={
+                "folds": [
+                    {"params": grid[0]["params"], "in_sample": figures(2.0)},
+                    {"params": grid[1]["params"], "in_sample": figures(1.0)},
+                ],
+                "efficiency": -0.4,
+                "efficiency_median": 0.25,
+                "efficiency_folds": 2,
+                "param_changes": 1,
+                "param_change_share": 1.0,
+            },
+        ),  # an old walk-forward: no `next`, so the last fold's choice is next
+        ("BTCUSDT", "sma_trend"): synthetic_result(
+            plan,
+            "BTCUSDT",
+            "sma_trend",
+            [{"params": {"window": "1d", "window_bars": 24}, "execution": {}, **figures(0.8)}],
+            0,
+        ),
+    }
+    return {"plan": plan, "results": results, "board": leaderboard.build(plan, {}).set_index(["symbol", "strategy"])}
+
+
+def test_selection_dsr_next_params_and_trade_statistics_columns(chosen):
+    board = chosen["board"]
+    assert {"selection", "dsr", "psr", "oos_psr", "next_params", "wf_efficiency_median", "profit_factor",
+            "expectancy", "sqn", "max_consecutive_losses", "oos_profit_factor", "oos_expectancy", "oos_sqn",
+            "oos_max_consecutive_losses"} <= set(board.columns)  # fmt: skip
+    row = board.loc[("BTCUSDT", "sma_cross")]
+    assert row["selection"] == "in_sample_best" and row["dsr"] == 0.31 and row["psr"] == 0.9
+    assert row["next_params"] == "fast=1d slow=5d" == row["params"]
+    assert [row[k] for k in leaderboard.TRADE_COLUMNS] == [1.7, 0.011, 1.4, 4]
+    assert board.loc[("BTCUSDT", "sma_cross"), ["oos_psr", *leaderboard.OOS_COLUMNS[-4:]]].isna().all()
+
+    old = board.loc[("ETHUSDT", "sma_cross")]  # a result from before: inferred, the rest null
+    assert old["selection"] == "in_sample_best" and old["next_params"] == "fast=2d slow=5d" == old["params"]
+    assert pd.isna(old["dsr"]) and pd.isna(old["psr"]) and old[list(leaderboard.TRADE_COLUMNS)].isna().all()
+
+    holdout = board.loc[("SOLUSDT", "sma_cross")]
+    assert holdout["selection"] == "holdout" and holdout["oos_psr"] == 0.55
+    assert pd.isna(holdout["oos_profit_factor"]) and holdout["oos_expectancy"] == -0.002
+    assert holdout["oos_max_consecutive_losses"] == 0 and pd.isna(holdout["oos_sqn"])
+
+    walk = board.loc[("XRPUSDT", "sma_cross")]
+    assert walk["selection"] == "walk_forward" and walk["next_params"] == "fast=2d slow=5d"  # the last fold's
+    assert walk["params"] == "fast=1d slow=5d"  # the whole window's best, in the files only
+    assert walk["wf_efficiency"] == -0.4 and walk["wf_efficiency_median"] == 0.25 and walk["wf_efficiency_folds"] == 2
+
+    single = board.loc[("BTCUSDT", "sma_trend")]
+    assert single["selection"] == "none" and single["next_params"] == "window=1d" and pd.isna(single["dsr"])
+    assert str(board["max_consecutive_losses"].dtype) == "Int64"
+
+
+def test_selection_of_an_older_result_is_inferred_as_the_job_decides():
+    one = {"params": {"window": "1d"}}
+    grid = {**one, "sweep": [{}, {}]}
+    assert leaderboard.selection_of(one) == "none"
+    assert leaderboard.selection_of(grid) == "in_sample_best"
+    assert leaderboard.selection_of({**grid, "split": "2026-01-01T00:00:00Z"}) == "holdout"
+    assert leaderboard.selection_of({**one, "sweep": [{}], "walk_forward": {"folds": []}}) == "walk_forward"
+    assert leaderboard.selection_of({**grid, "selection": "holdout"}) == "holdout"  # a result's own word wins
+
+
+def test_grid_file_has_every_combinations_psr(chosen):
+    grid = pd.read_parquet(Path(chosen["plan"].results_url) / layout.GRID_PARQUET)
+    for row in grid.to_dict("records"):
+        sweep = chosen["results"][row["symbol"], row["strategy"]].get("sweep")
+        expected = (
+            sweep[row["combination"]]["psr"] if sweep else chosen["results"][row["symbol"], row["strategy"]]["psr"]
+        )
+        assert row["psr"] == expected or (expected is None and pd.isna(row["psr"]))
+
+
+def test_markdown_marks_hindsight_and_shows_dsr_beside_sharpe(chosen):
+    board = chosen["board"].reset_index()
+    board = board[board["selection"] != "walk_forward"]  # a walk-forward's table has no whole-window sharpe
+    markdown = leaderboard_files.to_markdown(board, "t", rank_by="sharpe")
+    head = [h.strip() for h in markdown.split("\n\n")[1].splitlines()[0].strip("|").split("|")]
+    assert head[head.index("sharpe") + 1] == "dsr"
+    assert "**Hindsight:** 2 row(s) (`selection` in_sample_best) are the in-sample best of 2 combinations" in markdown

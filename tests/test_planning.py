@@ -127,6 +127,13 @@ def test_unknown_param_keys_are_refused_with_every_other_problem():
     assert "pairs must be a non-empty list" in message and "invalid fee" in message
 
 
+def test_portfolio_top_defaults_to_5_and_is_checked_with_every_other_problem():
+    assert plan_of().portfolio_top == 5 and plan_of(portfolio_top=1).portfolio_top == 1
+    message = problems_of(portfolio_top=0, fee_bps=-1)
+    assert "invalid portfolio_top 0: must be a whole number from 1 to 1000" in message and "invalid fee" in message
+    assert "invalid portfolio_top '3'" in problems_of(portfolio_top="3")
+
+
 @pytest.mark.parametrize("fee", [12.3456789, 0.1 + 0.2, 1e-05, 999.9999999999])
 def test_plan_passes_the_fee_with_every_digit(fee):
     """`%g` sent 12.3456789 as 12.3457; the job must get the very float the user gave."""

@@ -78,7 +78,9 @@ def test_rank_writes_a_self_contained_report(airflow_db, tmp_path):
     # Top 3 and bottom 3 of 5 ranked pairs: each pair once, one chart each, plus the returns chart.
     assert page.count('<figure class="chart pair-chart"') == 5
     assert page.count('<figure class="chart returns-chart"') == 1
-    assert page.count("<svg") == 6 and page.count("</svg>") == 6  # one strategy: no comparison, no heatmap
+    # one strategy: no comparison, no heatmap; each pair's chart twice (linear and log scale), the portfolio's
+    svgs = 1 + 2 * 5 + page.count('<figure class="chart portfolio-chart"')
+    assert page.count("<svg") == svgs and page.count("</svg>") == svgs
     assert leaderboard_rows(page) == [(pair, "sma_trend") for pair in leaderboard_symbols(page)]
     assert 'id="synthetic-banner"' in page and "SYNTHETIC DATA" in page
     assert 'id="cost-summary"' in page  # rank passes the run's cost summary
@@ -200,7 +202,8 @@ def test_report_shows_every_row_failed_pairs_and_top_and_bottom_curves(finished)
     assert "params" not in table_heads(page, "leaderboard-table")
     for section in ('id="strategies"', 'id="heatmaps"', 'id="all-rows-table"'):
         assert section not in page
-    assert page.count("<svg") == 7
+    # the returns chart, each pair's chart on a linear and a log scale, and the portfolio's
+    assert page.count("<svg") == 1 + 2 * 6 + page.count('<figure class="chart portfolio-chart"')
     failed = page[page.index('id="failed-pairs"') :]
     assert "XRPUSDT" in failed and "failed: backtest task failed" in failed
     assert "XRPUSDT" not in shown
@@ -505,7 +508,8 @@ def test_strategies_are_compared_across_pairs(finished):
     names = [item["name"] for item in SEVERAL]
     assert len(table) == len(PAIRS) * len(SEVERAL)
     assert leaderboard_rows(page) == list(zip(table["symbol"], table["strategy"], strict=True))  # in rank order
-    assert table_heads(page, "leaderboard-table")[:5] == ["rank", "symbol", "strategy", "status", "params"]
+    # the grids' rows are their in-sample best: marked, before their params
+    assert table_heads(page, "leaderboard-table")[:6] == ["rank", "symbol", "strategy", "status", "selection", "params"]
     failed = table_html(page, "failed-pairs")
     assert '<td class="text">ETHUSDT</td><td class="text">sma_cross</td>' in failed
 
@@ -796,16 +800,22 @@ def test_walk_forward_efficiency_per_pair_and_the_stitched_figures(walked):
         assert int(float(values["efficiency folds"])) == walk["efficiency_folds"]
         assert int(float(values["param changes"])) == walk["param_changes"]
         assert float(values["OOS sharpe"]) == walk["stitched"]["sharpe"] == results[symbol, strategy]["oos"]["sharpe"]
-        assert values["last fold's params"] == params_label(walk["folds"][-1]["params"])
+        assert values["next params"] == params_label(walk["folds"][-1]["params"])
+        assert values["next params"] == params_label(results[symbol, strategy]["next"]["params"])
+        median = walk["efficiency_median"]
+        assert (float(values["WF efficiency (median)"]) if values["WF efficiency (median)"] else None) == median
     assert any(results[key]["walk_forward"]["efficiency"] is not None for key in results)  # not all n/a
 
     # The leaderboard shows what the run ranked on first: the stitched figures, then the efficiency.
     board_heads = text_heads(page, "leaderboard-table")
-    assert board_heads[:9] == ["rank", "symbol", "strategy", "status", "params", "OOS return", "OOS buy & hold",
+    assert board_heads[:8] == ["rank", "symbol", "strategy", "status", "OOS return", "OOS buy & hold",
                                "OOS sharpe", "IS sharpe (folds)"]  # fmt: skip
-    assert {"WF efficiency", "change share", "folds", "last fold's params", "OOS cagr", "IS cagr (folds)"} <= set(
-        board_heads
-    )
+    assert {"WF efficiency", "WF efficiency (median)", "change share", "folds", "next params", "OOS cagr",
+            "IS cagr (folds)", "OOS PSR", "OOS profit factor", "OOS loss streak"} <= set(board_heads)  # fmt: skip
+    # ...and never the whole window's grid best (chosen with hindsight) beside them
+    whole = {"params", "selection", "return", "buy & hold", "excess", "cagr", "sharpe", "DSR", "PSR", "sortino",
+             "max DD", "trades", "profit factor", "last fold's params"}  # fmt: skip
+    assert not whole & set(board_heads) and not whole & set(text_heads(page, "walk-forward-table"))
     # The stored curve is the stitched one; buy-and-hold over the same test bars (close / first test close).
     for symbol, strategy, _ in shown_pairs(table):
         row = table.set_index(["symbol", "strategy"]).loc[(symbol, strategy)]
@@ -829,8 +839,8 @@ def test_backtests_page_shows_a_walk_forwards_stitched_return_and_efficiency(wal
     page = client.get("/").text
     table_id = f"leaderboard-{walked['date']}-{walked['folder']}"
     heads = text_heads(page, table_id)
-    assert heads[:5] == ["rank", "symbol", "strategy", "status", "params"]
-    assert heads[5:8] == ["OOS return", "OOS buy & hold", "WF efficiency"]
+    assert heads == ["rank", "symbol", "strategy", "status", "OOS return", "OOS buy & hold", "WF efficiency",
+                     "OOS max DD", "OOS trades", "next params"]  # out of sample only: no params, no whole window  # fmt: skip
     rows = re.findall(r'<tr data-symbol="(\w+)" data-strategy="(\w+)">(.*?)</tr>', table_html(page, table_id), re.S)
     for symbol, strategy, cells in rows:
         values = dict(zip(heads, re.findall(r'data-value="([^"]*)"', cells), strict=True))
@@ -838,3 +848,267 @@ def test_backtests_page_shows_a_walk_forwards_stitched_return_and_efficiency(wal
         assert float(values["OOS return"]) == walk["stitched"]["total_return"]
         assert (float(values["WF efficiency"]) if values["WF efficiency"] else None) == walk["efficiency"]
     assert_self_contained(page)
+
+
+# -- how the figures were chosen, deflated Sharpe, trades, readability (issue 21) ----------------
+
+
+def banners(page: str) -> dict[str, str]:
+    """The header's notes on how the figures were chosen, by kind, as text."""
+    found = re.findall(r'<div class="banner selection [\w-]+" data-selection="([\w-]+)">(.*?)</div>', page, re.S)
+    return {kind: html.unescape(re.sub(r"<[^>]+>", "", text)) for kind, text in found}
+
+
+def board_cells(page: str, table_id: str = "leaderboard-table") -> dict[tuple[str, str], dict[str, tuple[str, str]]]:
+    """(symbol, strategy) -> column header -> (class, data-value) of a leaderboard table's cells."""
+    heads = text_heads(page, table_id)
+    rows = re.findall(r'<tr[^>]*data-symbol="(\w+)" data-strategy="(\w+)">(.*?)</tr>', table_html(page, table_id), re.S)
+    cells = {}
+    for symbol, strategy, body in rows:
+        found = re.findall(r'<td class="([^"]*)" data-value="([^"]*)">', body)
+        cells[symbol, strategy] = dict(zip(heads, found, strict=True))
+    return cells
+
+
+def number(value: str) -> float | None:
+    return float(value) if value else None
+
+
+def test_a_grids_in_sample_best_is_marked_as_hindsight_with_its_deflated_sharpe(finished):
+    run, page, table = several_run(finished)
+    notes = banners(page)
+    assert list(notes) == ["hindsight"]
+    for strategy in ("sma_cross", "momentum", "rsi_reversion", "donchian_breakout"):  # the grids, not sma_trend
+        n = int(table.loc[table["strategy"] == strategy, "combinations"].dropna().iloc[0])
+        assert (
+            f"{strategy}: in-sample best of {n} combinations: hindsight, not an out-of-sample result"
+            in notes["hindsight"]
+        )
+    assert "sma_trend:" not in notes["hindsight"]
+    heads = text_heads(page, "leaderboard-table")
+    assert heads[heads.index("sharpe") + 1 : heads.index("sharpe") + 3] == ["DSR", "PSR"]  # beside the Sharpe
+    for (symbol, strategy), cells in board_cells(page).items():
+        row = table.set_index(["symbol", "strategy"]).loc[(symbol, strategy)]
+        if row["status"] != "ok":
+            continue
+        result = json.loads(
+            (Path(strategy_results_url(run["plan"].results_url, strategy)) / f"{symbol}.json").read_text()
+        )
+        assert number(cells["DSR"][1]) == result["dsr"] == (None if pd.isna(row["dsr"]) else row["dsr"])
+        assert number(cells["PSR"][1]) == result["psr"]
+        css, value = cells["selection"]
+        assert value == result["selection"] == ("none" if strategy == "sma_trend" else "in_sample_best")
+        assert ("hindsight" in css.split()) == (value == "in_sample_best")
+        if value == "in_sample_best":
+            assert result["dsr"] is not None and result["grid"]["trials"] == row["combinations"]
+    board = table_html(page, "leaderboard-table")
+    assert "in-sample best of 10: hindsight" in board and "one combination" in board
+    text = html.unescape(page)
+    assert "DSR, the deflated Sharpe ratio (Bailey & López de Prado, 2014): the probability that the chosen" in text
+    assert "the Sharpe ratio that the best of the N combinations tried would be expected to reach by luck alone" in text
+    cards = dict((v, k) for k, v in re.findall(r'<div class="card"><b>([^<]*)</b><span>([^<]*)</span>', page))
+    top = table.iloc[0]
+    label = "best by sharpe" + (" (in-sample best: hindsight)" if top["selection"] == "in_sample_best" else "")
+    assert cards[label].startswith(top["symbol"])
+
+
+def test_no_hindsight_note_for_one_combination_a_hold_out_or_a_walk_forward(finished, walked):
+    first = read_report(finished["first"])
+    assert banners(first) == {}  # one combination: nothing was chosen
+    heads = text_heads(first, "leaderboard-table")
+    assert "selection" not in heads and "DSR" not in heads and "PSR" in heads
+    assert "HINDSIGHT" not in first and "in-sample best of" not in first
+
+    sweep = read_report(finished["sweep"])  # a hold-out, ranked in sample (rank_on's default)
+    notes = banners(sweep)
+    assert list(notes) == ["holdout"] and "HINDSIGHT" not in sweep
+    assert (
+        "the rows are ranked on the in-sample figures (total_return), the ones the combination was chosen on"
+        in (notes["holdout"])
+    )
+    assert "selection" not in text_heads(sweep, "leaderboard-table")
+
+    notes = banners(walked["page"])
+    assert list(notes) == ["walk-forward"] and "HINDSIGHT" not in walked["page"]
+    assert "every figure shown is out of sample" in notes["walk-forward"]
+    assert "The whole window's grid best (chosen with hindsight) is not shown" in notes["walk-forward"]
+
+
+def test_a_hold_out_ranked_out_of_sample_says_so_and_shows_those_figures_first(finished, tmp_path):
+    run = finished["sweep"]
+    info = {**run["info"], "rank_on": "out_of_sample"}
+    table = run["table"]  # the page's columns and notes only depend on the ranking column here
+    page = report_page.build_report(run["plan"].results_url, table, info)
+    assert "ranked on the out-of-sample figures (oos_total_return" in banners(page)["holdout"]
+    heads = text_heads(page, "leaderboard-table")
+    assert heads[heads.index("params") + 1 : heads.index("params") + 3] == ["OOS return", "OOS buy & hold"]
+
+
+def test_a_walk_forward_shows_next_params_and_never_the_whole_windows_best(walked):
+    page, table, results = walked["page"], walked["table"], walked["results"]
+    for (symbol, strategy), cells in board_cells(page).items():
+        result = results[symbol, strategy]
+        assert cells["next params"][1] == params_label(result["next"]["params"])
+        assert result["next"] == result["walk_forward"]["next"]  # the last fold's choice
+        assert number(cells["OOS PSR"][1]) == result["oos"]["psr"]
+        stats = result["oos"]["trade_stats"]
+        assert number(cells["OOS profit factor"][1]) == stats["profit_factor"]
+        assert number(cells["OOS loss streak"][1]) == stats["max_consecutive_losses"]
+    # the curves' captions: the next params, not the whole window's best (params)
+    captions = re.findall(
+        r'<figure class="chart pair-chart" data-symbol="(\w+)" data-strategy="(\w+)".*?<figcaption>(.*?)</figcaption>',
+        page,
+        re.S,
+    )
+    assert len(captions) == 6
+    for symbol, strategy, caption in captions:
+        row = table.set_index(["symbol", "strategy"]).loc[(symbol, strategy)]
+        assert f"({strategy}, next params {row['next_params']})" in caption
+        if row["params"] != row["next_params"]:
+            assert row["params"] not in caption
+    assert 'class="chosen"' not in page  # the heatmaps do not outline the whole window's best
+
+
+def trade_tables(page: str) -> dict[tuple[str, str], list[list[str]]]:
+    """(symbol, strategy) -> the data-values of each row of its trades table."""
+    found = re.findall(
+        r'<table class="sortable trades" data-symbol="(\w+)" data-strategy="(\w+)"><thead>.*?</thead><tbody>(.*?)</tbody>',
+        page,
+        re.S,
+    )
+    return {(s, k): [re.findall(r'data-value="([^"]*)"', row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
+            for s, k, body in found}  # fmt: skip
+
+
+def stats_tables(page: str) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """(symbol, strategy) -> statistic -> the data-values per sample of its trade statistics table."""
+    found = re.findall(
+        r'<table class="trade-stats" data-symbol="(\w+)" data-strategy="(\w+)">(.*?)</table>', page, re.S
+    )
+    return {
+        (symbol, strategy): {name: re.findall(r'data-value="([^"]*)"', cells)
+                 for name, cells in re.findall(r'<tr data-stat="(\w+)">(.*?)</tr>', body, re.S)}
+        for symbol, strategy, body in found
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["first", "sweep", "walked"])
+def test_trades_tables_are_the_trades_files(finished, walked, which):
+    import pyarrow.parquet as pq
+
+    from backtest.simulation.trade_stats import TRADE_STAT_NAMES
+
+    run = walked if which == "walked" else finished[which]
+    page = walked["page"] if which == "walked" else read_report(run)
+    tables, stats = trade_tables(page), stats_tables(page)
+    assert list(tables) == [(s, k) for s, k, _ in shown_pairs(run["table"])]
+    for (symbol, strategy), rows in tables.items():
+        folder = Path(strategy_results_url(run["plan"].results_url, strategy))
+        trades = pq.read_table(folder / f"{symbol}.trades.parquet").to_pylist()
+        result = json.loads((folder / f"{symbol}.json").read_text())
+        samples = {t["sample"] for t in trades}
+        assert samples == (
+            {"out_of_sample"}
+            if which == "walked"
+            else {"in_sample", "out_of_sample"}
+            if which == "sweep"
+            else {"in_sample"}
+        )
+        assert len(rows) == len(trades) > 0
+        for k, (values, trade) in enumerate(zip(rows, trades, strict=True), start=1):
+            sample = (
+                [{"in_sample": "in sample", "out_of_sample": "out of sample"}[trade["sample"]]]
+                if len(samples) > 1
+                else []
+            )
+            exit_time = "open" if trade["exit_time"] is None else f"{trade['exit_time']:%Y-%m-%dT%H:%M:%SZ}"
+            assert values == [str(k), *sample, f"{trade['entry_time']:%Y-%m-%dT%H:%M:%SZ}", exit_time,
+                              {1: "long", -1: "short"}[trade["side"]],
+                              "" if trade["return"] is None else repr(trade["return"]), str(trade["bars"]),
+                              (trade["exit_kind"] or "").replace("_", " ")]  # fmt: skip
+        parts = [result["oos"]["trade_stats"]] if which == "walked" else [result["trade_stats"]]
+        if which == "sweep":
+            parts.append(result["oos"]["trade_stats"])
+        assert list(stats[symbol, strategy]) == list(TRADE_STAT_NAMES)
+        for name, values in stats[symbol, strategy].items():
+            assert [number(v) for v in values] == [part[name] for part in parts], (symbol, name)
+
+
+def test_cagr_is_left_out_where_it_repeats_the_return(tmp_path):
+    def page_of(bars: list[int], gap: float = 0.0) -> str:
+        table = pd.DataFrame(
+            [{"rank": i + 1, "symbol": f"P{i}USDT", "strategy": "sma_trend", "status": "ok", "best": True,
+              "total_return": 0.3 - 0.1 * i, "cagr": 0.3 - 0.1 * i + gap, "buy_hold_return": 0.1, "bars": n}
+             for i, n in enumerate(bars)]
+        )  # fmt: skip
+        return report_page.build_report(str(tmp_path), table, {"strategies": [{"name": "sma_trend"}]})
+
+    one_year = page_of([8760, 8760])
+    assert "cagr" not in text_heads(one_year, "leaderboard-table")
+    assert "cagr is not shown: over this window of about one year it repeats the return" in one_year
+    assert "the largest difference is 0.00 percentage points" in one_year
+    near = page_of([8736, 8784], gap=0.004)  # 365 days +- 1: hidden, and the page says by how much they differ
+    assert "cagr" not in text_heads(near, "leaderboard-table") and "difference is 0.40 percentage points" in near
+    for other in (page_of([720, 720], gap=0.2), page_of([8760, 6000], gap=0.01)):  # not a year: it differs
+        assert "cagr" in text_heads(other, "leaderboard-table") and "cagr is not shown" not in other
+    same = page_of([720, 720], gap=0.00004)  # not a year, but the same as shown (+30.00% both): left out too
+    assert "cagr" not in text_heads(same, "leaderboard-table") and "cagr is not shown" in same
+
+
+def tick_positions(svg: str, axis: str = "ytick") -> list[tuple[float, float]]:
+    """(value, y) of each numeric tick label of an SVG's growth-of-1 axis (its ytick groups)."""
+    found = []
+    for group in re.findall(rf'<g id="{axis}_\d+">(.*?)</text>', svg, re.S):
+        y = re.search(r'<use [^>]*y="([-0-9.]+)"', group)
+        text = re.search(r"<text[^>]*>([^<]*)$", group)
+        if y and text and re.fullmatch(r"[0-9.]+", text.group(1)):
+            found.append((float(text.group(1)), float(y.group(1))))
+    return found
+
+
+def affine_residual(x: np.ndarray, y: np.ndarray) -> float:
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(np.abs(slope * x + intercept - y).max())
+
+
+def test_equity_charts_have_a_log_scale_toggled_by_css(finished):
+    page = read_report(finished["first"])
+    assert page.count('<input type="checkbox" id="log-scale" class="scale-toggle">') == 1
+    assert '<label for="log-scale"' in page
+    css = templating.asset("report.css")
+    assert ".scale-toggle:checked ~ figure.pair-chart > svg { display: none; }" in css
+    assert ".scale-toggle:not(:checked) ~ figure.pair-chart > .scale-log { display: none; }" in css
+    charts = re.findall(
+        r'<figure class="chart pair-chart"[^>]*>(<svg.*?</svg>)\s*<div class="scale-log">(<svg.*?</svg>)\s*</div>',
+        page,
+        re.S,
+    )
+    assert len(charts) == 6
+    for linear, log in charts:
+        assert "growth of 1 (log scale)" in log and "growth of 1 (log scale)" not in linear
+        ticks = np.array(tick_positions(linear))
+        assert len(ticks) >= 3 and affine_residual(ticks[:, 0], ticks[:, 1]) < 0.01  # equal steps, equal heights
+        ticks = np.array(tick_positions(log))
+        assert len(ticks) >= 2 and affine_residual(np.log(ticks[:, 0]), ticks[:, 1]) < 0.01  # equal ratios
+        if len(ticks) >= 3:
+            assert affine_residual(ticks[:, 0], ticks[:, 1]) > 0.1
+
+
+def test_leaderboards_pin_the_pair_strategy_and_ranking_columns(finished, client):
+    css = templating.asset("report.css")
+    assert "table.leaderboard th.pin, table.leaderboard td.pin { position: sticky;" in css
+    script = templating.asset("sort.js")
+    assert 'classList.contains("pin")' in script and "cell.style.left" in script
+    page = several_run(finished)[1]
+    heads = re.findall(
+        r'<th scope="col" class="([^"]*)"><button type="button">([^<]*)</button>', table_html(page, "leaderboard-table")
+    )
+    pinned = [label for css_class, label in heads if "pin" in css_class.split()]
+    assert pinned == ["rank", "symbol", "strategy", "sharpe"]  # the run ranks by sharpe
+    assert [label for css_class, label in heads if "pin-last" in css_class.split()] == ["sharpe"]
+    for cells in board_cells(page).values():
+        assert [h for h, (css_class, _) in cells.items() if "pin" in css_class.split()] == pinned
+    assert '<div class="board-scroll"><table class="sortable leaderboard" id="leaderboard-table">' in page
+    listing = client.get("/").text  # the Backtests page's tables too, and its hindsight badge
+    assert listing.count('<span class="badge hindsight"') == 1  # the run of several strategies only
+    assert re.search(r'<th scope="col" class="text pin"><button type="button">symbol</button>', listing)

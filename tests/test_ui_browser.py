@@ -249,8 +249,9 @@ def test_report_opens_from_the_page_with_charts(api_server, browser, finished_ru
     assert "SYNTHETIC DATA" in banner.text
     assert browser.current_url == f"{api_server}/backtests/report/{finished_run['date']}/{finished_run['folder']}"
     assert sorted(visible_rows(browser, "#leaderboard-table")) == sorted(PAIRS)
-    charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")
-    assert len(charts) == len(PAIRS) + 1  # 4 pairs are all top-3 or bottom-3, plus the returns chart
+    charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart > svg")  # not the log-scale ones (hidden)
+    portfolios = len(browser.find_elements(By.CSS_SELECTOR, "figure.portfolio-chart"))
+    assert len(charts) == len(PAIRS) + 1 + portfolios  # 4 pairs are all top-3 or bottom-3, the returns chart
     for chart in charts:
         browser.execute_script("arguments[0].scrollIntoView()", chart)
         assert chart.is_displayed() and chart.size["width"] > 400 and chart.size["height"] > 200
@@ -294,3 +295,81 @@ def test_a_script_written_into_a_stored_report_does_not_run(api_server, browser,
     assert browser.title != "pwned"  # ...the injected one does not
     assert browser.execute_script("return document.body.dataset.pwned || null") is None
     assert browser.execute_script("return 1") == 1  # an open alert() would make this call fail
+
+
+# -- the report's readability at 1,400 px (opened from its file: no api-server needed) ---------
+
+
+@pytest.fixture(scope="module")
+def wide_report(tmp_path_factory) -> Path:
+    """A report whose leaderboard is wider than the window: a grid and one combination, trade statistics."""
+    from tests.support.dag import make_run
+
+    store = str(tmp_path_factory.mktemp("wide") / "store")
+    strategies = [{"name": "sma_trend", "params": {"window": "2d"}},
+                  {"name": "sma_cross", "params": {"fast": "6h,12h", "slow": "1d,2d"}}]  # fmt: skip
+    run = make_run(store, PAIRS, lookback_days=20, strategies=strategies, rank_by="sharpe")
+    return Path(run["plan"].results_url) / "report.html"
+
+
+def rect(driver, element) -> dict:
+    return driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", element)
+
+
+def test_report_leaderboard_keeps_the_pair_columns_in_view_when_scrolled_sideways(browser, wide_report):
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1400, 1000)
+    browser.get(wide_report.as_uri())
+    wait(browser, visible("#leaderboard-table tbody tr"))
+    box = browser.find_element(By.CSS_SELECTOR, "#leaderboard-table")
+    scroller = browser.execute_script("return arguments[0].parentElement", box)
+    assert "board-scroll" in scroller.get_attribute("class")
+    width, visible_width = browser.execute_script(
+        "return [arguments[0].scrollWidth, arguments[0].clientWidth]", scroller
+    )
+    assert width > visible_width + 200, "the leaderboard should be wider than the page at 1,400 px"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")
+    before = [rect(browser, row.find_elements(By.TAG_NAME, "td")[1]) for row in rows]  # symbol
+    status = rect(browser, rows[0].find_elements(By.TAG_NAME, "td")[3])
+    browser.execute_script("arguments[0].scrollLeft = arguments[0].scrollWidth", scroller)
+    assert browser.execute_script("return arguments[0].scrollLeft", scroller) > 200
+    view = rect(browser, scroller)
+    for row, was in zip(rows, before, strict=True):
+        symbol = row.find_elements(By.TAG_NAME, "td")[1]
+        now = rect(browser, symbol)
+        assert now["left"] == pytest.approx(was["left"], abs=1) and view["left"] <= now["left"] < view["right"]
+        x, y = now["left"] + now["width"] / 2, now["top"] + now["height"] / 2
+        on_top = browser.execute_script("return document.elementFromPoint(arguments[0], arguments[1])", x, y)
+        assert on_top == symbol and symbol.text == row.get_attribute("data-symbol")  # not covered by scrolled cells
+    moved = rect(browser, rows[0].find_elements(By.TAG_NAME, "td")[3])
+    assert moved["left"] < status["left"] - 200  # an unpinned column (status) did scroll away
+    heads = browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th.pin")
+    assert [h.text for h in heads] == ["rank", "symbol", "strategy", "sharpe"]
+    for head in heads:
+        assert view["left"] <= rect(browser, head)["left"] < view["right"]
+    browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "leaderboard"))
+    screenshot(browser, "report-leaderboard-scrolled.png")
+
+
+def test_report_log_scale_toggle_switches_the_equity_charts(browser, wide_report):
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1400, 1000)
+    browser.get(wide_report.as_uri())
+    figure = wait(browser, visible("figure.pair-chart"))
+    linear = figure.find_element(By.CSS_SELECTOR, ":scope > svg")
+    log = figure.find_element(By.CSS_SELECTOR, ":scope > .scale-log > svg")
+    assert linear.is_displayed() and not log.is_displayed()
+    label = browser.find_element(By.CSS_SELECTOR, "label[for=log-scale]")
+    browser.execute_script("arguments[0].scrollIntoView()", label)
+    label.click()
+    assert browser.find_element(By.ID, "log-scale").is_selected()
+    assert not linear.is_displayed() and log.is_displayed()
+    assert "growth of 1 (log scale)" in log.get_attribute("innerHTML")
+    assert rect(browser, log)["width"] > 400 and rect(browser, log)["height"] > 200
+    for other in browser.find_elements(By.CSS_SELECTOR, "figure.pair-chart"):  # every chart switches
+        assert not other.find_element(By.CSS_SELECTOR, ":scope > svg").is_displayed()
+    screenshot(browser, "report-log-scale.png")
+    label.click()
+    assert linear.is_displayed() and not log.is_displayed()

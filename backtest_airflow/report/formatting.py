@@ -17,11 +17,27 @@ from backtest_airflow.layout import WF_IS_PREFIX
 
 # The returns: percentages with their sign, and the first figures of the report's table.
 RETURN_COLUMNS = ("total_return", "buy_hold_return", "excess_return", "cagr")
+# Trade returns (`trade_stats`, backtest.simulation.trade_stats): percentages with their sign too.
+TRADE_RETURNS = ("best_trade", "worst_trade", "avg_trade", "avg_win", "avg_loss", "expectancy")
 PERCENT_COLUMNS = frozenset(
-    (*RETURN_COLUMNS, "volatility", "max_drawdown", "win_rate", "exposure", "wf_param_change_share")
+    (
+        *RETURN_COLUMNS,
+        *TRADE_RETURNS,
+        "position_return",
+        "volatility",
+        "max_drawdown",
+        "win_rate",
+        "exposure",
+        "wf_param_change_share",
+    )
 )
-SIGNED_COLUMNS = frozenset(RETURN_COLUMNS)
-RATIO_COLUMNS = frozenset(("sharpe", "sortino", "calmar", "wf_efficiency"))
+SIGNED_COLUMNS = frozenset((*RETURN_COLUMNS, *TRADE_RETURNS, "position_return"))
+RATIO_COLUMNS = frozenset(
+    ("sharpe", "sortino", "calmar", "wf_efficiency", "wf_efficiency_median", "profit_factor", "sqn")
+)
+# Probabilities (the probabilistic and deflated Sharpe ratios), 0 to 1.
+PROBABILITY_COLUMNS = frozenset(("psr", "dsr"))
+DECIMAL_COLUMNS = frozenset(("avg_trade_bars",))  # one decimal
 INTEGER_COLUMNS = frozenset(
     (
         "rank",
@@ -35,6 +51,8 @@ INTEGER_COLUMNS = frozenset(
         "wf_folds",
         "wf_efficiency_folds",
         "wf_param_changes",
+        "max_consecutive_losses",
+        "max_trade_bars",
     )
 )
 # Figures of another part of the window, formatted as the metric they are of: oos_sharpe (a
@@ -52,13 +70,52 @@ LABELS = {
     "oos_sharpe": "OOS sharpe",
     "oos_max_drawdown": "OOS max DD",
     "wf_efficiency": "WF efficiency",
+    "wf_efficiency_median": "WF efficiency (median)",
+    "psr": "PSR",
+    "dsr": "DSR",
+    "profit_factor": "profit factor",
+    "sqn": "SQN",
+    "max_consecutive_losses": "loss streak",
+    "best_trade": "best trade",
+    "worst_trade": "worst trade",
+    "avg_trade": "mean trade",
+    "avg_win": "mean win",
+    "avg_loss": "mean loss",
+    "avg_trade_bars": "mean bars held",
+    "max_trade_bars": "most bars held",
+    "next_params": "next params",
+    "position_now": "position now",
+    "position_since": "since",
+    "position_entry_price": "entry price",
+    "position_return": "return so far",
     "wf_param_changes": "param changes",
     "wf_param_change_share": "change share",
     "wf_efficiency_folds": "efficiency folds",
     "wf_folds": "folds",
     "wf_last_params": "last fold's params",
 }
-TEXT_COLUMNS = frozenset(("symbol", "strategy", "status", "params", "wf_last_params"))
+TEXT_COLUMNS = frozenset(
+    (
+        "symbol",
+        "strategy",
+        "status",
+        "selection",
+        "params",
+        "next_params",
+        "wf_last_params",
+        "position_now",
+        "position_since",
+    )
+)
+# How a `selection` shows in a table (`combinations`: how many the best was chosen among).
+SELECTION_TEXT = {
+    "none": "one combination",
+    "in_sample_best": "in-sample best of {combinations}: hindsight",
+    "holdout": "chosen in sample, hold-out",
+    "walk_forward": "walk-forward",
+}
+# The columns a leaderboard table keeps in view while it scrolls sideways (with the ranking column).
+PINNED_COLUMNS = ("rank", "symbol", "strategy")
 
 
 def missing(value: object) -> bool:
@@ -82,8 +139,10 @@ def format_value(column: str, value: object) -> str:
     column = metric_of(column)
     if column in PERCENT_COLUMNS:
         return f"{float(value):+.2%}" if column in SIGNED_COLUMNS else f"{float(value):.2%}"
-    if column in RATIO_COLUMNS:
+    if column in RATIO_COLUMNS or column in PROBABILITY_COLUMNS:
         return f"{float(value):.2f}"
+    if column in DECIMAL_COLUMNS:
+        return f"{float(value):,.1f}"
     if column in INTEGER_COLUMNS:
         return f"{int(value):,}"
     if isinstance(value, bool | np.bool_):
@@ -138,10 +197,21 @@ def plain(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def leaderboard_view(table: pd.DataFrame, columns: list[str], table_id: str = "") -> dict:
-    """The leaderboard's head and rows as the `leaderboard` macro draws them (plain text, CSS classes)."""
+def leaderboard_view(
+    table: pd.DataFrame, columns: list[str], table_id: str = "", pinned: tuple[str, ...] = PINNED_COLUMNS
+) -> dict:
+    """The leaderboard's head and rows as the `leaderboard` macro draws them (plain text, CSS classes).
+
+    The `pinned` columns (class `pin`, the last one also `pin-last`) stay in view while the table
+    scrolls sideways (`position: sticky`; the page's script sets their offsets). A `selection`
+    shows as SELECTION_TEXT says, `in_sample_best` with the class `hindsight`."""
     numeric = {column: _numeric(table, column) for column in columns}  # once per column, not per cell
-    heads = [{"label": label(c), "css": "text" if c in TEXT_COLUMNS or not numeric[c] else ""} for c in columns]
+    pins = [c for c in columns if c in pinned]
+    pin_css = {c: "pin pin-last" if c == pins[-1] else "pin" for c in pins}
+    heads = [
+        {"label": label(c), "css": _classes("text" if c in TEXT_COLUMNS or not numeric[c] else "", pin_css.get(c))}
+        for c in columns
+    ]
     rows = []
     for record in table.to_dict("records"):
         status = str(record.get("status") or "")
@@ -149,14 +219,18 @@ def leaderboard_view(table: pd.DataFrame, columns: list[str], table_id: str = ""
         for column in columns:
             value = record.get(column)
             classes = []
+            text = format_value(column, value)
             if column == "status":
                 classes += ["text", "status-ok" if status == "ok" else "status-bad"]
+            elif column == "selection":
+                classes += ["text", "hindsight" if value == "in_sample_best" else ""]
+                text = _selection_text(value, record.get("combinations"))
             elif column in TEXT_COLUMNS or not numeric[column]:
                 classes.append("text")
             elif metric_of(column) in SIGNED_COLUMNS and not missing(value):
                 classes.append("pos" if float(value) > 0 else "neg" if float(value) < 0 else "")
-            css = " ".join(c for c in classes if c)
-            cells.append({"css": css, "sort": sort_value(value), "text": format_value(column, value)})
+            css = _classes(*classes, pin_css.get(column))
+            cells.append({"css": css, "sort": sort_value(value), "text": text})
         rows.append(
             {
                 "ok": status == "ok",
@@ -168,13 +242,24 @@ def leaderboard_view(table: pd.DataFrame, columns: list[str], table_id: str = ""
     return {"id": table_id, "heads": heads, "rows": rows}
 
 
+def _classes(*names: str | None) -> str:
+    return " ".join(name for name in names if name)
+
+
+def _selection_text(value: object, combinations: object) -> str:
+    if missing(value):
+        return ""
+    text = SELECTION_TEXT.get(str(value), str(value))
+    return text.format(combinations=format_value("combinations", combinations) or "?")
+
+
 def _text(value: object) -> str | None:
     return None if missing(value) else str(value)
 
 
 def _numeric(table: pd.DataFrame, column: str) -> bool:
     base = metric_of(column)
-    if base in PERCENT_COLUMNS or base in RATIO_COLUMNS or base in INTEGER_COLUMNS:
+    if any(base in kind for kind in (PERCENT_COLUMNS, RATIO_COLUMNS, INTEGER_COLUMNS, PROBABILITY_COLUMNS)):
         return True
     if column not in table:
         return False

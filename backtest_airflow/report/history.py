@@ -113,11 +113,13 @@ def read_leaderboard(results_url: str, columns: list[str] | None = None) -> pd.D
     return read_parquet_bytes(data, columns=columns).to_pandas()
 
 
-def read_history(data_url: str, until: str, columns: list[str], runs: int = HISTORY_RUNS) -> pd.DataFrame:
+def read_history(
+    data_url: str, until: str, columns: list[str], runs: int = HISTORY_RUNS, before: bool = False
+) -> pd.DataFrame:
     """`columns` of the leaderboards of the last `runs` dates' latest successful runs up to
-    `until`, with `date` and `run` columns (empty without any)."""
+    `until` (before it, with `before`), with `date` and `run` columns (empty without any)."""
     frames = []
-    for ref in latest_runs(data_url, until, runs):
+    for ref in latest_runs(data_url, until, runs, before):
         board = read_leaderboard(ref.results_url, columns)
         if board is not None:
             frames.append(board.assign(date=ref.date, run=ref.run))
@@ -169,3 +171,24 @@ def changes(current: pd.DataFrame, previous: pd.DataFrame | None, metric: str) -
     here = set(map(tuple, board[KEYS].itertuples(index=False)))
     missing = [{"symbol": s, "strategy": t} for s, t in prev.index if (s, t) not in here]
     return board, missing
+
+
+def signal_changes(board: pd.DataFrame) -> list[dict]:
+    """The rows whose position differs from the previous run's (both known): symbol, strategy,
+    before, after, since (the new position's `position_since`), in leaderboard order."""
+    if "position_prev" not in board:
+        return []
+    rows = board[board["position_prev"].notna() & board["position_now"].notna()]
+    rows = rows[rows["position_prev"] != rows["position_now"]]
+    return [
+        {"symbol": r["symbol"], "strategy": r.get("strategy"), "before": r["position_prev"], "after": r["position_now"],
+         "since": r.get("position_since")}
+        for r in rows.to_dict("records")
+    ]  # fmt: skip
+
+
+def signal_text(change: dict) -> str:
+    """`BTCUSDT sma_trend: flat → long since 2026-12-01T13:00:00Z`."""
+    since = f" since {change['since']}" if change.get("since") else ""
+    name = " ".join(str(v) for v in (change["symbol"], change.get("strategy")) if v)
+    return f"{name}: {change['before']} → {change['after']}{since}"

@@ -17,7 +17,7 @@ from backtest_airflow import layout
 from backtest_airflow.layout import WF_IS_PREFIX
 from backtest_airflow.planning import RunPlan
 from backtest_airflow.report.columns import has_grid, has_walk_forward
-from backtest_airflow.report.formatting import PERCENT_COLUMNS, RATIO_COLUMNS
+from backtest_airflow.report.formatting import PERCENT_COLUMNS, PROBABILITY_COLUMNS, RATIO_COLUMNS
 from backtest_airflow.report.results import strategies_text
 
 
@@ -41,7 +41,14 @@ def walk_forward_shown(rank_by: str | None) -> list[str]:
     shown = ["oos_total_return"]
     for metric in dict.fromkeys([rank_by or "total_return", "cagr"]):
         shown += [f"oos_{metric}", WF_IS_PREFIX + metric]
-    return [*dict.fromkeys(shown), "wf_efficiency", "wf_param_changes", "wf_folds"]
+    return [
+        *dict.fromkeys(shown),
+        "wf_efficiency",
+        "wf_efficiency_median",
+        "wf_param_changes",
+        "wf_folds",
+        "next_params",
+    ]
 
 
 def _ratio(value) -> str:
@@ -49,20 +56,31 @@ def _ratio(value) -> str:
 
 
 def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None, rank_by: str | None = None) -> str:
-    """The leaderboard as Markdown (best rows; `rank_by`, the run's ranking metric, for a walk-forward's columns)."""
+    """The leaderboard as Markdown (best rows; `rank_by`, the run's ranking metric, for a walk-forward's columns).
+
+    A walk-forward's shows its out-of-sample figures only (`walk_forward_shown`), not the whole
+    window's grid best; a grid's, `dsr` beside `sharpe` and a note when figures are hindsight."""
     best = table[table["best"]]
     grid = has_grid(best)
     walk = has_walk_forward(best)
-    shown = ["rank", "symbol", "strategy", "status"] + (["params"] if grid or best["params"].nunique() > 1 else [])
-    shown += ["total_return", "buy_hold_return", "sharpe", "max_drawdown", "trades"]
+    shown = ["rank", "symbol", "strategy", "status"]
     if walk:
         shown += walk_forward_shown(rank_by)
-    elif best["oos_total_return"].notna().any():
-        shown += ["oos_total_return", "oos_sharpe"]
+    else:
+        shown += ["params"] if grid or best["params"].nunique() > 1 else []
+        shown += [
+            "total_return",
+            "buy_hold_return",
+            "sharpe",
+            *(["dsr"] if "dsr" in best and best["dsr"].notna().any() else []),
+        ]
+        shown += ["max_drawdown", "trades"]
+        if best["oos_total_return"].notna().any():
+            shown += ["oos_total_return", "oos_sharpe"]
     view = best[shown].copy()
     for column in view.columns:
         base = column.removeprefix("oos_").removeprefix(WF_IS_PREFIX)
-        if base in RATIO_COLUMNS or column == "wf_efficiency":
+        if base in RATIO_COLUMNS or base in PROBABILITY_COLUMNS:
             view[column] = view[column].map(_ratio)
         elif base in PERCENT_COLUMNS:
             view[column] = view[column].map(_percent)
@@ -72,8 +90,21 @@ def to_markdown(table: pd.DataFrame, title: str, cost: dict | None = None, rank_
         text += (
             "\nWalk-forward: ranked on the stitched out-of-sample figures (`oos_*`, the folds' test windows); "
             f"`{WF_IS_PREFIX}*` are the folds' mean in-sample figures of their chosen combinations, `wf_efficiency` "
-            "the mean of out-of-sample cagr / in-sample cagr over the folds; the other columns and `params` are "
-            "the whole window's best combination, chosen with hindsight.\n"
+            "the stitched out-of-sample cagr over their mean in-sample cagr (pooled), `wf_efficiency_median` the "
+            "median of the folds' own ratios, `next_params` the last fold's choice. The whole window's grid best "
+            "(`params` and the plain metric columns, chosen with hindsight) is in the Parquet and CSV files only.\n"
+        )
+    hindsight = (
+        best[(best["selection"] == "in_sample_best") & (best["status"] == "ok")] if "selection" in best else best[:0]
+    )
+    if len(hindsight):
+        counts = sorted({int(n) for n in hindsight["combinations"].dropna()})
+        many = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,}"
+        text += (
+            f"\n**Hindsight:** {len(hindsight)} row(s) (`selection` in_sample_best) are the in-sample best of "
+            f"{many} combinations: hindsight, not an out-of-sample result; `dsr` is the deflated Sharpe ratio of "
+            "that choice (the probability that its true Sharpe exceeds what the best of the combinations tried "
+            "would reach by luck alone).\n"
         )
     if grid:
         rows = int(pd.to_numeric(best["combinations"], errors="coerce").fillna(0).sum())

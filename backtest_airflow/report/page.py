@@ -11,7 +11,8 @@ its SHA-256 hash).
 
 What it shows:
 
-- a banner when any result comes from synthetic candles;
+- a banner when any result comes from synthetic candles, and how the figures were chosen
+  (`notes`: a grid's in-sample best is hindsight; a hold-out's or walk-forward's ranking);
 - the leaderboard, one row per (pair, strategy) with its chosen combination (`params`), sortable
   by clicking a column header; failed (pair, strategy) rows with their status; with a grid,
   every (pair, strategy, combination) row of the grid file in a folded table below (up to
@@ -26,7 +27,8 @@ What it shows:
 - the equity curve against buy-and-hold (close / first close, read from the candle store) and
   both drawdown curves, for the top and bottom `charts.curves.CURVES_EACH_END` ranked (pair,
   strategy) rows only, so that rendering stays cheap for 50 pairs (with a hold-out, the stored
-  equity curve, and so the chart, covers the in-sample part);
+  equity curve, and so the chart, covers the in-sample part), each on a linear and a log scale
+  (a checkbox switches them, CSS only), with its trades and trade statistics (`trades`);
 - the total return of every ranked row beside its buy-and-hold return;
 - with a walk-forward (`walk_forward` set): the leaderboard's stitched out-of-sample figures
   (ranked on) beside the folds' mean in-sample ones and the efficiency; a chart and a table of
@@ -54,12 +56,12 @@ import pandas as pd
 from backtest.data.storage import resolve, write_bytes_atomic
 from backtest.simulation.metrics import LOWER_IS_BETTER
 from backtest_airflow import layout, planning
-from backtest_airflow.report import grid_file, sections
+from backtest_airflow.report import grid_file, notes, portfolio, sections
 from backtest_airflow.report.charts.bars import returns_chart
 from backtest_airflow.report.charts.base import row_label
 from backtest_airflow.report.charts.comparison import strategies_chart, strategy_comparison
 from backtest_airflow.report.columns import best_rows, has_grid, has_walk_forward, is_synthetic, report_columns
-from backtest_airflow.report.formatting import format_value, leaderboard_view, missing
+from backtest_airflow.report.formatting import PINNED_COLUMNS, format_value, leaderboard_view, missing
 from backtest_airflow.report.results import strategies_text
 from backtest_airflow.report.templating import render
 
@@ -68,7 +70,7 @@ MAX_ALL_ROWS = 5000  # a bigger grid's every-row table stays in the grid file
 # run_info fields that are not parameters (or are shown elsewhere).
 NOT_PARAMETERS = frozenset(
     ("dag_id", "run_id", "title", "cost", "pairs", "chunks", "results_url", "data_url", "start", "end", "synthetic")
-)
+) | {"changes", "history"}  # the day-over-day sections' views (report.changes)
 PARAMETER_ORDER = (
     "strategies",
     "window",
@@ -119,6 +121,7 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
         all_rows = grid_file.read_grid(results_url) if grid_shape else table
         every = leaderboard_view(all_rows, report_columns(all_rows, sweep=True), "all-rows-table")
     cost = run_info.get("cost")
+    columns = report_columns(best, sweep=sweep, metric=metric)
     order = [layout.label_of(item) for item in run_info.get("strategies") or [] if layout.label_of(item) in strategies]
     comparison = strategy_comparison(best, metric, _lower_is_better(metric), order) if several else []
     return render(
@@ -127,11 +130,13 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
         synthetic=synthetic,
         ident=[(name, value) for name, value in ident if value],
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        selection_notes=notes.selection_notes(best, metric, run_info),
         cards=_summary_cards(best, ranked, metric, several, prefix),
         pairs=len(best),
         several=several,
         failed=best[best["status"] != "ok"].to_dict("records"),
-        board=leaderboard_view(best, report_columns(best, sweep=sweep, metric=metric), "leaderboard-table"),
+        board=leaderboard_view(best, columns, "leaderboard-table", (*PINNED_COLUMNS, metric)),
+        board_notes=notes.leaderboard_notes(best, columns),
         sweep=sweep,
         holdout=holdout,
         walk=sections.walk_forward_section(best, ranked, metric, several, run_info) if walk else None,
@@ -142,8 +147,11 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
         metric=metric,
         comparison=sections.comparison_section(comparison, metric),
         strategies_svg=strategies_chart(comparison, metric) if comparison else None,
-        heatmaps=sections.heatmaps_section(results_url, best, grid_shape[1] if grid_shape else [], order),
+        heatmaps=sections.heatmaps_section(results_url, best, grid_shape[1] if grid_shape else [], order, walk),
         returns_svg=returns_chart(ranked, several, prefix) if len(ranked) else None,
+        portfolio=portfolio.section(results_url),
+        changes=run_info.get("changes"),  # report.changes: what changed since the previous run, the last runs
+        history=run_info.get("history"),
         curves=sections.curves_section(results_url, best, run_info.get("data_url"), holdout, several, walk),
         parameters=_parameters(run_info),
         data=_data_range(table, run_info, synthetic),
@@ -176,7 +184,7 @@ def _summary_cards(
         top = ranked.iloc[0]
         if metric in ranked:
             name = row_label(top["symbol"], top.get("strategy"), several)
-            cards.append((f"best by {metric}", f"{name} {format_value(metric, top[metric])}"))
+            cards.append((notes.best_card_label(metric, ranked), f"{name} {format_value(metric, top[metric])}"))
         what = " (out of sample)" if prefix else ""
         returns = pd.to_numeric(ranked[prefix + "total_return"], errors="coerce").dropna()
         if len(returns):

@@ -11,6 +11,7 @@ import pandas as pd
 
 from backtest.data.storage import resolve
 from backtest.params import parse_time_ms
+from backtest.result_files import result_file
 from backtest_airflow import layout
 from backtest_airflow.report.charts.bars import efficiency_chart
 from backtest_airflow.report.charts.base import row_label
@@ -20,6 +21,7 @@ from backtest_airflow.report.formatting import format_value, leaderboard_view, m
 from backtest_airflow.report.formatting import label as column_label
 from backtest_airflow.report.grid_file import read_grid
 from backtest_airflow.report.results import params_text, read_json
+from backtest_airflow.report.trades import trades_view
 
 
 def comparison_section(comparison: list[dict], metric: str) -> list[dict]:
@@ -40,8 +42,12 @@ def comparison_section(comparison: list[dict], metric: str) -> list[dict]:
     return view
 
 
-def heatmaps_section(results_url: str, best: pd.DataFrame, grid_columns: list[str], order: list[str]) -> list[dict]:
-    """For each strategy whose grid varies two parameters: its top pairs' heatmaps (one chart) and values."""
+def heatmaps_section(
+    results_url: str, best: pd.DataFrame, grid_columns: list[str], order: list[str], walk: bool = False
+) -> list[dict]:
+    """For each strategy whose grid varies two parameters: its top pairs' heatmaps (one chart) and
+    values; with a walk-forward (`walk`), the whole window's grid without its best outlined (that
+    choice is hindsight: each fold chose on its own training window)."""
     if not grid_columns or not {"strategy", "select_by", "combinations"} <= set(best.columns):
         return []
     ranked = best[(best["status"] == "ok") & best["rank"].notna()].sort_values("rank")
@@ -56,7 +62,7 @@ def heatmaps_section(results_url: str, best: pd.DataFrame, grid_columns: list[st
         symbols = mine["symbol"].head(HEATMAP_PAIRS).tolist()
         rows = read_grid(
             results_url,
-            ["symbol", "strategy", "best", *params, metric],
+            ["symbol", "strategy", *([] if walk else ["best"]), *params, metric],
             [("strategy", "==", strategy), ("symbol", "in", symbols)],
         )
         maps = [heatmap(rows[rows["symbol"] == symbol], metric) for symbol in symbols]
@@ -93,7 +99,8 @@ def _heatmap_table(item: Heatmap) -> dict:
 def walk_forward_section(best: pd.DataFrame, ranked: pd.DataFrame, metric: str, several: bool, run_info: dict) -> dict:
     """The walk-forward section: each ranked row's efficiency (a chart and a table of the wf_* columns)."""
     columns = ["rank", "symbol", *(["strategy"] if "strategy" in best else []), "wf_folds", "wf_efficiency_folds",
-               "wf_efficiency", "wf_param_changes", "wf_param_change_share", "wf_last_params"]  # fmt: skip
+               "wf_efficiency", "wf_efficiency_median", "wf_param_changes", "wf_param_change_share",
+               "next_params"]  # fmt: skip
     if metric.startswith("oos_"):
         columns += [metric, layout.WF_IS_PREFIX + metric.removeprefix("oos_")]
     columns += [c for c in ("oos_cagr", layout.WF_IS_PREFIX + "cagr") if c not in columns]
@@ -106,7 +113,7 @@ def walk_forward_section(best: pd.DataFrame, ranked: pd.DataFrame, metric: str, 
 
 def load_result(results_url: str, symbol: str) -> dict | None:
     """A pair's result JSON (`{symbol}.json`) in a results folder, or None when there is none."""
-    return read_json(resolve(results_url), f"{symbol}.json")
+    return read_json(resolve(results_url), result_file(symbol))
 
 
 def _folds_view(result: dict) -> dict:
@@ -141,7 +148,7 @@ def curves_section(
     records = {(r["symbol"], r.get("strategy") if "strategy" in best else None): r for r in best.to_dict("records")}
     curves = []
     for symbol, strategy, end in shown_pairs(best):
-        curve = {"symbol": symbol, "strategy": strategy, "end": end, "svg": None, "folds": None}
+        curve = {"symbol": symbol, "strategy": strategy, "end": end, "svg": None, "folds": None, "trades": None}
         curves.append(curve)
         folder = layout.strategy_results_url(results_url, strategy) if strategy else results_url
         loaded = load_equity(folder, symbol)
@@ -151,10 +158,17 @@ def curves_section(
         buy_hold = load_buy_hold(data_url, symbol, times)
         notes = []
         if holdout:
-            notes.append("In-sample part of the window (the equity curve is stored for it only).")
+            notes.append(
+                "In-sample part of the window, where the combination was chosen (its out-of-sample curve is in the pair's oos.equity.parquet)."
+            )
+        row = records[(symbol, strategy)]
+        if row.get("selection") == "in_sample_best":
+            notes.append(
+                f"The in-sample best of {format_value('combinations', row.get('combinations'))} combinations over "
+                "this very window: hindsight, not an out-of-sample result."
+            )
         if buy_hold is None:
             notes.append("Buy-and-hold unavailable: the candles could not be read.")
-        row = records[(symbol, strategy)]
         boundaries, prefix = None, ""
         result = load_result(folder, symbol) if walk else None
         if result and result.get("walk_forward"):
@@ -163,8 +177,11 @@ def curves_section(
             prefix, curve["folds"] = "oos_", _folds_view(result)
         label = row_label(symbol, strategy, several)
         curve["svg"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries)
-        params = None if prefix else row.get("params", row.get("window"))  # a walk-forward's: per fold, below
-        chosen = " ".join(str(v) for v in (strategy, params) if not missing(v))
+        curve["svg_log"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries, log=True)
+        curve["trades"] = trades_view(folder, symbol, result or load_result(folder, symbol))
+        # a walk-forward's parameters are per fold (below) and, next, the last fold's
+        params = f"next params {row.get('next_params')}" if prefix else row.get("params", row.get("window"))
+        chosen = (", " if prefix else " ").join(str(v) for v in (strategy, params) if not missing(v))
         curve["chosen"] = f" ({chosen})" if chosen else ""
         curve["notes"] = " ".join(notes)
     return curves

@@ -6,6 +6,7 @@ Equity comes from the (pair, strategy)'s `{symbol}.equity.parquet`, buy-and-hold
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from markupsafe import Markup
 from backtest.data.storage import read_bytes, read_parquet_bytes, resolve
 from backtest.errors import BacktestError
 from backtest.params import HOUR_MS
+from backtest.result_files import equity_file
 from backtest_airflow.report.charts.base import (
     BUY_HOLD_COLOR,
     FOLD_COLOR,
@@ -44,7 +46,7 @@ def shown_pairs(table: pd.DataFrame, each_end: int = CURVES_EACH_END) -> list[tu
 
 def load_equity(results_url: str, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(open times as datetime64[ms], equity) from `{symbol}.equity.parquet`, or None when missing."""
-    data = read_bytes(resolve(results_url).join(f"{symbol}.equity.parquet"))
+    data = read_bytes(resolve(results_url).join(equity_file(symbol)))
     if not data:
         return None
     table = read_parquet_bytes(data, columns=["open_time", "equity"])
@@ -78,6 +80,38 @@ def drawdown(curve: np.ndarray) -> np.ndarray:
     return 1.0 - curve / np.maximum.accumulate(curve)
 
 
+LOG_STEPS = ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9))
+
+
+def log_ticks(low: float, high: float, least: int = 4) -> list[float] | None:
+    """Tick values of a log axis over [low, high]: the first of LOG_STEPS (times powers of 10) that
+    gives at least `least` ticks; None for a range too narrow for any (evenly spaced ticks then)."""
+    for steps in LOG_STEPS:
+        ticks = [
+            step * 10.0**power
+            for power in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+            for step in steps
+        ]
+        inside = [float(f"{t:.6g}") for t in ticks if low <= t <= high]
+        if len(inside) >= least:
+            return inside
+    return None
+
+
+def log_axis(ax, *curves: np.ndarray | None) -> None:
+    """A log scale for the growth of 1 (a ruined curve's zeros are left out), its ticks plain numbers
+    in 1-2-5 (or finer) steps, `log_ticks`."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
+
+    ax.set_yscale("log")
+    values = np.concatenate([c[c > 0] for c in curves if c is not None])
+    ticks = log_ticks(float(values.min()), float(values.max())) if len(values) else None
+    ax.yaxis.set_major_locator(MaxNLocator(6) if ticks is None else FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def pair_chart(
     symbol: str,
     row: dict,
@@ -86,12 +120,14 @@ def pair_chart(
     buy_hold: np.ndarray | None,
     prefix: str = "",
     boundaries: list[np.datetime64] | None = None,
+    log: bool = False,
 ) -> Markup:
     """Equity vs buy-and-hold (top) and their drawdowns (bottom) for one pair, as SVG.
 
     `prefix` "oos_": the curve is a walk-forward's stitched out-of-sample one, titled with the
     row's `oos_*` figures; `boundaries`: where its folds' test windows start (dashed vertical
-    lines on both panels; on the top one the SVG group of line k is `fold-boundary-<k>`, k from 1)."""
+    lines on both panels; on the top one the SVG group of line k is `fold-boundary-<k>`, k from 1);
+    `log`: the growth of 1 on a log scale (a ruined curve's zeros are left out)."""
     _, Figure = mpl()
     import matplotlib.dates as mdates
     from matplotlib.ticker import PercentFormatter
@@ -115,7 +151,9 @@ def pair_chart(
         )
         line.set_gid(f"fold-boundary-{k}")
         bottom.axvline(boundary, color=FOLD_COLOR, linewidth=0.8, linestyle="--")
-    top.set_ylabel("growth of 1")
+    if log:
+        log_axis(top, equity, buy_hold)
+    top.set_ylabel("growth of 1 (log scale)" if log else "growth of 1")
     top.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none", fontsize=9)
     bottom.set_ylabel("drawdown")
     bottom.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
@@ -132,4 +170,9 @@ def pair_chart(
     title += f", buy & hold {format_value('buy_hold_return', row.get(prefix + 'buy_hold_return'))}"
     title += f", {dd} {format_value('max_drawdown', row.get(prefix + 'max_drawdown'))}"
     top.set_title(title, loc="left", fontsize=11)
-    return figure_svg(fig, f"pair-{symbol}", f"Equity and drawdown of {symbol} against buy and hold")
+    scale = "-log" if log else ""
+    return figure_svg(
+        fig,
+        f"pair-{symbol}{scale}",
+        f"Equity and drawdown of {symbol} against buy and hold{' (log scale)' if log else ''}",
+    )
