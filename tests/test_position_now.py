@@ -39,7 +39,7 @@ def test_position_now_is_what_the_next_bar_holds(shared_data, name, how):
     seen, marked = set(), 0
     for end in ENDS:
         result, position, times = run(csv, name, end, EXECUTIONS[how])
-        later, later_position, _ = run(csv, name, end + HOUR_MS, EXECUTIONS[how])
+        _, later_position, _ = run(csv, name, end + HOUR_MS, EXECUTIONS[how])
         side = SIDES[result["position_now"]]
         seen.add(result["position_now"])
         assert later_position[-1] == side, (name, format_time_ms(end))  # what it held over the next bar
