@@ -144,7 +144,8 @@ def changes(current: pd.DataFrame, previous: pd.DataFrame | None, metric: str) -
     wanted = [c for c in ("symbol", "strategy", "rank", "position_now", "next_params", "params", metric, "status")
               if c in previous]  # fmt: skip
     prev = previous[wanted].drop_duplicates(KEYS).set_index(KEYS)
-    joined = board.join(prev, on=KEYS, rsuffix="_p")
+    renamed = prev.rename(columns=lambda c: f"{c}_p").reset_index()
+    joined = board[KEYS].merge(renamed, on=KEYS, how="left").set_index(board.index)  # board's rows, in order
     board["rank_prev"] = joined["rank_p"].astype("Int64") if "rank_p" in joined else None
     board["rank_change"] = (board["rank_prev"] - board["rank"].astype("Int64")).astype("Int64")
     board["position_prev"] = joined.get("position_now_p")
