@@ -885,6 +885,7 @@ def test_a_grids_in_sample_best_is_marked_as_hindsight_with_its_deflated_sharpe(
             in notes["hindsight"]
         )
     assert "sma_trend:" not in notes["hindsight"]
+    assert 'id="portfolio-hindsight"' in page  # the portfolio of in-sample bests is hindsight too
     heads = text_heads(page, "leaderboard-table")
     assert heads[heads.index("sharpe") + 1 : heads.index("sharpe") + 3] == ["DSR", "PSR"]  # beside the Sharpe
     for (symbol, strategy), cells in board_cells(page).items():

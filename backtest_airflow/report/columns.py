@@ -87,6 +87,14 @@ WF_EXECUTION_SHOWN = (
 HIDDEN_COLUMNS = frozenset(
     (
         *EXECUTION_SHOWN,
+        # day over day: the report's "What changed" section says them (they are in the files)
+        "rank_prev",
+        "rank_change",
+        "position_prev",
+        "params_prev",
+        "metric_prev",
+        "metric_change",
+        "change",
         "window_bars",
         "bars",
         "gaps",
