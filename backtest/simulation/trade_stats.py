@@ -43,7 +43,6 @@ TRADE_STAT_NAMES = (
     "max_trade_bars",
     "max_consecutive_losses",
 )
-SAMPLES = ("in_sample", "out_of_sample")  # the trades file's `sample` column
 
 
 def bars_held(trades: Sequence[Trade], position: np.ndarray) -> list[int]:

@@ -38,6 +38,7 @@ from backtest.data.storage import resolve
 from backtest.params import HOUR_MS, parse_time_ms
 from backtest.result_files import error_file, result_file
 from backtest.simulation.metrics import FLAT_METRIC_NAMES, LOWER_IS_BETTER, flat_metrics
+from backtest.simulation.position import POSITION_KEYS
 from backtest_airflow import layout
 from backtest_airflow.layout import WF_IS_PREFIX
 from backtest_airflow.planning import RunPlan
@@ -49,7 +50,7 @@ STALE_HOURS = 6
 TRADE_COLUMNS = ("profit_factor", "expectancy", "sqn", "max_consecutive_losses")
 OOS_COLUMNS = tuple(f"oos_{name}" for name in (*FLAT_METRIC_NAMES, *TRADE_COLUMNS))
 # What the chosen combination holds at the as-of moment (backtest.simulation.position)
-POSITION_COLUMNS = ("position_now", "position_since", "position_entry_price", "position_return")
+POSITION_COLUMNS = POSITION_KEYS  # the result's, as the job names them
 # A walk-forward's columns (null without one): see `walk_forward_columns`.
 WF_COLUMNS = (
     "wf_folds",
