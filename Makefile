@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo airflow test lint lint-infra check-strategies format bench clean
+.PHONY: demo airflow test lint lint-infra check-strategies format bench mwaa-bundle clean
 
 $(STAMP): requirements.txt constraints.txt docker/requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -66,6 +66,17 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_engine
+
+# The job's tests on the image's pruned dependencies (docs/image.md; minutes), besides `make test`.
+.PHONY: image-test
+image-test: $(STAMP)
+	BACKTEST_IMAGE_SUITE=1 $(PY) -m pytest tests/test_image.py tests/test_container.py
+
+# The Amazon MWAA bundle in dist/mwaa/ (docs/mwaa.md): dags/, plugins.zip (the project's wheel and
+# the UI plugin), requirements.txt, startup.sh. MWAA_BUNDLE_ARGS='--stack crypto-backtest' takes the
+# settings from the stack's outputs (`--set BACKTEST_X=...`, `--from-env`: infra/mwaa_bundle.py --help).
+mwaa-bundle: $(STAMP)
+	$(PY) infra/mwaa_bundle.py $(MWAA_BUNDLE_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-* .demo .airflow .pytest_cache

@@ -7,6 +7,13 @@ A run's results folder (the job writes the per-pair files, `rank` the rest):
             {symbol}.json  {symbol}.equity.parquet  {symbol}.error.json  _jobs/<job>.json   (backtest.job)
         leaderboard.parquet  leaderboard.csv  leaderboard.md  grid.parquet  portfolio.parquet  summary.json  report.html  (rank)
         _latest.json   (rank, at the end of a successful run: which run of the date is the one to compare with)
+
+Athena reads every object below a table's location, so its tables (infra/backtest-stack.yaml) read
+copies in folders of their own, beside the date folders (`table_copy_url`, `table_folder`):
+
+    {store}/results/crypto_backtest_daily/tables/<table>/date=<as-of date>/
+        run=<run folder>.parquet   (leaderboard, grid: rank, a fixed schema and a `run` column)
+        latest.json                (latest_run: the date's `_latest.json` record)
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ WF_IS_PREFIX = "wf_is_"  # the leaderboard's walk-forward in-sample columns: wf_
 REPORT_HTML = "report.html"
 LATEST_JSON = "_latest.json"  # date=<date>/_latest.json: the date's latest successful run (report.history)
 RANK_FILES = (LEADERBOARD_PARQUET, LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_HTML)  # what a finished run shows
+TABLES_DIR = "tables"  # the Athena tables' copies (see the module docstring)
+LEADERBOARD_TABLE, GRID_TABLE, LATEST_TABLE = "leaderboard", "grid", "latest_run"
+LATEST_TABLE_FILE = "latest.json"  # a name Athena reads (it skips names starting with "_" or ".")
 # `date=` and `run=` folder names, as the UI checks them before they reach a storage key.
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 RUN_PATTERN = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]{0,249}")  # run_folder_name's output, no "." or ".."
@@ -57,3 +67,24 @@ def label_of(entry: dict) -> str:
     """A plan strategy's label: its `strategy=<label>` folder and its leaderboard rows' `strategy`
     (the strategy's name unless the entry gives one; a plan from before labels: its name)."""
     return entry.get("label", entry["name"])
+
+
+def table_folder(data_url: str, table: str, date: str, dag_id: str = DAG_ID) -> str:
+    """One date's partition folder of an Athena table's copies."""
+    return "/".join([results_root(data_url, dag_id), TABLES_DIR, table, f"date={date}"])
+
+
+def table_copy_url(results_url: str, table: str) -> str | None:
+    """Where `rank` writes a run's copy for the Athena table `table`: its date's partition folder,
+    one file per run; None when `results_url` is not a run's results folder (`results_url`'s
+    .../date=<date>/run=<run>)."""
+    parts = results_url.rstrip("/").rsplit("/", 2)
+    if len(parts) < 3 or not (parts[1].startswith("date=") and parts[2].startswith("run=")):
+        return None
+    root, date, run = parts
+    return "/".join([root, TABLES_DIR, table, date, f"{run}.parquet"])
+
+
+def run_of(results_url: str) -> str:
+    """A run's folder name (`run_folder_name`) from its results folder's URL."""
+    return results_url.rstrip("/").rsplit("/", 1)[1].removeprefix("run=")

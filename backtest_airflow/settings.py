@@ -10,6 +10,7 @@
 | AWS connection id    | BACKTEST_AWS_CONN_ID             | aws_default                          |
 | alerts SNS topic ARN | BACKTEST_NOTIFY_SNS_TOPIC_ARN    | unset: alerts are log lines          |
 | Batch poll interval  | BACKTEST_BATCH_POLL_SECONDS      | 30                                   |
+| Batch job timeout    | BACKTEST_BATCH_JOB_TIMEOUT_SECONDS | 3600 (the stack's JobTimeoutSeconds) |
 | local parallelism    | BACKTEST_LOCAL_MAX_PARALLEL      | 2 (concurrent local jobs per run)    |
 | task retries         | BACKTEST_TASK_RETRIES            | 2 (exponential backoff from 1 min)   |
 | job size             | BACKTEST_JOB_VCPU / _MEMORY_MIB  | 1 vCPU / 2048 MiB (a Fargate combo)  |
@@ -21,15 +22,27 @@ vCPU-hour and $0.004445 per GB-hour; Spot $0.01291590 per vCPU-hour and $0.00141
 GB-hour (Spot rates move; set the variables for your region). Fargate bills per second with a
 one-minute minimum per task.
 
-Pools (created by `make airflow`; elsewhere create them once, see docs/operation.md, "Concurrency"):
+Pools (created by `make airflow`, on Amazon MWAA by `infra/deploy.sh --mwaa-environment`; elsewhere
+create them once, see docs/operation.md, "Concurrency"). `plan` checks that the DAG's pools exist,
+asking the REST API (`backtest_airflow/pools.py`), and fails the run at once, naming them and the
+`airflow pools set` commands, when one is missing; where it cannot ask, it logs a warning saying why:
 
 | pool                | slots            | bounds                                                  |
 |---------------------|------------------|---------------------------------------------------------|
 | backtest_exchange   | 2                | concurrent refresh tasks, i.e. request streams to the exchange |
 | backtest_local      | CPU cores        | concurrent local backtest jobs across all runs (local mode) |
 
+Where a setting comes from, first match wins (one rule for every row above but the pair list):
+
+1. the environment variable (`BACKTEST_DATA_URL`), e.g. from MWAA's `startup.sh`;
+2. the Airflow configuration option of section `[backtest]`, named as the variable without its
+   `BACKTEST_` prefix, lower-cased (`[backtest] data_url`, i.e. `AIRFLOW__BACKTEST__DATA_URL`,
+   or an MWAA "Airflow configuration option" `backtest.data_url`);
+3. the default.
+
 The executor mode and store URL shape the DAG (operator class, asset URIs), so they are read
-when the DAG file is parsed: set them in the environment of every Airflow component.
+when the DAG file is parsed: set them for every Airflow component (scheduler, DAG processor,
+workers, triggerer), which both the environment and the Airflow configuration are.
 """
 
 from __future__ import annotations
@@ -66,6 +79,7 @@ class Settings:
     job_definition: str
     aws_conn_id: str
     poll_interval: int
+    job_timeout_seconds: int
     local_max_parallel: int
     task_retries: int
     job_vcpu: float
@@ -74,30 +88,51 @@ class Settings:
     notify_sns_topic_arn: str
 
 
+CONFIG_SECTION = "backtest"  # the Airflow configuration section of the settings: [backtest] data_url, ...
+ENV_PREFIX = "BACKTEST_"
+
+
+def _setting(env_name: str, default: str) -> str:
+    """One setting by the module's precedence: environment, then `[backtest]` configuration, then default."""
+    value = os.environ.get(env_name)
+    if value is not None:
+        return value
+    option = env_name.removeprefix(ENV_PREFIX).lower()
+    try:
+        from airflow.configuration import conf
+
+        configured = conf.get(CONFIG_SECTION, option, fallback=None)
+    except ImportError:  # no Airflow here (a tool beside it): the environment and defaults only
+        configured = None
+    return default if configured is None else configured
+
+
 def load_settings() -> Settings:
+    """Every setting, each by the precedence above; a bad executor mode fails here, at parse time."""
     airflow_home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
-    executor = os.environ.get("BACKTEST_EXECUTOR", "local")
+    executor = _setting("BACKTEST_EXECUTOR", "local")
     if executor not in ("local", "batch"):
         raise ValueError(f"BACKTEST_EXECUTOR must be 'local' or 'batch', not {executor!r}")
     return Settings(
-        data_url=os.environ.get("BACKTEST_DATA_URL") or os.path.join(airflow_home, "backtest-data"),
-        source=os.environ.get("BACKTEST_SOURCE", "synthetic"),
+        data_url=_setting("BACKTEST_DATA_URL", "") or os.path.join(airflow_home, "backtest-data"),
+        source=_setting("BACKTEST_SOURCE", "synthetic"),
         executor=executor,
-        job_queue=os.environ.get("BACKTEST_BATCH_JOB_QUEUE", "crypto-backtest"),
-        job_definition=os.environ.get("BACKTEST_BATCH_JOB_DEFINITION", "crypto-backtest"),
-        aws_conn_id=os.environ.get("BACKTEST_AWS_CONN_ID", "aws_default"),
-        poll_interval=int(os.environ.get("BACKTEST_BATCH_POLL_SECONDS", "30")),
-        local_max_parallel=int(os.environ.get("BACKTEST_LOCAL_MAX_PARALLEL", "2")),
-        task_retries=int(os.environ.get("BACKTEST_TASK_RETRIES", "2")),
-        job_vcpu=float(os.environ.get("BACKTEST_JOB_VCPU", "1")),
-        job_memory_mib=int(os.environ.get("BACKTEST_JOB_MEMORY_MIB", "2048")),
+        job_queue=_setting("BACKTEST_BATCH_JOB_QUEUE", "crypto-backtest"),
+        job_definition=_setting("BACKTEST_BATCH_JOB_DEFINITION", "crypto-backtest"),
+        aws_conn_id=_setting("BACKTEST_AWS_CONN_ID", "aws_default"),
+        poll_interval=int(_setting("BACKTEST_BATCH_POLL_SECONDS", "30")),
+        job_timeout_seconds=int(_setting("BACKTEST_BATCH_JOB_TIMEOUT_SECONDS", "3600")),
+        local_max_parallel=int(_setting("BACKTEST_LOCAL_MAX_PARALLEL", "2")),
+        task_retries=int(_setting("BACKTEST_TASK_RETRIES", "2")),
+        job_vcpu=float(_setting("BACKTEST_JOB_VCPU", "1")),
+        job_memory_mib=int(_setting("BACKTEST_JOB_MEMORY_MIB", "2048")),
         prices={
-            "vcpu_hour": float(os.environ.get("BACKTEST_FARGATE_VCPU_HOUR", "0.04048")),
-            "gb_hour": float(os.environ.get("BACKTEST_FARGATE_GB_HOUR", "0.004445")),
-            "spot_vcpu_hour": float(os.environ.get("BACKTEST_FARGATE_SPOT_VCPU_HOUR", "0.0129159")),
-            "spot_gb_hour": float(os.environ.get("BACKTEST_FARGATE_SPOT_GB_HOUR", "0.001418")),
+            "vcpu_hour": float(_setting("BACKTEST_FARGATE_VCPU_HOUR", "0.04048")),
+            "gb_hour": float(_setting("BACKTEST_FARGATE_GB_HOUR", "0.004445")),
+            "spot_vcpu_hour": float(_setting("BACKTEST_FARGATE_SPOT_VCPU_HOUR", "0.0129159")),
+            "spot_gb_hour": float(_setting("BACKTEST_FARGATE_SPOT_GB_HOUR", "0.001418")),
         },
-        notify_sns_topic_arn=os.environ.get("BACKTEST_NOTIFY_SNS_TOPIC_ARN", ""),
+        notify_sns_topic_arn=_setting("BACKTEST_NOTIFY_SNS_TOPIC_ARN", ""),
     )
 
 

@@ -18,7 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from backtest.data.refresh import refresh_pair
 from backtest.errors import BacktestError, InputError
 from backtest.params import parse_time_ms
-from backtest_airflow import layout, planning
+from backtest_airflow import layout, planning, pools
+from backtest_airflow.batch import execution_timeout as batch_execution_timeout
 from backtest_airflow.planning import RunPlan
 from backtest_airflow.report import changes, history, leaderboard, leaderboard_files, page, portfolio
 from backtest_airflow.report import cost as run_cost
@@ -46,6 +47,8 @@ def plan(
 
     Then the quick look-ahead check of every strategy the run uses: one that fails it is refused
     (for good, before any refresh or job), as `python -m backtest check-strategy` would refuse it.
+    Last, the pools the DAG's tasks use must exist (asked of the REST API, `pools.missing_pools`):
+    the run fails here, at once, rather than wait in `scheduled` for ever on one that does not.
     """
     end = planning.as_of(interval_end, logical_date, run_after)
     try:
@@ -57,13 +60,19 @@ def plan(
     if problems:
         log.error("look-ahead check failed: %s", "; ".join(problems))
         raise AirflowFailException(f"look-ahead check failed: {'; '.join(problems)}")
+    missing = pools.missing_pools(pools.running_dag_pools())
+    if missing:
+        log.error("%s", pools.missing_message(missing))
+        raise AirflowFailException(pools.missing_message(missing))
     return run_plan
 
 
 def backtest_options(settings: Settings) -> dict[str, Any]:
     """What the `backtest` task's operator is given besides its id, trigger rule and label: in `batch`
-    mode `BatchOperator`'s queue, job definition, connection and polling (deferrable: the triggerer
-    polls Batch); in `local` mode the local runner's pool and parallelism (one job per core)."""
+    mode `BacktestBatchOperator`'s queue, job definition, connection and polling (deferrable: the
+    triggerer polls Batch) and the execution timeout that covers every attempt of the job (a run
+    ends instead of hanging on a job stuck RUNNABLE); in `local` mode the local runner's pool and
+    parallelism (one job per core)."""
     if settings.executor == "batch":
         return {
             "job_queue": settings.job_queue,
@@ -71,6 +80,7 @@ def backtest_options(settings: Settings) -> dict[str, Any]:
             "aws_conn_id": settings.aws_conn_id,
             "deferrable": True,
             "poll_interval": settings.poll_interval,
+            "execution_timeout": batch_execution_timeout(settings.job_timeout_seconds),
         }
     return {"pool": LOCAL_POOL, "max_active_tis_per_dagrun": settings.local_max_parallel}
 
@@ -166,7 +176,8 @@ def rank(plan: RunPlan, failed_tasks: dict[tuple[str, str], str], settings: Sett
     paths = leaderboard_files.write(table, plan.results_url, title, cost, plan.rank_by)
     paths[layout.PORTFOLIO_PARQUET], portfolios = portfolio.write(plan, table, settings.data_url)
     info = {**asdict(plan), "dag_id": layout.DAG_ID, "run_id": run_id, "data_url": settings.data_url}
-    info["changes"] = changes.changes_view(table, previous, missing, date, plan.metric)
+    settings_changed = history.settings_changes(table, before)  # not like for like when non-empty
+    info["changes"] = changes.changes_view(table, previous, missing, date, plan.metric, settings_changed)
     info["history"] = changes.history_view(settings.data_url, date, table, plan.metric)
     paths[layout.REPORT_HTML] = page.write(table, plan.results_url, {**info, "title": title, "cost": cost})
     files = "\n".join(f"{name}: {url}" for name, url in paths.items())

@@ -6,6 +6,8 @@ interface `fastapi_apps`, see `plugins/backtest_ui_plugin.py`); the UI shows it 
 
     GET /                         the latest runs of crypto_backtest_daily, newest first (?limit=20),
                                   each with its leaderboard and a link to its report
+    GET /history?symbol=BTCUSDT[&strategy=..][&metric=..]   one pair's last 30 runs (rank, metric,
+                                  position, chosen params) as a chart and a table
     GET /report/{date}/{run}      that run's report.html, as stored, under a CSP that runs only the
                                   report's own script (by its hash; whoever can write the results
                                   folder cannot put script into a user's browser) in a sandbox
@@ -36,21 +38,14 @@ import pyarrow.fs as pafs
 from airflow.sdk import BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
 from backtest.data.storage import Location, list_dir, read_bytes, resolve
 from backtest_airflow import layout
 from backtest_airflow.layout import run_folder_name
 from backtest_airflow.planning import as_of
-from backtest_airflow.report.columns import (
-    best_rows,
-    has_grid,
-    has_hindsight,
-    has_walk_forward,
-    is_synthetic,
-    report_columns,
-)
-from backtest_airflow.report.formatting import leaderboard_view
-from backtest_airflow.report.templating import CSP, render
+from backtest_airflow.report import runs_view
+from backtest_airflow.report.templating import CSP, PAGE_CSP, render
 from backtest_airflow.settings import load_settings
 
 log = logging.getLogger("backtest_airflow.ui")
@@ -61,7 +56,7 @@ URL_PREFIX = "/backtests"
 URL_ROUTE = "backtests"  # the UI's own route for the embedded page: /plugin/backtests
 DEFAULT_LIMIT = 20
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP + "; frame-ancestors 'self'",
+    "Content-Security-Policy": PAGE_CSP + "; frame-ancestors 'self'",  # the pages' form submits to 'self'
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-cache",
@@ -70,7 +65,7 @@ SECURITY_HEADERS = {
 # a sandbox gives it an opaque origin (no cookies, no access to the Airflow UI that frames it).
 REPORT_HEADERS = {
     **SECURITY_HEADERS,
-    "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"] + "; sandbox allow-scripts",
+    "Content-Security-Policy": CSP + "; frame-ancestors 'self'; sandbox allow-scripts",  # no form at all
 }
 
 
@@ -198,9 +193,33 @@ def create_app(data_url: str | None = None, require_auth: bool = True) -> FastAP
 
     @app.get("/", response_class=HTMLResponse, name="runs")
     def runs_page(request: Request, limit: int = Query(DEFAULT_LIMIT, ge=1, le=100)) -> HTMLResponse:
-        url = store()
-        runs = [_run_view(request, ref) for ref in list_runs(url, limit)]
-        page = render("backtests.html.j2", title="Backtests", dag_id=DAG_ID, limit=limit, store=url, runs=runs)
+        url, refs = store(), list_runs(store(), limit)
+        dated = runs_view.dates_view(url, [(ref.date, ref.run) for ref in refs])
+        runs = []
+        for ref in refs:
+            report_url = request.url_for("report", date=ref.date, run=ref.run).path
+            view = runs_view.run_view(ref.date, ref.run, ref.folder, read_leaderboard, report_url)
+            runs.append({**view, **dated["runs"].get((ref.date, ref.run), {})})
+        history_url = request.url_for("history").path
+        page = render("backtests.html.j2", csp=Markup(PAGE_CSP), title="Backtests", dag_id=DAG_ID, limit=limit, store=url, runs=runs,
+                      dates=dated["dates"], history_url=history_url)  # fmt: skip
+        return HTMLResponse(page, headers=SECURITY_HEADERS)
+
+    @app.get("/history", response_class=HTMLResponse, name="history")
+    def history_page(
+        request: Request,
+        symbol: str = Query(..., max_length=30),
+        strategy: str = Query("", max_length=64),
+        metric: str = Query("", max_length=64),
+    ) -> HTMLResponse:
+        """One pair's figures and positions over the last runs (report.runs_view.pair_history_view)."""
+        symbol = symbol.strip().upper()
+        problem = runs_view.check_pair(symbol, strategy, metric)
+        if problem:
+            raise HTTPException(status_code=400, detail=problem)
+        view = runs_view.pair_history_view(store(), symbol, strategy or None, metric or None)
+        page = render("pair_history.html.j2", csp=Markup(PAGE_CSP), title=f"History of {symbol}", dag_id=DAG_ID, history=view,
+                      runs_url=request.url_for("runs").path, history_url=request.url_for("history").path)  # fmt: skip
         return HTMLResponse(page, headers=SECURITY_HEADERS)
 
     @app.get("/report/{date}/{run}", response_class=HTMLResponse, name="report")
@@ -212,38 +231,6 @@ def create_app(data_url: str | None = None, require_auth: bool = True) -> FastAP
         return HTMLResponse(data, headers=REPORT_HEADERS)
 
     return app
-
-
-def _run_view(request: Request, ref: RunRef) -> dict:
-    """One run's section of the page; a leaderboard that cannot be read or shown gets a note
-    (`board` None), not a failed page."""
-    view = {"date": ref.date, "run": ref.run, "anchor": f"run-{ref.date}-{ref.run}", "board": None}
-    try:
-        table = read_leaderboard(ref.folder)
-        if table is None:
-            raise ValueError("leaderboard.parquet is gone")
-        best = best_rows(table)
-        sweep = len(table) > len(best) or has_grid(best)
-        columns = report_columns(best, sweep=sweep, compact=True)
-        names = (layout.REPORT_HTML, layout.GRID_PARQUET)
-        infos = ref.folder.fs.get_file_info([ref.folder.join(name).path for name in names])  # one call
-        has_report, has_grid_file = (info.type == pafs.FileType.File for info in infos)
-        return {
-            **view,
-            "board": leaderboard_view(best, columns, f"leaderboard-{ref.date}-{ref.run}"),
-            "failed": int((best["status"] != "ok").sum()),
-            "synthetic": is_synthetic(table),
-            "hindsight": has_hindsight(best),  # some rows are a grid's in-sample best
-            "walk": has_walk_forward(best),  # out-of-sample figures only
-            "pairs": int(best["symbol"].nunique()),
-            "strategies": sorted(best["strategy"].dropna().unique()) if "strategy" in best else [],
-            "grid_file": layout.GRID_PARQUET if has_grid_file and sweep else None,
-            "url": ref.folder.url,
-            "report_url": request.url_for("report", date=ref.date, run=ref.run).path if has_report else None,
-        }
-    except Exception as exc:  # any malformed file: missing columns, wrong types, not Parquet
-        log.warning("cannot show the leaderboard of %s: %s", ref.folder.url, exc)
-        return view
 
 
 # -- the rank task's extra link ----------------------------------------------------------------

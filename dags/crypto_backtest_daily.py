@@ -19,7 +19,8 @@ moving average, flat otherwise) on every configured pair, every day, and ranks t
    warm-up, for a backfill), incrementally and idempotently; **candles** then records one asset
    event for the run (which pairs were refreshed, up to when).
 3. **backtest** (one mapped task per chunk and strategy) runs the job: an AWS Batch job on Fargate
-   in `batch` mode (the amazon provider's `BatchOperator`, deferrable), or the same container
+   in `batch` mode (`BacktestBatchOperator`, deferrable: the job follows its task, a retry
+   re-attaches to it, at most 3 attempts in all; docs/operation.md), or the same container
    command in a local subprocess in `local` mode (in the `backtest_local` pool: one job per core).
    Each strategy's results go to `strategy=<name>/` in the run's results folder.
 4. **rank** gathers the results into `leaderboard.{parquet,csv,md}` and `summary.json` (the
@@ -43,10 +44,10 @@ from dataclasses import asdict
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.operators.batch import BatchOperator
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from backtest_airflow import alerts, form, layout, tasks
+from backtest_airflow.batch import BacktestBatchOperator
 from backtest_airflow.jobs import chunk_kwargs, job_kwargs, job_units
 from backtest_airflow.local.batch import LocalBatchOperator
 from backtest_airflow.planning import RunPlan
@@ -137,7 +138,7 @@ def crypto_backtest_daily():
     run_plan = plan()
     backtest_jobs = jobs(run_plan)
     refreshed = refresh.partial(run_plan=run_plan).expand(chunk=chunks(run_plan))
-    operator = BatchOperator if SETTINGS.executor == "batch" else LocalBatchOperator
+    operator = BacktestBatchOperator if SETTINGS.executor == "batch" else LocalBatchOperator
     backtest = operator.partial(
         task_id="backtest", trigger_rule="all_done", map_index_template=JOB_LABEL, **tasks.backtest_options(SETTINGS)
     ).expand_kwargs(backtest_jobs)

@@ -1,14 +1,17 @@
 """The job image's dependency set is enough to run a backtest, without Airflow or pandas.
 
-No Docker engine is needed: a fresh virtualenv gets exactly docker/requirements.txt (as the
-Dockerfile's `pip install -r` does) and sees only a copy of the `backtest/` package and of the
-users' `strategies/` folder beside it (as the Dockerfile's `COPY backtest/ /app/backtest/` and
+No Docker engine is needed: the image's /deps is built the same way here, as a plain folder
+(`pip install --target deps -r docker/requirements.txt`, then `docker/prune.py deps`, as the
+Dockerfile's `deps` stage does), for an interpreter whose own site-packages hold only pip (as
+python:3.11-slim's). The job sees that folder and only a copy of the `backtest/` package and of
+the users' `strategies/` folder beside it (as the Dockerfile's `COPY backtest/ /app/backtest/` and
 `COPY strategies/ /app/strategies/` do). The entrypoint then runs end to end there, the
-project's own strategies included.
+project's own strategies included. tests/test_image.py checks the pruned folder itself.
 Static checks keep docker/Dockerfile and docker/requirements.txt to that shape.
 
-The virtualenv is cached in `.venv-container/<hash>/`, keyed by docker/requirements.txt and the
-Python version, so only the first run (e.g. CI on a clean clone) pays for the install.
+The environment is cached in `.venv-container/<hash>/`, keyed by docker/requirements.txt,
+docker/prune.py and the Python version, so only the first run (e.g. CI on a clean clone) pays
+for the install.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ from backtest.strategy import PROJECT_STRATEGIES, grid_of
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 REQUIREMENTS = REPO / "docker" / "requirements.txt"
+PRUNE = REPO / "docker" / "prune.py"
 VENV_CACHE = REPO / ".venv-container"
+# What the image must not carry: the job never imports them (tests/test_image.py checks what it does).
+NOT_IN_IMAGE = ("airflow", "pandas", "boto3", "botocore", "requests", "urllib3", "s3transfer")
 
 RESULT_KEYS = {
     "symbol",
@@ -89,50 +95,79 @@ def requirement_lines(text: str) -> list[str]:
     return [line for line in lines if line]
 
 
-def test_dockerfile_shape():
-    instructions = dockerfile_instructions(DOCKERFILE.read_text())
-    by_kind: dict[str, list[str]] = {}
+def stages(instructions: list[tuple[str, str]]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The build stages: (FROM's arguments, that stage's instructions after FROM)."""
+    found: list[tuple[str, list[tuple[str, str]]]] = []
     for keyword, args in instructions:
-        by_kind.setdefault(keyword, []).append(args)
+        if keyword == "FROM":
+            found.append((args, []))
+        else:
+            assert found, f"{keyword} before the first FROM"
+            found[-1][1].append((keyword, args))
+    return found
 
-    (base,) = by_kind["FROM"]
-    assert base.split("@")[0] == "python:3.11-slim"
 
-    (entrypoint,) = by_kind["ENTRYPOINT"]
+def commands(run_args: list[str], program: str) -> list[list[str]]:
+    """Each shell command of those RUN arguments that starts `program` (split on && ; ||), as words."""
+    found = []
+    for args in run_args:
+        for command in re.split(r"&&|;|\|\|", args):
+            words = command.split()
+            if words[: len(program.split())] == program.split():
+                found.append(words)
+    return found
+
+
+def test_dockerfile_shape():
+    """Two stages: `deps` installs docker/requirements.txt into /deps and prunes it with
+    docker/prune.py; the image is python:3.11-slim plus /deps, the package and the strategies."""
+    (deps_from, deps), (image_from, image) = stages(dockerfile_instructions(DOCKERFILE.read_text()))
+    assert deps_from.split()[0].split("@")[0] == "python:3.11-slim" and deps_from.split()[-2:] == ["AS", "deps"]
+    assert image_from.split("@")[0] == "python:3.11-slim", "the image is the same base as its build stage"
+
+    def by_kind(stage):
+        kinds: dict[str, list[str]] = {}
+        for keyword, args in stage:
+            kinds.setdefault(keyword, []).append(args)
+        return kinds
+
+    deps_kinds, image_kinds = by_kind(deps), by_kind(image)
+
+    # deps: pip installs exactly the requirements file into /deps, then prune.py prunes /deps.
+    deps_copies = deps_kinds["COPY"]
+    assert deps_copies == ["docker/requirements.txt docker/prune.py /build/"]
+    (install,) = commands(deps_kinds["RUN"], "pip install")
+    words = install[2:]
+    assert words[words.index("--target") + 1] == "/deps" and words[words.index("-r") + 1] == "/build/requirements.txt"
+    assert [w for w in words if not w.startswith("-")] == ["/deps", "/build/requirements.txt"], "installs more"
+    assert commands(deps_kinds["RUN"], "python /build/prune.py") == [["python", "/build/prune.py", "/deps"]]
+    run_all = " ".join(deps_kinds["RUN"])
+    assert run_all.index("pip install") < run_all.index("prune.py"), "prune after the install"
+
+    # The image: nothing installed (no pip, no apt-get), /deps on PYTHONPATH.
+    image_runs = " ".join(image_kinds["RUN"])
+    assert "pip" not in image_runs.split() and "apt-get" not in image_runs
+    assert "PYTHONPATH=/deps" in " ".join(image_kinds["ENV"]).split()
+
+    (entrypoint,) = image_kinds["ENTRYPOINT"]
     assert json.loads(entrypoint) == ["python", "-m", "backtest"]
 
-    users = by_kind.get("USER", [])
+    users = image_kinds.get("USER", [])
     assert users, "the image must switch to a non-root USER"
     user = users[-1].split(":")[0]
     assert user not in ("root", "0"), f"final USER is {users[-1]!r}"
-    last_user = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "USER")
-    last_run = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "RUN")
+    last_user = max(i for i, (keyword, _) in enumerate(image) if keyword == "USER")
+    last_run = max(i for i, (keyword, _) in enumerate(image) if keyword == "RUN")
     assert last_user > last_run, "USER must come after the last RUN, so the job runs as that user"
 
-    # What goes into the image: the job's requirements file, the backtest package and the users'
-    # strategies beside it (where backtest.strategy.PROJECT_STRATEGIES points), nothing else.
-    copies = dict(args.split() for args in by_kind["COPY"])
-    assert copies.keys() == {"docker/requirements.txt", "backtest/", "strategies/"}
-    assert copies["backtest/"].rstrip("/") == "/app/backtest"
-    assert copies["strategies/"].rstrip("/") == "/app/strategies"
+    # What goes into the image: the pruned /deps, the backtest package and the users' strategies
+    # beside it (where backtest.strategy.PROJECT_STRATEGIES points), nothing else.
+    copies = dict(args.rsplit(" ", 1)[::-1] for args in image_kinds["COPY"])
+    assert copies == {"/deps": "--from=deps /deps", "/app/backtest/": "backtest/", "/app/strategies/": "strategies/"}
     assert PROJECT_STRATEGIES == REPO / "strategies"  # the package's parent folder: /app in the image
     ignored = (REPO / ".dockerignore").read_text().split()
-    assert "!backtest/" in ignored and "!strategies/" in ignored  # both in the build context
-    requirements_in_image = copies["docker/requirements.txt"]
-
-    installs = [
-        command.strip()
-        for args in by_kind["RUN"]
-        for command in re.split(r"&&|;|\|\|", args)
-        if re.search(r"\bpip3?\s+install\b", command)
-    ]
-    assert installs, "the image must pip install its requirements"
-    for command in installs:
-        words = command.split()
-        words = words[words.index("install") + 1 :]
-        positional = [w for w in words if not w.startswith("-")]
-        assert "-r" in words and positional == [requirements_in_image], f"installs more than the file: {command!r}"
-    assert "apt-get install" not in " ".join(by_kind["RUN"])
+    for source in ("backtest/", "strategies/", "docker/requirements.txt", "docker/prune.py"):
+        assert f"!{source}" in ignored, f"{source} is not in the build context"
 
 
 def test_job_requirements_are_pinned_and_lean():
@@ -146,9 +181,10 @@ def test_job_requirements_are_pinned_and_lean():
     assert len(names) == len(set(names)), "a package is listed twice"
     assert not [n for n in names if "airflow" in n], "Airflow has no place in the job image"
     assert not [n for n in names if n == "pandas" or n.startswith("pandas-")], "the job must run without pandas"
+    assert not set(names) & set(NOT_IN_IMAGE), "the job never imports these (tests/test_image.py)"
 
 
-# -- the dependency set, in a fresh virtualenv ------------------------------------------------
+# -- the image's Python environment, without Docker ------------------------------------------
 
 
 def base_python() -> str:
@@ -160,26 +196,36 @@ def base_python() -> str:
     pytest.skip("python3.11 not found")
 
 
-def build_venv(venv: Path) -> None:
-    """`python3.11 -m venv` plus `pip install -r docker/requirements.txt`; a stamp marks it whole."""
-    shutil.rmtree(venv, ignore_errors=True)
+def cache_key() -> str:
+    """What the environment is built from: the requirements, the pruning script, the Python."""
+    return hashlib.sha256(REQUIREMENTS.read_bytes() + PRUNE.read_bytes() + sys.version.encode()).hexdigest()[:16]
+
+
+def build_environment(folder: Path) -> None:
+    """`python3.11 -m venv folder/venv` (an interpreter whose site-packages hold only pip, as the
+    base image's), `pip install --no-compile --target folder/deps -r docker/requirements.txt` and
+    `docker/prune.py folder/deps`, as the Dockerfile's deps stage; a stamp marks it whole."""
+    shutil.rmtree(folder, ignore_errors=True)
+    python = str(folder / "venv" / "bin" / "python")
     steps = [
-        [base_python(), "-m", "venv", str(venv)],
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)],
-    ]
+        [base_python(), "-m", "venv", str(folder / "venv")],
+        [python, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(folder / "deps"), "-r",
+         str(REQUIREMENTS)],
+        [python, str(PRUNE), str(folder / "deps")],
+    ]  # fmt: skip
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"}
     env.pop("PYTHONPATH", None)
     for cmd in steps:
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
         if done.returncode != 0:
-            shutil.rmtree(venv, ignore_errors=True)
-            errors = [line for line in done.stderr.splitlines() if not line.startswith("WARNING")]
+            shutil.rmtree(folder, ignore_errors=True)
+            errors = [line for line in (done.stdout + done.stderr).splitlines() if not line.startswith("WARNING")]
             pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n" + "\n".join(errors[-20:]))
-    (venv / ".complete").write_text(REQUIREMENTS.read_text())
+    (folder / ".complete").write_text(cache_key())
 
 
 def prune_stale_venvs(keep: str) -> None:
-    """Drop cached venvs of earlier requirements files, unless another run holds their lock."""
+    """Drop cached environments of earlier inputs, unless another run holds their lock."""
     for lock_path in VENV_CACHE.glob("*.lock"):
         key = lock_path.stem
         if key == keep:
@@ -195,38 +241,51 @@ def prune_stale_venvs(keep: str) -> None:
 
 @dataclass(frozen=True)
 class JobEnv:
-    """The image's Python environment and its /app (which holds only the backtest package and the
-    users' strategies)."""
+    """The image's Python environment: its interpreter, its /deps (the pruned folder) and its
+    /app (which holds only the backtest package and the users' strategies)."""
 
     python: str
+    deps: Path
     app: Path
     env: dict[str, str]
 
-    def run(self, *args: str) -> subprocess.CompletedProcess:
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [self.python, *args], cwd=self.app, env=self.env, capture_output=True, text=True, timeout=120
-        )
+            [self.python, *args], cwd=self.app, env={**self.env, **(env or {})}, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+
+
+def image_environment(app: Path) -> JobEnv:
+    """The cached environment (built once per cache_key) and a fresh /app copy in `app`."""
+    key = cache_key()
+    folder = VENV_CACHE / key
+    VENV_CACHE.mkdir(exist_ok=True)
+    with open(VENV_CACHE / f"{key}.lock", "w") as lock:  # one build at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = folder / ".complete"
+        if not stamp.exists() or stamp.read_text() != key:
+            build_environment(folder)
+    prune_stale_venvs(keep=key)
+
+    for name in ("backtest", "strategies"):  # mirrors COPY backtest/ /app/backtest/ and strategies/
+        shutil.copytree(REPO / name, app / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    python = str(folder / "venv" / "bin" / "python")
+    subprocess.run([python, "-m", "compileall", "-q", str(app)], check=True)  # as the image's last RUN
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")
+    env = {name: os.environ[name] for name in keep if name in os.environ}
+    env.update(  # the image's ENV
+        PYTHONPATH=f"{app}{os.pathsep}{folder / 'deps'}",
+        PYTHONNOUSERSITE="1",
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return JobEnv(python, folder / "deps", app, env)
 
 
 @pytest.fixture(scope="module")
 def job_env(tmp_path_factory) -> JobEnv:
-    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:16]
-    venv = VENV_CACHE / key
-    VENV_CACHE.mkdir(exist_ok=True)
-    with open(VENV_CACHE / f"{key}.lock", "w") as lock:  # one build at a time
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = venv / ".complete"
-        if not stamp.exists() or stamp.read_text() != REQUIREMENTS.read_text():
-            build_venv(venv)
-    prune_stale_venvs(keep=key)
-
-    app = tmp_path_factory.mktemp("app")  # mirrors COPY backtest/ /app/backtest/ and strategies/ /app/strategies/
-    for folder in ("backtest", "strategies"):
-        shutil.copytree(REPO / folder, app / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")
-    env = {name: os.environ[name] for name in keep if name in os.environ}
-    env.update(PYTHONPATH=str(app), PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1")
-    return JobEnv(str(venv / "bin" / "python"), app, env)
+    return image_environment(tmp_path_factory.mktemp("app"))
 
 
 @pytest.fixture(scope="module")
@@ -239,14 +298,16 @@ def candle_file(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_environment_has_no_airflow_or_pandas(job_env):
-    for module in ("airflow", "pandas"):
+def test_environment_has_no_airflow_pandas_or_aws_sdk(job_env):
+    for module in NOT_IN_IMAGE:
         done = job_env.run("-c", f"import {module}")
         assert done.returncode != 0, f"{module} is importable in the job's environment"
         assert "ModuleNotFoundError" in done.stderr
-    done = job_env.run("-c", "import backtest, numpy, pyarrow, boto3; print(backtest.__file__)")
+    done = job_env.run("-c", "import backtest, numpy, pyarrow, pyarrow.fs; print(backtest.__file__, numpy.__file__)")
     assert done.returncode == 0, done.stderr
-    assert Path(done.stdout.strip()).parent == job_env.app / "backtest", "must use the copied package only"
+    package, numpy_file = map(Path, done.stdout.split())
+    assert package.parent == job_env.app / "backtest", "must use the copied package only"
+    assert numpy_file.is_relative_to(job_env.deps), "must use the pruned dependencies only"
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The daily DAG in batch mode: the deferrable BatchOperator against moto's AWS Batch on loopback.
+"""The daily DAG in batch mode: the deferrable `BacktestBatchOperator` (backtest_airflow/batch.py, the
+amazon provider's `BatchOperator` whose jobs follow their tasks) against moto's AWS Batch on loopback.
 
 moto's Batch without Docker (`{"batch": {"use_docker": false}}`) runs no container: a job just
 ends SUCCEEDED (or FAILED with `MOTO_SIMPLE_BATCH_FAIL_AFTER=0`, which moto reads with
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +33,7 @@ from tests.support.batch import (
     POLL_SECONDS,
     Batch,
     assert_jobs_are_the_plans,
+    create_batch,
     moto_batch_without_docker,
     planned,
     run_batch_dag,
@@ -46,51 +47,9 @@ LEADERBOARD_FILES = ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md")
 @pytest.fixture
 def batch(moto_server) -> Batch:
     """A Fargate compute environment, job queue and job definition on moto's docker-less Batch."""
-    import boto3
-
-    suffix = uuid.uuid4().hex[:8]
-    iam = boto3.client("iam", endpoint_url=moto_server)
-    ec2 = boto3.client("ec2", endpoint_url=moto_server)
-    client = boto3.client("batch", endpoint_url=moto_server)
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": "batch.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-    }
-    role = iam.create_role(RoleName=f"batch-{suffix}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    (vpc,) = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
-    in_vpc = [{"Name": "vpc-id", "Values": [vpc["VpcId"]]}]
-    subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=in_vpc)["Subnets"]]
-    groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=in_vpc)["SecurityGroups"]]
-    environment = client.create_compute_environment(
-        computeEnvironmentName=f"fargate-{suffix}",
-        type="MANAGED",
-        state="ENABLED",
-        computeResources={"type": "FARGATE", "maxvCpus": 16, "subnets": subnets, "securityGroupIds": groups},
-        serviceRole=role,
-    )["computeEnvironmentArn"]
-    queue = f"backtest-{suffix}"
-    queue_arn = client.create_job_queue(
-        jobQueueName=queue,
-        state="ENABLED",
-        priority=1,
-        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
-    )["jobQueueArn"]
-    definition = f"backtest-{suffix}"
-    definition_arn = client.register_job_definition(
-        jobDefinitionName=definition,
-        type="container",
-        platformCapabilities=["FARGATE"],
-        containerProperties={
-            "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/crypto-backtest:latest",
-            "command": ["--help"],
-            "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}],
-            "executionRoleArn": role,
-            "networkConfiguration": {"assignPublicIp": "ENABLED"},
-            "fargatePlatformConfiguration": {"platformVersion": "LATEST"},
-        },
-    )["jobDefinitionArn"]
+    batch = create_batch(moto_server)
     with moto_batch_without_docker(moto_server):
-        yield Batch(client, queue, queue_arn, definition, definition_arn)
+        yield batch
 
 
 @pytest.fixture
@@ -150,7 +109,7 @@ def test_batch_mode_submits_the_planned_jobs_and_ranks_what_they_leave(
     plan, jobs = planned(dag, dag_run, data_url)
 
     # Every backtest task deferred; its trigger polled Batch through the connection until SUCCEEDED.
-    assert [type(trigger).__name__ for trigger, _ in inline_triggers] == ["BatchJobTrigger"] * len(PAIRS)
+    assert [type(trigger).__name__ for trigger, _ in inline_triggers] == ["BacktestBatchJobTrigger"] * len(PAIRS)
     assert {trigger.waiter_delay for trigger, _ in inline_triggers} == {POLL_SECONDS}
     assert [event.payload["status"] for _, event in inline_triggers] == ["success"] * len(PAIRS)
     states = task_states(dag_run)

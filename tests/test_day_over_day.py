@@ -93,3 +93,18 @@ def test_three_dates_a_rerun_and_a_failed_run(airflow_db, tmp_path, exchange_fac
     assert 'id="position-calendar"' in page  # three dates of history
     calendar = page[page.index('id="position-calendar"') :]
     assert all(date[5:] in calendar[:2000] for date in DATES)
+    # the largest metric changes: the five largest |total_return now - then|, recomputed, in order
+    deltas = {f"{s} {t}": row["total_return"] - before.loc[(s, t), "total_return"] for (s, t), row in now.iterrows()}
+    top = sorted(deltas, key=lambda name: -abs(deltas[name]))[:5]
+    listed = page[page.index('id="metric-movers"') :].split("</ul>")[0]
+    assert re.findall(r"<li><b>([^<]+)</b>", listed) == top
+    for name in top:
+        assert f"({deltas[name] * 100:+.2f} pp)" in listed
+    assert 'id="settings-changed"' not in page  # the same settings every day: like for like
+
+    # a next date run with another fee: the section says first that the figures are not like for like
+    cheaper = run_daily_dag(data_url, {**CONF, "fee_bps": 5}, as_of("2026-06-21"))
+    assert cheaper.state == "success"
+    page = (Path(layout.results_url(str(data_url), "2026-06-21", cheaper.run_id)) / layout.REPORT_HTML).read_text()
+    warning = page[page.index('id="settings-changed"') : page.index("Signal changes")]
+    assert "sma_trend: fee_bps 10.0 → 5.0" in warning and "window" not in warning.split(":", 1)[1]

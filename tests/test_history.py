@@ -106,3 +106,29 @@ def test_duckdb_reads_the_same_history(store):
     assert eth[["date", "metric"]].values.tolist() == expected
     with pytest.raises(ValueError):
         history_sql.pair_history_sql(store, "x; DROP")
+
+
+def settings_board(
+    fee: float, window_days: int, params: str, combinations: int = 1, status: str = "ok"
+) -> pd.DataFrame:
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    return pd.DataFrame([{
+        "symbol": "BTCUSDT", "strategy": "sma_trend", "status": status, "fee_bps": fee, "slippage_bps": 0.0,
+        "combinations": combinations, "params": params, "start": start.isoformat(),
+        "end": (start + pd.Timedelta(days=window_days)).isoformat(),
+    }])  # fmt: skip
+
+
+def test_settings_changes_name_each_setting_that_differs():
+    before, same = settings_board(10.0, 365, "window=15d"), settings_board(10.0, 365, "window=15d")
+    assert history.settings_changes(same, before) == []
+    assert history.settings_changes(same, None) == []
+    changed = settings_board(5.0, 180, "window=20d")
+    assert history.settings_changes(changed, before) == [
+        "sma_trend: fee_bps 10.0 → 5.0", "sma_trend: window 365d → 180d", "sma_trend: params window=15d → window=20d",
+    ]  # fmt: skip
+    # a grid's chosen params are a result, not a setting; its size is a setting
+    grid_before, grid_now = settings_board(10.0, 365, "fast=1d", 9), settings_board(10.0, 365, "fast=2d", 25)
+    assert history.settings_changes(grid_now, grid_before) == ["sma_trend: combinations 9 → 25"]
+    # a failed row has no settings of its own: nothing to compare
+    assert history.settings_changes(settings_board(5.0, 365, "window=15d", status="failed: x"), before) == []

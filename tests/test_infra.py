@@ -4,11 +4,13 @@ IAM policies judged by moto (real S3 requests on a moto server that enforces IAM
 evaluator for the other services); the Fargate size rules evaluated; the scripts run; and the
 DAG's batch mode run against the stack's outputs.
 
-moto 5.2.5 deploys every resource of the template except AWS::S3::BucketPolicy (no CloudFormation
-support), but it ignores some properties: on the bucket VersioningConfiguration,
+moto 5.2.5 deploys every resource of the template except the bucket policies, the Glue database and
+tables, the Athena workgroup, the MWAA environment and a security group egress rule (no
+CloudFormation support: the Glue tables are checked against the project's files in
+tests/test_glue_tables.py, the rest on the template), and it ignores some properties: on the bucket VersioningConfiguration,
 PublicAccessBlockConfiguration, OwnershipControls and LifecycleConfiguration; on the ECR
 repository ImageScanningConfiguration, EncryptionConfiguration and LifecyclePolicy; on the job
-definition PlatformCapabilities, Timeout and PropagateTags. It evaluates neither the template's
+definition PlatformCapabilities, Timeout and PropagateTags; on the queue JobStateTimeLimitActions. It evaluates neither the template's
 Rules nor parameter constraints (AllowedValues, AllowedPattern, MinValue). Those parts are
 asserted on the template (parsed with cfn-lint's CloudFormation-aware decoder).
 """
@@ -35,7 +37,9 @@ from botocore.exceptions import ClientError
 
 from tests.support import REPO, aws_env, free_port
 
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..S3..BucketPolicy:UserWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Tried to parse AWS..(S3..BucketPolicy|Glue..|Athena..|MWAA..|EC2..SecurityGroupEgress):UserWarning"
+)
 
 INFRA = REPO / "infra"
 TEMPLATE_FILE = INFRA / "backtest-stack.yaml"
@@ -50,7 +54,14 @@ FARGATE_SIZES = {
     "4": set(range(8192, 30721, 1024)),
 }
 # Resource types of the template that moto's CloudFormation skips (with a warning).
-MOTO_UNSUPPORTED = {"AWS::S3::BucketPolicy"}
+MOTO_UNSUPPORTED = {
+    "AWS::S3::BucketPolicy",
+    "AWS::Glue::Database",
+    "AWS::Glue::Table",
+    "AWS::Athena::WorkGroup",
+    "AWS::MWAA::Environment",
+    "AWS::EC2::SecurityGroupEgress",
+}
 # What the DAG's configuration (and infra/deploy.sh) reads from the stack.
 REQUIRED_OUTPUTS = {
     "JobQueueName",
@@ -98,6 +109,8 @@ def rule_value(expr, params: dict[str, str]):
     ((function, args),) = expr.items()
     if function == "Ref":
         return params[args]
+    if function == "Condition":
+        return rule_value(template()["Conditions"][args], params)
     values = rule_value(args, params)
     if function == "Fn::Equals":
         return str(values[0]) == str(values[1])
@@ -120,6 +133,8 @@ def parameter_errors(given: dict[str, str]) -> list[str]:
             errors.append(f"Parameters: [{name}] must have values")
             continue
         value = values[name] = str(given.get(name, spec.get("Default")))
+        if spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<"):
+            values[name] = value.split(",")
         if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
             errors.append(f"Parameter '{name}' must be one of AllowedValues")
         if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
@@ -133,6 +148,27 @@ def parameter_errors(given: dict[str, str]) -> list[str]:
             continue
         errors += [a["AssertDescription"] for a in rule["Assertions"] if not rule_value(a["Assert"], values)]
     return errors
+
+
+def condition_holds(name: str, given: dict[str, str]) -> bool:
+    """A template condition's value for these parameters (the defaults for the others)."""
+    params = {k: str(given.get(k, spec.get("Default"))) for k, spec in template()["Parameters"].items()}
+    return rule_value(template()["Conditions"][name], params)
+
+
+def created(given: dict[str, str]) -> set[str]:
+    """The resources CloudFormation creates for these parameters (their conditions hold)."""
+    return {
+        k for k, r in template()["Resources"].items() if "Condition" not in r or condition_holds(r["Condition"], given)
+    }
+
+
+def _refers_to(value, names: set[str]) -> bool:
+    if isinstance(value, dict):
+        if value.get("Ref") in names or (value.get("Fn::GetAtt") or [None])[0] in names:
+            return True
+        return any(_refers_to(v, names) for v in value.values())
+    return isinstance(value, list) and any(_refers_to(v, names) for v in value)
 
 
 # ---------------------------------------------------------------------------------- IAM
@@ -465,16 +501,24 @@ def test_stack_deploys_into_moto(aws, stack):
     assert described["StackStatus"] == "CREATE_COMPLETE"
     types = {r["Type"] for r in template()["Resources"].values()}
     assert types - set(get_model_map()) == MOTO_UNSUPPORTED  # everything else is deployed
-    created = {
+    deployed = {
         r["LogicalResourceId"]: r
         for r in cfn.list_stack_resources(StackName=stack.name)["StackResourceSummaries"]
         if r.get("LogicalResourceId")
     }
-    expected = {k for k, r in template()["Resources"].items() if r["Type"] not in MOTO_UNSUPPORTED}
-    assert set(created) == expected
-    assert {r["ResourceStatus"] for r in created.values()} == {"CREATE_COMPLETE"}
+    resources = template()["Resources"]
+    expected = {k for k in created(stack.params) if resources[k]["Type"] not in MOTO_UNSUPPORTED}
+    assert "MwaaEnvironment" not in created(stack.params)  # optional, off by default
+    assert set(deployed) == expected
+    assert {r["ResourceStatus"] for r in deployed.values()} == {"CREATE_COMPLETE"}
     assert set(template()["Outputs"]) >= REQUIRED_OUTPUTS
-    assert set(stack.outputs) == set(template()["Outputs"])
+    skipped = {k for k, r in resources.items() if r["Type"] in MOTO_UNSUPPORTED}
+    shown = {
+        k
+        for k, o in template()["Outputs"].items()
+        if ("Condition" not in o or condition_holds(o["Condition"], stack.params)) and not _refers_to(o, skipped)
+    }
+    assert set(stack.outputs) == shown
 
 
 @pytest.mark.slow
@@ -502,6 +546,40 @@ def test_compute_environments_and_queue(aws, stack, network):
     assert resource("SpotComputeEnvironment")["Properties"]["ServiceRole"] == {
         "Fn::If": ["HasBatchServiceRole", {"Ref": "BatchServiceRoleArn"}, {"Ref": "AWS::NoValue"}]
     }
+
+
+# The reasons AWS Batch can act on for a job left RUNNABLE in a queue of ECS/Fargate compute
+# environments (its guide, "Automatic remediation with jobStateTimeLimitActions"); Fargate: CANCEL only.
+RUNNABLE_REASONS = {
+    "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY",
+    "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE",
+    "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT",
+}
+
+
+def test_queue_cancels_jobs_stuck_runnable_after_the_configured_time():
+    """On the template: moto's Batch ignores JobStateTimeLimitActions."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    actions = resource("JobQueue")["Properties"]["JobStateTimeLimitActions"]
+    assert {a["Reason"] for a in actions} == RUNNABLE_REASONS and len(actions) == len(RUNNABLE_REASONS)
+    for action in actions:
+        assert (action["State"], action["Action"]) == ("RUNNABLE", "CANCEL")
+        assert action["MaxTimeSeconds"] == {"Ref": "RunnableTimeoutSeconds"}
+    # The parameter's range is AWS's; the pinned cfn-lint's schema has the property with that range.
+    spec = template()["Parameters"]["RunnableTimeoutSeconds"]
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema(REGION, "AWS::Batch::JobQueue").schema
+    item = schema["definitions"]["JobStateTimeLimitAction"]
+    assert "JobStateTimeLimitActions" in schema["properties"]
+    limits = item["properties"]["MaxTimeSeconds"]
+    assert (spec["MinValue"], spec["MaxValue"]) == (limits["minimum"], limits["maximum"]) == (600, 86400)
+    assert spec["MinValue"] <= spec["Default"] <= spec["MaxValue"]
+    params = {"SubnetIds": "subnet-1", "SecurityGroupIds": "sg-1", "ImageUri": "image:1"}
+    assert parameter_errors({**params, "RunnableTimeoutSeconds": "3600"}) == []
+    for bad in ("599", "86401"):
+        assert parameter_errors({**params, "RunnableTimeoutSeconds": bad}) == [
+            "Parameter 'RunnableTimeoutSeconds' must be from 600 to 86400"
+        ]
 
 
 @pytest.mark.slow
@@ -697,6 +775,7 @@ def test_airflow_policy_submits_watches_and_maintains_the_store(aws, stack, iam_
     # IfExists; moto lets a condition on a key the request lacks pass, so: on the document.
     assert statement(docs, "TagJobsOnSubmit")["Condition"] == {"StringEquals": {"batch:CreateAction": "SubmitJob"}}
     assert allowed(docs, "batch:DescribeJobs", "*") and allowed(docs, "batch:ListJobs", "*")
+    assert allowed(docs, "batch:DescribeJobDefinitions", "*")  # a resubmit copies the retry rules
     assert allowed(docs, "batch:TerminateJob", job)
     for action in ("batch:RegisterJobDefinition", "batch:UpdateJobQueue", "batch:CreateComputeEnvironment"):
         assert not allowed(docs, action, "*")
@@ -741,6 +820,151 @@ def test_outputs_are_the_dags_configuration(aws, stack):
     assert out["LogGroupName"] == f"/aws/batch/{stack.name}"
     topic = aws("sns").get_topic_attributes(TopicArn=out["AlertsTopicArn"])["Attributes"]
     assert topic["TopicArn"] == out["AlertsTopicArn"] and topic["KmsMasterKeyId"] == "alias/aws/sns"
+
+
+@pytest.mark.slow
+def test_athena_policy_queries_the_tables_and_reads_the_store_only(aws, stack, iam_moto):
+    """The S3 part judged by real requests; the Athena and Glue ARNs name resources moto's
+    CloudFormation does not create (tests/test_glue_tables.py checks the tables), so: on the template."""
+    docs = [managed_policy(aws("iam"), stack.outputs["AthenaPolicyArn"])]
+    store, prefix = stack.outputs["BucketName"], "prod/backtests"
+    analyst = StoreUser(iam_moto, docs, [store, "another-bucket"])
+    for key in ("results/crypto_backtest_daily/tables/leaderboard/date=2026-10-01/run=x.parquet",
+                "candles/interval=1h/symbol=BTCUSDT/month=2026-09/part-0.parquet", "athena-results/q.csv"):  # fmt: skip
+        assert analyst.can("s3:GetObject", store, f"{prefix}/{key}")
+    assert analyst.can("s3:PutObject", store, f"{prefix}/athena-results/q.csv")
+    assert analyst.can("s3:ListBucket", store, prefix=f"{prefix}/results/")
+    for key in ("results/crypto_backtest_daily/x/leaderboard.parquet", "candles/x", "locks/x"):
+        assert not analyst.can("s3:PutObject", store, f"{prefix}/{key}")  # nothing of the store's changes
+    assert not analyst.can("s3:GetObject", store, f"{prefix}/locks/x")
+    assert not analyst.can("s3:GetObject", "another-bucket", f"{prefix}/candles/x")
+    assert not analyst.can("s3:DeleteObject", store, f"{prefix}/results/x")
+    queries = statement([template()["Resources"]["AthenaPolicy"]["Properties"]["PolicyDocument"]], "RunQueries")
+    assert queries["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:athena:${AWS::Region}:${AWS::AccountId}:workgroup/${AthenaWorkGroup}"
+    }
+
+
+# ---------------------------------------------------------------------------------- MWAA (optional)
+
+MWAA = {"MwaaEnvironmentName": "backtest-env", "MwaaVpcId": "vpc-0123abcd", "MwaaSubnetIds": "subnet-0aaa,subnet-0bbb"}
+MWAA_RESOURCES = {
+    "MwaaDagBucket",
+    "MwaaDagBucketPolicy",
+    "MwaaSecurityGroup",
+    "MwaaSecurityGroupSelfIngress",
+    "MwaaSecurityGroupSelfEgress",
+    "MwaaExecutionRole",
+    "MwaaEnvironment",
+}
+MWAA_LOGS = {"DagProcessingLogs", "SchedulerLogs", "TaskLogs", "WebserverLogs", "WorkerLogs"}
+
+
+def test_mwaa_environment_is_optional_and_needs_its_network():
+    from cfnlint.api import ManualArgs, lint
+
+    base = {"SubnetIds": "subnet-1", "SecurityGroupIds": "sg-1", "ImageUri": "image:1"}
+    assert {k for k in template()["Resources"] if k.startswith("Mwaa")} == MWAA_RESOURCES
+    assert not created(base) & MWAA_RESOURCES  # the default: no environment
+    assert created({**base, **MWAA}) >= MWAA_RESOURCES
+    given_bucket = created({**base, **MWAA, "MwaaDagBucketName": "my-dags"}) & MWAA_RESOURCES
+    assert given_bucket == MWAA_RESOURCES - {"MwaaDagBucket", "MwaaDagBucketPolicy"}
+    assert parameter_errors({**base, **MWAA}) == []
+    assert parameter_errors({**base, "MwaaEnvironmentName": "backtest-env"}) == [
+        "MWAA: give MwaaVpcId, the VPC of its two private subnets.",
+        "MWAA: give MwaaSubnetIds, two private subnets in different AZs.",
+    ]
+    # cfn-lint is clean with the environment on too (the plain lint, without it, is the first test's).
+    params = {"SubnetIds": ["subnet-0123abcd"], "SecurityGroupIds": ["sg-0123abcd"], "ImageUri": "image:tag"}
+    params |= {**MWAA, "MwaaVpcId": "vpc-0123abcd", "MwaaSubnetIds": ["subnet-0123abcd", "subnet-4567abcd"]}
+    config = ManualArgs(regions=[REGION], parameters=[params])
+    assert [f"{m.rule.id} {m.message}" for m in lint(TEMPLATE_FILE.read_text(), config=config)] == []
+
+
+def test_mwaa_environment_is_private_and_logs_everything_to_cloudwatch():
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    env = resource("MwaaEnvironment")
+    props = env["Properties"]
+    assert env["Condition"] == "CreateMwaa"
+    assert props["WebserverAccessMode"] == "PRIVATE_ONLY"
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema(REGION, "AWS::MWAA::Environment").schema
+    assert set(schema["definitions"]["LoggingConfiguration"]["properties"]) == MWAA_LOGS  # every log type MWAA has
+    assert set(props["LoggingConfiguration"]) == MWAA_LOGS
+    assert all(log["Enabled"] is True for log in props["LoggingConfiguration"].values())
+    assert props["ExecutionRoleArn"] == {"Fn::GetAtt": ["MwaaExecutionRole", "Arn"]}
+    assert props["AirflowVersion"] == {"Ref": "MwaaAirflowVersion"}
+    assert template()["Parameters"]["MwaaAirflowVersion"]["Default"] == "3.3.1"
+    assert props["NetworkConfiguration"]["SecurityGroupIds"] == [{"Ref": "MwaaSecurityGroup"}]
+    # What infra/deploy.sh uploads, as parameters, each left out while empty.
+    for kind in ("Requirements", "Plugins", "StartupScript"):
+        for suffix, condition in (("S3Path", f"HasMwaa{kind}"), ("S3ObjectVersion", f"HasMwaa{kind}Version")):
+            assert props[f"{kind}{suffix}"] == {
+                "Fn::If": [condition, {"Ref": f"Mwaa{kind}{suffix}"}, {"Ref": "AWS::NoValue"}]
+            }
+            assert template()["Parameters"][f"Mwaa{kind}{suffix}"]["Default"] == ""
+    bucket = resource("MwaaDagBucket")["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}  # MWAA requires it
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    (deny,) = resource("MwaaDagBucketPolicy")["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # No inbound rule but the self-referencing one MWAA requires.
+    assert "SecurityGroupIngress" not in resource("MwaaSecurityGroup")["Properties"]
+    ingress = resource("MwaaSecurityGroupSelfIngress")["Properties"]
+    assert ingress["GroupId"] == ingress["SourceSecurityGroupId"] == {"Ref": "MwaaSecurityGroup"}
+    assert template()["Outputs"]["MwaaEnvironmentName"]["Value"] == {"Ref": "MwaaEnvironment"}
+    assert template()["Outputs"]["MwaaDagBucketName"]["Condition"] == "CreateMwaa"
+
+
+def _document(value) -> dict:
+    """A policy document as moto returns it: a dict, JSON, or (from its CloudFormation) a Python repr."""
+    if isinstance(value, dict):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return ast.literal_eval(value)
+
+
+@pytest.mark.slow
+def test_mwaa_execution_role_is_the_airflow_policy_plus_what_mwaa_needs(aws, network):
+    (subnet,) = aws("ec2").describe_subnets(SubnetIds=network.subnets[:1])["Subnets"]
+    mwaa = deploy(aws, network, **{**MWAA, "MwaaVpcId": subnet["VpcId"], "MwaaSubnetIds": ",".join(network.subnets)})
+    iam, name = aws("iam"), mwaa.outputs["MwaaExecutionRoleArn"].rsplit("/", 1)[1]
+    trust = _document(iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"])
+    (assume,) = trust["Statement"]
+    assert set(assume["Principal"]["Service"]) == {"airflow.amazonaws.com", "airflow-env.amazonaws.com"}
+    assert assume["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    # Exactly the Airflow side's policy attached (on the template: moto's CloudFormation does not attach it).
+    assert resource("MwaaExecutionRole")["Properties"]["ManagedPolicyArns"] == [{"Ref": "AirflowPolicy"}]
+    (inline,) = [
+        _document(iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"])
+        for p in iam.list_role_policies(RoleName=name)["PolicyNames"]
+    ]
+    # moto's evaluator ignores NotResource (it would allow any key): the KMS statement on the document.
+    key = statement([inline], "CeleryQueueKey")
+    assert key["NotResource"] == "arn:aws:kms:*:123456789012:key/*"  # AWS-owned keys, not this account's
+    assert key["Condition"] == {"StringLike": {"kms:ViaService": f"sqs.{REGION}.amazonaws.com"}}
+    docs = [{**inline, "Statement": [s for s in inline["Statement"] if s is not key]}]
+    account = f"{REGION}:123456789012"
+    assert allowed(docs, "airflow:PublishMetrics", f"arn:aws:airflow:{account}:environment/backtest-env")
+    assert not allowed(docs, "airflow:PublishMetrics", f"arn:aws:airflow:{account}:environment/other")
+    dags, store = mwaa.outputs["MwaaDagBucketName"], mwaa.outputs["BucketName"]
+    assert allowed(docs, "s3:GetObject", f"arn:aws:s3:::{dags}/dags/crypto_backtest_daily.py")
+    assert allowed(docs, "s3:ListBucket", f"arn:aws:s3:::{dags}")
+    assert not allowed(docs, "s3:PutObject", f"arn:aws:s3:::{dags}/dags/x")  # the environment reads its code
+    assert not allowed(docs, "s3:GetObject", f"arn:aws:s3:::{store}/data/candles/x")  # the store: AirflowPolicy's
+    assert not allowed(docs, "s3:ListAllMyBuckets", f"arn:aws:s3:::{dags}")
+    for log in ("Task", "Scheduler", "DAGProcessing", "WebServer", "Worker"):
+        assert allowed(docs, "logs:PutLogEvents", f"arn:aws:logs:{account}:log-group:airflow-backtest-env-{log}")
+    assert not allowed(docs, "logs:PutLogEvents", f"arn:aws:logs:{account}:log-group:airflow-other-Task")
+    assert allowed(docs, "cloudwatch:PutMetricData", "*")
+    assert allowed(docs, "sqs:SendMessage", f"arn:aws:sqs:{REGION}:999999999999:airflow-celery-0123")
+    assert not allowed(docs, "sqs:SendMessage", f"arn:aws:sqs:{account}:another-queue")
+    for action in ("batch:SubmitJob", "sns:Publish", "iam:PassRole", "s3:DeleteObject"):
+        assert not allowed(docs, action, "*")  # the DAG's own rights are the attached policy's only
+    airflow = managed_policy(iam, mwaa.outputs["AirflowPolicyArn"])
+    assert allowed([*docs, airflow], "batch:SubmitJob", mwaa.outputs["JobQueueArn"])
 
 
 @pytest.mark.slow

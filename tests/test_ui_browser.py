@@ -240,6 +240,29 @@ def test_backtests_page_inside_the_airflow_ui(api_server, browser, finished_run)
     screenshot(browser, "airflow-ui-backtests.png")
 
 
+def test_the_pair_history_form_submits_in_the_browser(api_server, browser, finished_run):
+    """The page's CSP lets its own form submit (form-action 'self'); the history page answers with the pair's run."""
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{api_server}/backtests/")
+    field = wait(browser, visible("#history-form input[name=symbol]"))
+    field.send_keys(PAIRS[0])
+    browser.find_element(By.CSS_SELECTOR, "#history-form button[type=submit]").click()
+    wait(browser, visible("#pair-history"))
+    assert browser.current_url.startswith(f"{api_server}/backtests/history?symbol={PAIRS[0]}")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#pair-history tbody tr")
+    assert [row.get_attribute("data-date") for row in rows] == [finished_run["date"]]  # the one run so far
+    board = pd.read_parquet(
+        finished_run["data_url"] / "results" / DAG_ID / f"date={finished_run['date']}" / f"run={finished_run['folder']}"
+        / "leaderboard.parquet"
+    )  # fmt: skip
+    expected = board[board["symbol"] == PAIRS[0]].iloc[0]
+    cells = [cell.text for cell in rows[0].find_elements(By.CSS_SELECTOR, "td")]
+    assert cells[2] == str(expected["rank"]) and cells[5] == expected["position_now"]
+    screenshot(browser, "pair-history.png")
+
+
 def test_report_opens_from_the_page_with_charts(api_server, browser, finished_run):
     from selenium.webdriver.common.by import By
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from backtest_airflow.report import history
 from backtest_airflow.report.charts.history import history_chart
-from backtest_airflow.report.formatting import format_value, missing
+from backtest_airflow.report.formatting import PERCENT_COLUMNS, format_value, metric_of, missing
 
 MOVERS = 5  # the largest rank moves shown
 HISTORY_PAIRS = 8  # the chart's and the calendar's top pairs
@@ -22,11 +22,19 @@ def _name(row: dict) -> str:
     return " ".join(str(v) for v in (row["symbol"], row.get("strategy")) if not missing(v))
 
 
+def _difference(metric: str, value: float) -> str:
+    """A metric's change: percentage points for a percentage, else the plain signed difference."""
+    if metric_of(metric) in PERCENT_COLUMNS:
+        return f"{value * 100:+.2f} pp"
+    return f"{value:+.2f}"
+
+
 def changes_view(board: pd.DataFrame, previous: history.RunRef | None, missing_rows: list[dict], date: str,
-                 metric: str) -> dict:  # fmt: skip
+                 metric: str, settings: list[str] | None = None) -> dict:  # fmt: skip
     """What the section shows: the previous run (and which date, when not the day before), the
-    signal changes, the largest rank movers with their visible cause, and the pairs that started
-    or stopped failing, are new, or are missing."""
+    settings it ran with that differ from this run's (`history.settings_changes`), the signal
+    changes, the largest rank movers with their visible cause, and the pairs that started or
+    stopped failing, are new, or are missing."""
     if previous is None:
         return {"previous": None}
     expected = (Date.fromisoformat(date) - timedelta(days=1)).isoformat()
@@ -42,12 +50,25 @@ def changes_view(board: pd.DataFrame, previous: history.RunRef | None, missing_r
             causes.append(f"{metric} {format_value(metric, row['metric_prev'])} → {format_value(metric, row[metric])}")
         movers.append({"name": _name(row), "before": int(row["rank_prev"]), "after": int(row["rank"]),
                        "change": int(row["rank_change"]), "cause": "; ".join(causes)})  # fmt: skip
+    metric_movers = []
+    shifted = (
+        board[pd.to_numeric(board.get("metric_change"), errors="coerce").notna()]
+        if "metric_change" in board
+        else board[:0]
+    )
+    order = pd.to_numeric(shifted["metric_change"]).abs().sort_values(ascending=False, kind="stable").index
+    for row in shifted.loc[order].head(MOVERS).to_dict("records"):
+        metric_movers.append({"name": _name(row), "before": format_value(metric, row["metric_prev"]),
+                              "after": format_value(metric, row[metric]), "change": _difference(metric, row["metric_change"])})  # fmt: skip
     change = board["change"] if "change" in board else pd.Series([], dtype=object)
     return {
         "previous": {"date": previous.date, "run_id": previous.run_id, "results_url": previous.results_url},
         "gap": gap,
+        "settings": settings or [],
         "signals": [history.signal_text(c) for c in history.signal_changes(board)],
         "movers": movers,
+        "metric_movers": metric_movers,  # the largest changes of the ranking metric, whether or not the rank moved
+        "metric": metric,
         "now_failing": [_name(r) for r in board[change == "now failing"].to_dict("records")],
         "recovered": [_name(r) for r in board[change == "recovered"].to_dict("records")],
         "new": [_name(r) for r in board[change == "new"].to_dict("records")],

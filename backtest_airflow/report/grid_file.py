@@ -8,6 +8,9 @@ of stop levels varies them), one column per parameter as the result JSON spells 
 parameter name, others are null), every metric (`exits` as `exits_signal`, ...), `excess_return` and, with a hold-out, the
 `oos_*` metrics. It is written while the results are read, one row group at a time, so memory
 stays bounded for 1,000 pairs x a large grid (`GridWriter`, fed by `leaderboard.build`).
+
+Its copy for the Athena table (`layout.table_copy_url`, `GRID_TABLE`) has one schema for every
+run (`grid_table_schema`): no parameter columns, every `oos_*` one, and `run`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from backtest.data.storage import Location, resolve, write_bytes_atomic
-from backtest.simulation.metrics import FLAT_METRIC_NAMES
+from backtest.simulation.metrics import EXIT_COLUMNS, FLAT_METRIC_NAMES
 from backtest_airflow import layout
 from backtest_airflow.report.results import combinations, value_text
 
@@ -29,6 +32,8 @@ STOP_COLUMNS = ("direction", "sl", "tp", "trail")  # each row's execution (the s
 
 GRID_ROW_GROUP_ROWS = 131_072  # rows buffered before the grid file gets a row group
 GRID_KEYS = ("symbol", "strategy", "status", "combination", "best", "params")
+# The metrics that are counts (their `oos_` ones too): int64 in the Athena tables' copies.
+INTEGER_METRICS = ("trades", "long_trades", "short_trades", *EXIT_COLUMNS, "bars", "gaps")
 
 
 def _arrow_type(values: list) -> pa.DataType:
@@ -148,9 +153,15 @@ class GridWriter:
             self.pending, self.pending_rows = [], 0
 
     def close(self, loc: Location) -> str:
+        """Store the grid file at `loc` and, in a run's results folder, its table copy."""
         self._flush()
         self.writer.close()
-        write_bytes_atomic(loc, self.sink.getvalue())  # a pyarrow Buffer: no copy into bytes
+        data = self.sink.getvalue()
+        write_bytes_atomic(loc, data)  # a pyarrow Buffer: no copy into bytes
+        results_url = loc.url.rsplit("/", 1)[0]
+        copy = layout.table_copy_url(results_url, layout.GRID_TABLE)
+        if copy:
+            write_bytes_atomic(resolve(copy), table_copy(data, grid_table_schema(), layout.run_of(results_url)))
         return loc.url
 
 
@@ -164,6 +175,39 @@ def _array(values: list | None, kind: pa.DataType, n: int) -> pa.Array:
             raise
     # A parameter name two strategies use with different types: its column is text.
     return pa.array([None if v is None else v if isinstance(v, str) else value_text(v) for v in values], kind)
+
+
+def metric_type(name: str) -> pa.DataType:
+    """A metric column's type in the Athena tables' copies (`name` may have an `oos_` prefix)."""
+    return pa.int64() if name.removeprefix("oos_") in INTEGER_METRICS else pa.float64()
+
+
+def grid_table_schema() -> pa.Schema:
+    """The grid's table copy: `grid_schema`'s columns less the parameter ones (they differ between
+    strategies; `params` has them), every `oos_*` metric, the counts int64, and `run`."""
+    metrics = {*FLAT_METRIC_NAMES, *(f"oos_{name}" for name in FLAT_METRIC_NAMES)}
+    fields = [*grid_schema([]), *(pa.field(f"oos_{name}", pa.float64()) for name in FLAT_METRIC_NAMES)]
+    typed = [f.with_type(metric_type(f.name)) if f.name in metrics else f for f in fields]
+    return pa.schema([*typed, pa.field("run", pa.string())])
+
+
+def table_copy(data: pa.Buffer | bytes, schema: pa.Schema, run: str) -> pa.Buffer:
+    """A Parquet file (the grid, the leaderboard) as its Athena table's copy: `schema`'s columns in
+    its order (null where the file lacks one; the file's others left out) cast to its types, `run`
+    the run's folder name; one row group at a time. A value that does not fit its type raises."""
+    source = pq.ParquetFile(pa.BufferReader(data))
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for batch in source.iter_batches(batch_size=GRID_ROW_GROUP_ROWS, use_threads=False):
+            n, names = batch.num_rows, batch.schema.names
+            arrays = [
+                pa.array([run] * n, f.type) if f.name == "run"
+                else batch.column(f.name).cast(f.type) if f.name in names
+                else pa.nulls(n, f.type)
+                for f in schema
+            ]  # fmt: skip
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=GRID_ROW_GROUP_ROWS)
+    return sink.getvalue()
 
 
 def grid_shape(results_url: str) -> tuple[int, list[str]] | None:

@@ -6,6 +6,7 @@ The history is one dataset: every run's `leaderboard.parquet` under `date=<date>
 `rank` writes atomically as the last step of a successful run. A failed run, or one still
 running, never writes it, so it never shadows the good one; a re-run that succeeds replaces it
 (the latest successful run wins); backfill days run in parallel write different dates' pointers.
+Each pointer has a copy for Athena, `tables/latest_run/date=<date>/latest.json` (`layout.table_folder`).
 
 - The previous run of a run with as-of date D: the pointer of the most recent date before D that
   has one (not necessarily D - 1: a run whose previous date is missing compares with the latest
@@ -16,6 +17,9 @@ running, never writes it, so it never shadows the good one; a re-run that succee
   ranking metric, this run's minus the previous), and `change` (`new`: not in the previous run;
   `now failing`, `failing again`, `recovered`, or empty). Rows of the previous run missing from
   this one are `missing_pairs`.
+- Settings changes (`settings_changes`): per strategy label in both runs, the run-wide settings
+  whose values differ (`SETTING_COLUMNS`, the window's length in days, and a single combination's
+  `params`): the previous figures are then not like for like, and the report says so first.
 - History (`read_history`): the chosen columns of the leaderboards of the latest successful run of
   each of the last `runs` dates up to a date, one frame with a `date` column.
 """
@@ -35,6 +39,10 @@ from backtest_airflow import layout
 
 HISTORY_RUNS = 30  # the report's history: the last 30 runs
 KEYS = ["symbol", "strategy"]
+# What a run was asked to do, per leaderboard row: when one differs between two runs, a change of
+# rank or metric may come from the settings, not from the market.
+SETTING_COLUMNS = ("fee_bps", "slippage_bps", "borrow_bps_per_day", "size", "direction", "sl", "tp", "trail",
+                   "selection", "select_by", "combinations")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,13 @@ def write_pointer(data_url: str, date: str, run_id: str) -> str:
         "results_url": results_url,
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    data = (json.dumps(record) + "\n").encode()
     loc = resolve(_date_folder(data_url, date)).join(layout.LATEST_JSON)
-    write_bytes_atomic(loc, (json.dumps(record) + "\n").encode())
+    write_bytes_atomic(loc, data)
+    # the same record where the Athena table `latest_run` reads it (it skips names starting with "_")
+    write_bytes_atomic(
+        resolve(layout.table_folder(data_url, layout.LATEST_TABLE, date)).join(layout.LATEST_TABLE_FILE), data
+    )
     return loc.url
 
 
@@ -193,3 +206,42 @@ def signal_text(change: dict) -> str:
     since = f" since {change['since']}" if change.get("since") else ""
     name = " ".join(str(v) for v in (change["symbol"], change.get("strategy")) if v)
     return f"{name}: {change['before']} → {change['after']}{since}"
+
+
+def _values(board: pd.DataFrame, column: str) -> str:
+    values = sorted({str(v) for v in board[column] if not _blank(v)})
+    return ", ".join(values) if values else "none"
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # None or NaN
+
+
+def _window_days(board: pd.DataFrame) -> pd.Series:
+    span = pd.to_datetime(board["end"], utc=True) - pd.to_datetime(board["start"], utc=True)
+    return (span.dt.total_seconds() / 86400).round(2).map(lambda d: f"{d:g}d")
+
+
+def settings_changes(current: pd.DataFrame, previous: pd.DataFrame | None) -> list[str]:
+    """Per strategy label in both runs, each setting whose values differ: `sma_trend: fee_bps 10.0 → 5.0`.
+
+    Compared on the ok rows (a failed row has no settings of its own); a single combination's
+    `params` count as a setting (a grid's chosen params are a result: `params_prev` says them).
+    """
+    if previous is None or "strategy" not in current or "strategy" not in previous:
+        return []
+    ok_now, ok_before = (b[b["status"] == "ok"] for b in (current, previous))
+    found = []
+    for label in sorted(set(ok_now["strategy"].dropna()) & set(ok_before["strategy"].dropna())):
+        now, before = ok_now[ok_now["strategy"] == label].copy(), ok_before[ok_before["strategy"] == label].copy()
+        columns = [c for c in SETTING_COLUMNS if c in now and c in before]
+        if all(c in b for b in (now, before) for c in ("start", "end")):
+            now["window"], before["window"] = _window_days(now), _window_days(before)
+            columns.append("window")
+        if all("combinations" in b and (b["combinations"] == 1).all() for b in (now, before)):
+            columns.append("params")
+        for column in columns:
+            was, is_ = _values(before, column), _values(now, column)
+            if was != is_:
+                found.append(f"{label}: {column} {was} → {is_}")
+    return found

@@ -5,7 +5,8 @@ successful run is named by `date=<date>/_latest.json` (`report.history`), so the
 is one hive-partitioned dataset. These queries read it in place: a local folder, or S3 with
 DuckDB's httpfs extension (`INSTALL httpfs; LOAD httpfs;` and S3 credentials: not done here,
 DuckDB is a dev/test dependency, not in the job image or the Airflow environment). Athena reads
-the same files through the Glue tables of infra/backtest-stack.yaml.
+every object below a table's location, so its Glue tables (infra/backtest-stack.yaml) read the
+copies `rank` writes under `tables/` with one fixed schema (layout.py; docs/deployment.md, "Athena").
 """
 
 from __future__ import annotations

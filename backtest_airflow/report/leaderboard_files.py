@@ -1,6 +1,8 @@
 """The leaderboard's files: `leaderboard.parquet`, `.csv` and `.md` (its title and Markdown), and the summary JSON.
 
 Written by the rank step from the table `leaderboard.build` returns; the grid file is `grid_file`'s.
+In a run's results folder `write` also stores the Parquet file's copy for the Athena table
+(`layout.table_copy_url`, `LEADERBOARD_TABLE`): every column, typed by its name (`table_schema`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import json
 import math
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from backtest.data.storage import resolve, write_bytes_atomic
 from backtest_airflow import layout
@@ -18,7 +22,41 @@ from backtest_airflow.layout import WF_IS_PREFIX
 from backtest_airflow.planning import RunPlan
 from backtest_airflow.report.columns import has_grid, has_walk_forward
 from backtest_airflow.report.formatting import PERCENT_COLUMNS, PROBABILITY_COLUMNS, RATIO_COLUMNS
+from backtest_airflow.report.grid_file import metric_type, table_copy
 from backtest_airflow.report.results import strategies_text
+
+# The leaderboard's column types in its Athena table's copy, by name, not by a run's values (which
+# change a column's type: all null, or a count with a failed row's NaN); numbers named here by
+# none of these are `grid_file.metric_type`'s (counts int64, the rest double).
+TABLE_STRINGS = frozenset(
+    ("symbol", "strategy", "status", "selection", "params", "next_params", "direction", "final_position",
+     "position_now", "position_since", "select_by", "first_bar", "last_bar", "split", "data_source", "start", "end",
+     "wf_last_params", "position_prev", "params_prev", "change")
+)  # fmt: skip
+TABLE_BOOLS = frozenset(("best", "synthetic"))
+TABLE_INTEGERS = frozenset(
+    ("rank", "combinations", "skipped", "wf_folds", "wf_efficiency_folds", "wf_param_changes",
+     "max_consecutive_losses", "oos_max_consecutive_losses", "rank_prev", "rank_change")
+)  # fmt: skip
+
+
+def table_type(field: pa.Field) -> pa.DataType:
+    """A leaderboard column's type in the table copy; a column named nowhere keeps a text or
+    non-numeric type (so that the Glue table's test sees it), numbers and all-null become double."""
+    if field.name in TABLE_STRINGS or pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+        return pa.string()
+    if field.name in TABLE_BOOLS:
+        return pa.bool_()
+    if field.name in TABLE_INTEGERS:
+        return pa.int64()
+    if pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_null(field.type):
+        return metric_type(field.name)
+    return field.type
+
+
+def table_schema(schema: pa.Schema) -> pa.Schema:
+    """The leaderboard's table copy: the file's columns, each of `table_type`, and `run`."""
+    return pa.schema([*(pa.field(f.name, table_type(f)) for f in schema), pa.field("run", pa.string())])
 
 
 def _percent(value) -> str:
@@ -137,6 +175,12 @@ def write(
         loc = folder.join(name)
         write_bytes_atomic(loc, data)
         paths[name] = loc.url
+    copy = layout.table_copy_url(results_url, layout.LEADERBOARD_TABLE)
+    if copy:
+        data = contents[layout.LEADERBOARD_PARQUET]
+        schema = table_schema(pq.read_schema(pa.BufferReader(data)))
+        write_bytes_atomic(resolve(copy), table_copy(data, schema, layout.run_of(results_url)))
+        paths[f"{layout.TABLES_DIR}/{layout.LEADERBOARD_TABLE}"] = copy
     grid = folder.join(layout.GRID_PARQUET)
     if grid.fs.get_file_info(grid.path).type == pafs.FileType.File:
         paths[layout.GRID_PARQUET] = grid.url

@@ -37,6 +37,8 @@ CSP = (
     f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {SCRIPT_HASH}; "
     "base-uri 'none'; form-action 'none'"
 )
+# The Backtests pages' own: the same, but their pair-history form may submit to the page itself.
+PAGE_CSP = CSP.replace("form-action 'none'", "form-action 'self'")
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(PACKAGE_DIR / "templates"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from backtest_airflow.planning import PARAM_KEYS
@@ -72,11 +74,12 @@ def test_the_backtest_task_is_the_executors_operator_with_its_settings(executor)
     kwargs = backtest.partial_kwargs
     assert kwargs["trigger_rule"] == "all_done" and kwargs["map_index_template"].startswith("{{ task.tags")
     if executor == "batch":
-        assert backtest.operator_class.__name__ == "BatchOperator"
-        assert {k: kwargs[k] for k in ("job_queue", "deferrable", "poll_interval")} == {
+        assert backtest.operator_class.__name__ == "BacktestBatchOperator"  # the provider's, following its job
+        assert {k: kwargs[k] for k in ("job_queue", "deferrable", "poll_interval", "execution_timeout")} == {
             "job_queue": "queue",
             "deferrable": True,
             "poll_interval": 7,
+            "execution_timeout": timedelta(seconds=3 * 3600 + 1800),  # 3 attempts of the job timeout, queued time
         }
     else:
         assert backtest.operator_class.__name__ == "LocalBatchOperator"

@@ -6,6 +6,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from backtest_airflow.report.charts.base import figure_svg, mpl
+from backtest_airflow.report.formatting import PERCENT_COLUMNS, metric_of
 
 
 def history_chart(frame: pd.DataFrame, metric: str, title: str) -> Markup | None:
@@ -24,6 +25,10 @@ def history_chart(frame: pd.DataFrame, metric: str, title: str) -> Markup | None
     step = max(1, len(dates) // 8)
     ax.set_xticks(range(0, len(dates), step), [d[5:] for d in dates[::step]])
     ax.set_ylabel(metric)
+    if metric_of(metric) in PERCENT_COLUMNS:  # a return (oos_ too) reads as a percentage, as in the tables
+        from matplotlib.ticker import PercentFormatter
+
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.grid(True, color="#e3e6eb", linewidth=0.6)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
