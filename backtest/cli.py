@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="metric that picks a grid's best combination, also in each walk-forward fold (default total_return)",
     )
     run.add_argument("--fee-bps", default="10", help="fee per side in basis points (default 10)")
-    trading = run.add_argument_group("execution (docs/execution.md; fractions as 0.05 or 5%%)")
+    trading = run.add_argument_group("execution (docs/execution.md; fractions as 0.05 or 5%)")
     trading.add_argument(
         "--direction",
         help="long (default: max(target, 0)), short (min(target, 0)) or long_short; short sides need a strategy "

@@ -93,7 +93,7 @@ class LoadedCandles:
 def load_candles(spec: RunSpec, warmup: int) -> LoadedCandles:
     """Read the window's candles plus up to `warmup` candles before it."""
     if spec.input_url:
-        candles = read_candle_file(resolve(spec.input_url))
+        candles = read_candle_file(resolve(spec.input_url), spec.symbol)
         lo = 0 if spec.start_ms is None else int(np.searchsorted(candles.open_time, spec.start_ms))
         hi = len(candles) if spec.end_ms is None else int(np.searchsorted(candles.open_time, spec.end_ms))
         first = max(0, lo - warmup)

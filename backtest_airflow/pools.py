@@ -44,6 +44,9 @@ class Config(Protocol):
     def get(self, section: str, key: str, fallback: Any = ...) -> Any: ...
 
 
+CREATE_HINT = "`airflow pools set NAME SLOTS DESCRIPTION` (docs/operation.md, 'Concurrency')"
+
+
 class CannotAsk(Exception):
     """Why the pools cannot be asked about from here."""
 
@@ -124,7 +127,7 @@ def simple_auth_token(base_url: str, conf: Config) -> str:
     try:
         passwords = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise CannotAsk(f"no simple auth manager passwords file to read here ({path}: {exc})") from None
+        raise CannotAsk(f"no simple auth manager passwords file here ({path}: {exc.strerror or exc})") from None
     users = [
         entry.split(":")[0].strip()
         for entry in str(conf.get("core", "simple_auth_manager_users", fallback="")).split(",")
@@ -161,7 +164,8 @@ def missing_pools(names: Collection[str], conf: Config | None = None) -> list[st
     try:
         existing = existing_pools(base_url, simple_auth_token(base_url, conf), sorted(names))
     except CannotAsk as exc:
-        commands = "; ".join(create_command(name) for name in sorted(names))
-        log.warning("cannot check that the pools %s exist (%s); if not, create them: %s", sorted(names), exc, commands)
+        # one line: a run goes on, and only a task whose pool is missing would wait in `scheduled`
+        log.warning("pools %s not checked (%s); if tasks wait in `scheduled`, create them: %s",
+                    ", ".join(sorted(names)), exc, CREATE_HINT)  # fmt: skip
         return []
     return sorted(set(names) - existing)

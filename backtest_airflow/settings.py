@@ -47,6 +47,7 @@ workers, triggerer), which both the environment and the Airflow configuration ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -92,8 +93,12 @@ CONFIG_SECTION = "backtest"  # the Airflow configuration section of the settings
 ENV_PREFIX = "BACKTEST_"
 
 
+_NAMES: set[str] = set()  # every name `_setting` was asked for (see `setting_names`)
+
+
 def _setting(env_name: str, default: str) -> str:
     """One setting by the module's precedence: environment, then `[backtest]` configuration, then default."""
+    _NAMES.add(env_name)
     value = os.environ.get(env_name)
     if value is not None:
         return value
@@ -105,6 +110,15 @@ def _setting(env_name: str, default: str) -> str:
     except ImportError:  # no Airflow here (a tool beside it): the environment and defaults only
         configured = None
     return default if configured is None else configured
+
+
+def _number(kind: type, env_name: str, default: str) -> int | float:
+    """A numeric setting; a value that is not one fails naming the variable."""
+    value = _setting(env_name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{env_name} must be {'an integer' if kind is int else 'a number'}, not {value!r}") from None
 
 
 def load_settings() -> Settings:
@@ -120,20 +134,49 @@ def load_settings() -> Settings:
         job_queue=_setting("BACKTEST_BATCH_JOB_QUEUE", "crypto-backtest"),
         job_definition=_setting("BACKTEST_BATCH_JOB_DEFINITION", "crypto-backtest"),
         aws_conn_id=_setting("BACKTEST_AWS_CONN_ID", "aws_default"),
-        poll_interval=int(_setting("BACKTEST_BATCH_POLL_SECONDS", "30")),
-        job_timeout_seconds=int(_setting("BACKTEST_BATCH_JOB_TIMEOUT_SECONDS", "3600")),
-        local_max_parallel=int(_setting("BACKTEST_LOCAL_MAX_PARALLEL", "2")),
-        task_retries=int(_setting("BACKTEST_TASK_RETRIES", "2")),
-        job_vcpu=float(_setting("BACKTEST_JOB_VCPU", "1")),
-        job_memory_mib=int(_setting("BACKTEST_JOB_MEMORY_MIB", "2048")),
+        poll_interval=_number(int, "BACKTEST_BATCH_POLL_SECONDS", "30"),
+        job_timeout_seconds=_number(int, "BACKTEST_BATCH_JOB_TIMEOUT_SECONDS", "3600"),
+        local_max_parallel=_number(int, "BACKTEST_LOCAL_MAX_PARALLEL", "2"),
+        task_retries=_number(int, "BACKTEST_TASK_RETRIES", "2"),
+        job_vcpu=_number(float, "BACKTEST_JOB_VCPU", "1"),
+        job_memory_mib=_number(int, "BACKTEST_JOB_MEMORY_MIB", "2048"),
         prices={
-            "vcpu_hour": float(_setting("BACKTEST_FARGATE_VCPU_HOUR", "0.04048")),
-            "gb_hour": float(_setting("BACKTEST_FARGATE_GB_HOUR", "0.004445")),
-            "spot_vcpu_hour": float(_setting("BACKTEST_FARGATE_SPOT_VCPU_HOUR", "0.0129159")),
-            "spot_gb_hour": float(_setting("BACKTEST_FARGATE_SPOT_GB_HOUR", "0.001418")),
+            "vcpu_hour": _number(float, "BACKTEST_FARGATE_VCPU_HOUR", "0.04048"),
+            "gb_hour": _number(float, "BACKTEST_FARGATE_GB_HOUR", "0.004445"),
+            "spot_vcpu_hour": _number(float, "BACKTEST_FARGATE_SPOT_VCPU_HOUR", "0.0129159"),
+            "spot_gb_hour": _number(float, "BACKTEST_FARGATE_SPOT_GB_HOUR", "0.001418"),
         },
         notify_sns_topic_arn=_setting("BACKTEST_NOTIFY_SNS_TOPIC_ARN", ""),
     )
+
+
+def setting_names() -> frozenset[str]:
+    """Every BACKTEST_* variable an Airflow component reads: `load_settings`' (recorded as it reads
+    them, so the list cannot drift from it) and those the refresh and the job code read on a worker."""
+    from backtest.data.locks import LOCK_LEASE_ENV, LOCK_WAIT_ENV
+    from backtest.strategies.registry import STRATEGY_PATH_ENV
+
+    with contextlib.suppress(ValueError):  # a bad value in this environment: the names were read all the same
+        load_settings()
+    return frozenset({*_NAMES, STRATEGY_PATH_ENV, LOCK_LEASE_ENV, LOCK_WAIT_ENV})
+
+
+def check_settings(values: dict[str, str]) -> None:
+    """Refuse (ValueError, one line) BACKTEST_* values a component would refuse or ignore: an unknown
+    name, or a value `load_settings` cannot read. For a bundle written here and sourced on MWAA."""
+    unknown = sorted(set(values) - setting_names())
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}: not one of {', '.join(sorted(setting_names()))}")
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        load_settings()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def pairs_from_file(path: Path = PAIRS_FILE) -> list[str]:

@@ -32,6 +32,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from backtest_airflow.settings import check_settings
+
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_VERSION = "3.3.1"  # the newest Airflow MWAA runs
 MWAA_PYTHON = "3.12"  # MWAA's Python for that version
@@ -196,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.set:
             settings.update(parse_set(args.set))
             sources.append("--set")
-        if not settings.get("BACKTEST_DATA_URL", "").startswith("s3://"):
-            raise BundleError("MWAA needs BACKTEST_DATA_URL=s3://...: pass --stack, --from-env or --set")
+        url = settings.get("BACKTEST_DATA_URL", "")
+        if not url.startswith("s3://"):
+            given = f"not an s3:// URL: {url!r}" if url else "pass --stack, --from-env or --set"
+            raise BundleError(f"MWAA needs BACKTEST_DATA_URL=s3://...: {given}")
+        check_settings(settings)
         made = build(args.out, settings, ", ".join(sources), args.airflow_version, args.python_version, args.version)
-    except BundleError as error:
+    except (BundleError, ValueError) as error:  # ValueError: a setting the components would refuse
         print(f"mwaa_bundle.py: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(made, indent=2))

@@ -77,6 +77,10 @@ def test_input_file_parquet_and_csv_agree_with_the_store(capsys, store, tmp_path
     for key in METRICS:
         assert results[0][key] == results[1][key] == results[2][key], key
     assert results[1]["data_source"] == "file"
+    # the file's own ticker column names its pair: another --symbol is refused, nothing written
+    rc, out, err = run_cli(capsys, "--symbol", "ETHUSDT", "--input", str(csv), *window)
+    assert (rc, out) == (2, "")
+    assert err.strip() == f"error: {csv}: its ticker column names BTCUSDT, not ETHUSDT (check --symbol)"
 
 
 def test_s3_store_and_results(capsys, s3_bucket):

@@ -122,7 +122,7 @@ SETTINGS = {
     "BACKTEST_DATA_URL": "s3://some-bucket/data",
     "BACKTEST_BATCH_JOB_QUEUE": "crypto-backtest",
     "BACKTEST_NOTIFY_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:alerts",
-    "BACKTEST_POOL_NOTE": "a value with 'quotes', spaces; and (parens)",  # quoting, not a real setting
+    "BACKTEST_AWS_CONN_ID": "a value with 'quotes', spaces; and (parens)",  # quoting
 }
 
 
@@ -464,3 +464,18 @@ def test_the_bundle_runs_the_daily_dag_in_batch_mode_against_moto(mwaa, moto_ser
     # moto ran no container, so no results: every pair fails in the leaderboard, and so does the run
     assert leaderboard_statuses(moto_server, mwaa.bucket, "2026-10-02") == dict.fromkeys(PAIRS, "failed: no result")
     assert (tasks["rank[-1]"], report["run_state"]) == ("failed", "failed")
+
+
+def test_the_bundle_refuses_settings_the_components_would_refuse(tmp_path):
+    """Found on MWAA only after a 20-30 minute environment update otherwise: refused here, in one line."""
+    store = ("--set", "BACKTEST_DATA_URL=s3://x/y")
+    for given, message in (
+        (("--set", "BACKTEST_EXECUTOR=lokal"), "BACKTEST_EXECUTOR must be 'local' or 'batch', not 'lokal'"),
+        (("--set", "BACKTEST_DATAURL=s3://x"), "unknown setting(s) BACKTEST_DATAURL"),
+        (("--set", "BACKTEST_JOB_VCPU=banana"), "BACKTEST_JOB_VCPU must be a number, not 'banana'"),
+    ):
+        done = build_bundle(tmp_path / "mwaa", *store, *given)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "mwaa").exists()
+    done = build_bundle(tmp_path / "mwaa", "--set", "BACKTEST_DATA_URL=/local/store")
+    assert done.returncode == 2 and "not an s3:// URL: '/local/store'" in done.stderr

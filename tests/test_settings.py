@@ -6,6 +6,8 @@ configuration options") sets `[backtest] <option>`, read by `airflow.configurati
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from backtest_airflow.settings import load_settings
@@ -44,3 +46,19 @@ def test_a_bad_executor_from_the_configuration_fails_in_one_line(clean_env):
     clean_env.setenv("AIRFLOW__BACKTEST__EXECUTOR", "kubernetes")
     with pytest.raises(ValueError, match="BACKTEST_EXECUTOR must be 'local' or 'batch', not 'kubernetes'"):
         load_settings()
+
+
+def test_check_settings_refuses_what_a_component_would_refuse_or_ignore(clean_env):
+    from backtest_airflow.settings import check_settings, setting_names
+
+    assert {"BACKTEST_DATA_URL", "BACKTEST_BATCH_JOB_TIMEOUT_SECONDS", "BACKTEST_STRATEGY_PATH"} <= setting_names()
+    check_settings({"BACKTEST_DATA_URL": "s3://bucket/data", "BACKTEST_EXECUTOR": "batch", "BACKTEST_JOB_VCPU": "0.5"})
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) BACKTEST_DATAURL: not one of"):
+        check_settings({"BACKTEST_DATAURL": "s3://bucket/data"})
+    with pytest.raises(ValueError, match="BACKTEST_JOB_VCPU must be a number, not 'banana'"):
+        check_settings({"BACKTEST_JOB_VCPU": "banana"})
+    with pytest.raises(ValueError, match=re.escape("BACKTEST_TASK_RETRIES must be an integer, not '2.5'")):
+        check_settings({"BACKTEST_TASK_RETRIES": "2.5"})
+    import os
+
+    assert "BACKTEST_JOB_VCPU" not in os.environ  # the check leaves the environment as it was

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from backtest.data.storage import Location, read_bytes, read_parquet_bytes
-from backtest.errors import DataError
+from backtest.errors import DataError, InputError
 from backtest.params import HOUR_MS
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -170,12 +170,17 @@ def find_gaps(open_time: np.ndarray) -> list[Gap]:
     return [Gap(int(open_time[i]), int(missing[i])) for i in idx]
 
 
-def read_candle_file(loc: Location) -> Candles:
+SYMBOL_COLUMNS = ("ticker", "symbol")  # a file's own pair column, as exported Binance data has
+
+
+def read_candle_file(loc: Location, symbol: str | None = None) -> Candles:
     """Read one Parquet or CSV file (local or S3) with the candle columns, validated.
 
     CSV needs a header; `date` is accepted for `open_time` (as in exported Binance data) and
-    extra columns such as `ticker` are ignored. A bad candle is named by its line in a CSV file
-    (the header is line 1) and by its row (from 1) in a Parquet file; a file without candles is bad data.
+    extra columns are ignored, but a `ticker` or `symbol` column must name `symbol` only (when
+    given): a result labelled with another pair than its candles' is refused (an input error). A
+    bad candle is named by its line in a CSV file (the header is line 1) and by its row (from 1)
+    in a Parquet file; a file without candles is bad data.
     """
     data = read_bytes(loc)
     if data is None:
@@ -186,6 +191,12 @@ def read_candle_file(loc: Location) -> Candles:
         table = _read_csv(data, name.endswith(".gz")) if is_csv else read_parquet_bytes(data)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise DataError(f"{loc.url}: not a readable candle file ({str(exc).splitlines()[0]})") from None
+    for column in (c for c in SYMBOL_COLUMNS if symbol and c in table.column_names):
+        named = sorted({str(v) for v in table.column(column).unique().to_pylist() if v is not None})
+        if named and named != [symbol]:
+            raise InputError(
+                f"{loc.url}: its {column} column names {', '.join(named[:3])}, not {symbol} (check --symbol)"
+            )
     if "open_time" not in table.column_names and "date" in table.column_names:
         table = table.rename_columns(["open_time" if c == "date" else c for c in table.column_names])
     candles = Candles.from_table(table, loc.url)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import subprocess
@@ -140,6 +141,9 @@ def run_demo(
         raise DagImportError(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag(layout.DAG_ID)
     quiet_third_party_warnings()  # after Airflow's imports, which install filters of their own
+    # dag.test() runs every task whatever its pool, and this home has no API server to ask: the
+    # pool check (backtest_airflow.pools) would only warn that it cannot check
+    logging.getLogger("backtest_airflow.pools").setLevel(logging.ERROR)
     began = time.perf_counter()
     logical_date = datetime.fromisoformat(date + "T00:00:00+00:00")
     try:
@@ -162,6 +166,21 @@ def _date(text: str) -> str:
         return Date.fromisoformat(text).isoformat()
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def print_changes(folder: Path, date: str) -> None:
+    """The report's first section in one line or a few: the signal changes since the previous run."""
+    from backtest_airflow.report import history
+    from backtest_airflow.settings import load_settings
+
+    previous = history.previous_run(load_settings().data_url, date)
+    if previous is None:
+        return
+    board = history.read_leaderboard(str(folder))
+    signals = history.signal_changes(board) if board is not None else []
+    print(f"\nWhat changed since {previous.date}: {len(signals)} signal change(s) (the report's first section)")
+    for change in signals:
+        print(f"  {history.signal_text(change)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print((folder / layout.LEADERBOARD_MD).read_text())
         for name in layout.RANK_FILES:
             print(f"{name}: {folder / name}")
+        print_changes(folder, day)
     else:
         print(f"no leaderboard was written (expected in {folder}): see the task errors above", file=sys.stderr)
     tasks = len(dag_run.get_task_instances())

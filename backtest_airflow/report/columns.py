@@ -191,7 +191,7 @@ def report_columns(
     """The columns a leaderboard table shows: REPORT_COLUMNS (COMPACT_COLUMNS when `compact`), with
     `strategy` after `symbol`, `selection` after `status` when a row is a grid's in-sample best (hindsight),
     and the chosen `params` (`window` in older leaderboards) after them in a grid or when they
-    differ between rows; `dsr` only when a row has one (a grid), `cagr` not when it repeats
+    differ between rows; unless compact, `position_now` after the returns; `dsr` only when a row has one (a grid), `cagr` not when it repeats
     `total_return` (`cagr_repeats_return`); unless compact, also `fee_bps` when it differs,
     hold-out figures when present (first when the run ranks on them, `metric` oos_*), and any
     column this module does not know that has a value, so that new leaderboard columns are not
@@ -223,6 +223,8 @@ def report_columns(
     oos = [c for c in OOS_SHOWN if _given(table, c)]
     if metric and metric.startswith("oos_") and oos:  # ranked on the hold-out: its figures first
         columns[at:at] = list(dict.fromkeys([*oos[:2], *([metric] if metric in table else []), *oos[2:]]))
+    if _given(table, "position_now"):  # what the strategy says now, in view without scrolling
+        columns.insert(columns.index("excess_return") + 1 if "excess_return" in columns else at, "position_now")
     if varies("fee_bps"):
         columns.append("fee_bps")
     if uses_execution(table):

@@ -58,6 +58,6 @@ def cost_summary(plan: RunPlan, prices: dict[str, float]) -> dict:
     times = f" x {len(plan.strategies)} strategies" if len(plan.strategies) > 1 else ""
     summary["text"] = (
         f"{summary['pairs']} pairs{times}, {summary['jobs']} jobs, {summary['vcpu_seconds']:.1f} vCPU-seconds "
-        f"({summary['billed_vcpu_seconds']:.0f} billed), about ${on_demand:.4f} on-demand / ${spot:.4f} Spot"
+        f"({summary['billed_vcpu_seconds']:.0f} billed), about ${on_demand:.4f} on-demand / ${spot:.4f} Spot at Fargate prices"
     )
     return summary
