@@ -13,10 +13,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from functools import partial
 
-from backtest.errors import EXIT_CHECK, BacktestError, InputError, from_os_error
+from backtest.errors import EXIT_CHECK, EXIT_STDOUT_CLOSED, BacktestError, InputError, from_os_error
 from backtest.params import parse_fee_bps, parse_time_ms, parse_whole, validate_symbol
 from backtest.strategies.grid import Grid, make_grid, parse_assignments
 from backtest.strategies.registry import DEFAULT_STRATEGY
@@ -300,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader of stdout left (`list-strategies | head`): nothing went wrong here. No message,
+        # the exit of a process stopped by SIGPIPE, and stdout on /dev/null so that Python's flush
+        # at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_STDOUT_CLOSED
     except OSError as exc:
         error = from_os_error(exc)
         print(f"error: {error}", file=sys.stderr)

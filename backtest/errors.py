@@ -9,6 +9,7 @@ the one home of the job's exit codes and of which of them a retry cannot fix.
 | 3    | missing or bad data                       | no                       |
 | 4    | storage, network or source I/O, just now  | yes                      |
 | 5    | the strategy is at fault (see below)      | no                       |
+| 141  | stdout's reader left early (piped to `head`) | - (a job's stdout is its log) |
 
 Exit 5, the strategy is at fault, whatever it did: it fails the look-ahead check, raises (any
 exception) or exits in its code, returns anything but one bool signal per combination and bar,
@@ -28,6 +29,7 @@ EXIT_INPUT = 2
 EXIT_DATA = 3
 EXIT_IO = 4
 EXIT_STRATEGY = 5  # the strategy is at fault: it looks ahead, raises, returns bad signals, ...
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 EXIT_CHECK = EXIT_STRATEGY  # `check-strategy`'s verdict on a strategy that looks ahead: the same code
 # Failures a retry cannot fix: the local runner and the refresh task fail at once on these.
 PERMANENT_EXIT_CODES = frozenset({EXIT_INPUT, EXIT_DATA, EXIT_STRATEGY})

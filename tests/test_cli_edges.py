@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -17,7 +18,7 @@ import pytest
 
 from backtest.data.candles import SCHEMA
 from backtest.data.synthetic import synthetic_candles
-from backtest.errors import EXIT_DATA, EXIT_INPUT, from_os_error
+from backtest.errors import EXIT_DATA, EXIT_INPUT, EXIT_STDOUT_CLOSED, from_os_error
 from backtest.params import parse_bars, parse_fee_bps, parse_time_ms
 from backtest.strategy import Param, get, names
 from tests.support import REPO, backtest_process
@@ -334,6 +335,21 @@ def test_list_strategies_shows_each_parameters_bounds_and_help():
                 strategy_param.high,
                 strategy_param.help,
             )
+
+
+def test_a_reader_that_leaves_early_is_exit_141_without_a_message():
+    """`list-strategies | head`: the pipe's reader is gone before the first write (its end is
+    closed before the process starts), so every write fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "backtest", "list-strategies"], stdout=write_end, stderr=subprocess.PIPE,
+            text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (EXIT_STDOUT_CLOSED, "")
 
 
 # -- the job's own records ----------------------------------------------------------------------
