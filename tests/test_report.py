@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
@@ -24,6 +25,7 @@ from backtest_airflow.report import page as report_page
 from backtest_airflow.report import templating
 from backtest_airflow.report.charts.base import bucket_max, thin_index
 from backtest_airflow.report.charts.curves import drawdown, load_buy_hold, load_equity, shown_pairs
+from backtest_airflow.report.formatting import format_value
 from tests.support.dag import load_daily_dag, make_run
 
 PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
@@ -224,6 +226,43 @@ def test_sweep_report_shows_best_windows_hold_out_figures_and_every_row(finished
     assert 'id="heatmaps"' not in page  # a grid over one parameter
     assert page.count('<figure class="chart pair-chart"') == 3
     assert_self_contained(page)
+
+
+def path_points(svg: str, gid: str) -> np.ndarray:
+    """The (x, y) points of the path in the SVG group `gid`."""
+    path = re.search(rf'<g id="{gid}">\s*<path d="([^"]*)"', svg).group(1)
+    return np.array([(float(x), float(y)) for x, y in re.findall(r"[ML] ([-0-9.]+) ([-0-9.]+)", path)])
+
+
+def test_a_hold_out_chart_draws_the_out_of_sample_curve_after_the_in_sample_one(finished):
+    run = finished["sweep"]
+    page = read_report(run)
+    drawn = re.findall(
+        r'<figure class="chart pair-chart" data-symbol="(\w+)"[^>]*>(<svg.*?</svg>)\s*(<svg.*?</svg>)\s*'
+        r'<div class="scale-log">(<svg.*?</svg>)\s*(<svg.*?</svg>)\s*</div>',
+        page,
+        re.S,
+    )
+    assert sorted(symbol for symbol, *_ in drawn) == sorted(PAIRS[:3])
+    for symbol, in_sample, out_of_sample, _, out_of_sample_log in drawn:
+        row = run["table"].set_index("symbol").loc[symbol]
+        folder = strategy_results_url(run["plan"].results_url, "sma_trend")
+        is_times, _ = load_equity(folder, symbol)
+        table = pq.read_table(Path(folder) / f"{symbol}.oos.equity.parquet").to_pandas()
+        times = table["open_time"].dt.as_unit("ms").astype("int64").to_numpy()
+        # the hold-out starts at the bar after the in-sample part's last one
+        assert times[0] == int(is_times[-1].astype("datetime64[ms]").astype(np.int64)) + HOUR_MS
+        assert 'aria-label="Out-of-sample equity and drawdown' in out_of_sample and "(log scale)" in out_of_sample_log
+        assert "hold-out, out of sample" in out_of_sample and "hold-out, out of sample" not in in_sample
+        assert f"{symbol}: in sample {format_value('total_return', row['total_return'])}" in in_sample
+        assert f"out of sample {format_value('total_return', row['oos_total_return'])}" in out_of_sample
+        assert format_value("total_return", table["equity"].iloc[-1] - 1.0) == format_value(
+            "total_return", row["oos_total_return"]
+        )
+        points = path_points(out_of_sample, "equity-curve")  # every bar of the stored curve, in its scale
+        assert len(points) == len(table) and np.all(np.diff(points[:, 0]) > 0)
+        assert affine_residual(table["equity"].to_numpy(), points[:, 1]) < 0.01
+    assert "below, the hold-out: that combination traded on the bars no choice saw" in page
 
 
 def test_buy_hold_and_drawdown_curves_match_the_metrics(finished):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from backtest.data.storage import resolve
 from backtest.params import parse_time_ms
-from backtest.result_files import result_file
+from backtest.result_files import oos_equity_file, result_file
 from backtest_airflow import layout
 from backtest_airflow.report.charts.bars import efficiency_chart
 from backtest_airflow.report.charts.base import row_label
@@ -144,11 +144,19 @@ def curves_section(
     results_url: str, best: pd.DataFrame, data_url: str | None, holdout: bool, several: bool, walk: bool = False
 ) -> list[dict]:
     """The top and bottom rows' charts (`svg` None when the (pair, strategy) has no stored equity curve);
-    with a walk-forward, the stitched out-of-sample curve with its folds marked, and its folds' table."""
+    with a hold-out, the in-sample chart and the out-of-sample one (`svg_oos`); with a walk-forward, the stitched out-of-sample curve with its folds marked, and its folds' table."""
     records = {(r["symbol"], r.get("strategy") if "strategy" in best else None): r for r in best.to_dict("records")}
     curves = []
     for symbol, strategy, end in shown_pairs(best):
-        curve = {"symbol": symbol, "strategy": strategy, "end": end, "svg": None, "folds": None, "trades": None}
+        curve = {
+            "symbol": symbol,
+            "strategy": strategy,
+            "end": end,
+            "svg": None,
+            "svg_oos": None,
+            "folds": None,
+            "trades": None,
+        }
         curves.append(curve)
         folder = layout.strategy_results_url(results_url, strategy) if strategy else results_url
         loaded = load_equity(folder, symbol)
@@ -157,11 +165,22 @@ def curves_section(
         times, equity = loaded
         buy_hold = load_buy_hold(data_url, symbol, times)
         notes = []
-        if holdout:
-            notes.append(
-                "In-sample part of the window, where the combination was chosen (its out-of-sample curve is in the pair's oos.equity.parquet)."
-            )
         row = records[(symbol, strategy)]
+        label = row_label(symbol, strategy, several)
+        held_out = load_equity(folder, symbol, oos_equity_file) if holdout else None
+        if held_out is not None:
+            oos_times, oos_equity = held_out
+            oos_buy_hold = load_buy_hold(data_url, symbol, oos_times)
+            curve["svg_oos"] = pair_chart(label, row, oos_times, oos_equity, oos_buy_hold, "oos_")
+            curve["svg_oos_log"] = pair_chart(label, row, oos_times, oos_equity, oos_buy_hold, "oos_", log=True)
+            notes.append(
+                "Above, the in-sample part of the window, where the combination was chosen; below, the "
+                "hold-out: that combination traded on the bars no choice saw (buy-and-hold from the hold-out's first close)."
+            )
+        elif holdout:
+            notes.append(
+                "In-sample part of the window, where the combination was chosen (no out-of-sample curve stored)."
+            )
         if row.get("selection") == "in_sample_best":
             notes.append(
                 f"The in-sample best of {format_value('combinations', row.get('combinations'))} combinations over "
@@ -175,9 +194,9 @@ def curves_section(
             folds = result["walk_forward"]["folds"]
             boundaries = [np.datetime64(parse_time_ms(fold["test_start"]), "ms") for fold in folds[1:]]
             prefix, curve["folds"] = "oos_", _folds_view(result)
-        label = row_label(symbol, strategy, several)
-        curve["svg"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries)
-        curve["svg_log"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries, log=True)
+        part = {"in_sample": held_out is not None}
+        curve["svg"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries, **part)
+        curve["svg_log"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries, log=True, **part)
         curve["trades"] = trades_view(folder, symbol, result or load_result(folder, symbol))
         # a walk-forward's parameters are per fold (below) and, next, the last fold's
         params = f"next params {row.get('next_params')}" if prefix else row.get("params", row.get("window"))

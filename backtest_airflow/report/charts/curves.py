@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -44,9 +45,12 @@ def shown_pairs(table: pd.DataFrame, each_end: int = CURVES_EACH_END) -> list[tu
     return [(*k, "top") for k in top] + [(*k, "bottom") for k in bottom]
 
 
-def load_equity(results_url: str, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(open times as datetime64[ms], equity) from `{symbol}.equity.parquet`, or None when missing."""
-    data = read_bytes(resolve(results_url).join(equity_file(symbol)))
+def load_equity(
+    results_url: str, symbol: str, name: Callable[[str], str] = equity_file
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(open times as datetime64[ms], equity) from `{symbol}.equity.parquet` (or the file `name`
+    gives, e.g. a hold-out's `oos_equity_file`), or None when missing."""
+    data = read_bytes(resolve(results_url).join(name(symbol)))
     if not data:
         return None
     table = read_parquet_bytes(data, columns=["open_time", "equity"])
@@ -121,13 +125,16 @@ def pair_chart(
     prefix: str = "",
     boundaries: list[np.datetime64] | None = None,
     log: bool = False,
+    in_sample: bool = False,
 ) -> Markup:
     """Equity vs buy-and-hold (top) and their drawdowns (bottom) for one pair, as SVG.
 
     `prefix` "oos_": the curve is a walk-forward's stitched out-of-sample one, titled with the
     row's `oos_*` figures; `boundaries`: where its folds' test windows start (dashed vertical
     lines on both panels; on the top one the SVG group of line k is `fold-boundary-<k>`, k from 1);
-    `log`: the growth of 1 on a log scale (a ruined curve's zeros are left out)."""
+    `log`: the growth of 1 on a log scale (a ruined curve's zeros are left out). `prefix` "oos_"
+    without `boundaries`: a hold-out's out-of-sample curve; `in_sample`: the curve is the in-sample part
+    before a hold-out (so titled)."""
     _, Figure = mpl()
     import matplotlib.dates as mdates
     from matplotlib.ticker import PercentFormatter
@@ -136,7 +143,9 @@ def pair_chart(
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.3, 1])
     index = thin_index(len(times))
     x = times[index]
-    name = "walk-forward, out of sample" if prefix == "oos_" else "strategy"
+    name = "strategy, in sample" if in_sample else "strategy"
+    if prefix == "oos_":
+        name = "hold-out, out of sample" if boundaries is None else "walk-forward, out of sample"
     (line,) = top.plot(x, equity[index], color=STRATEGY_COLOR, linewidth=1.3, label=name)
     line.set_gid("equity-curve")
     dd = drawdown(equity)
@@ -165,14 +174,18 @@ def pair_chart(
         ax.spines[["top", "right"]].set_visible(False)
         ax.margins(x=0)
     rank = format_value("rank", row.get("rank"))
-    what, dd = ("out of sample", "max DD") if prefix == "oos_" else ("strategy", "max drawdown")
+    what, dd = (
+        ("out of sample", "max DD") if prefix == "oos_" else ("in sample" if in_sample else "strategy", "max drawdown")
+    )
     title = f"#{rank} {symbol}: {what} {format_value('total_return', row.get(prefix + 'total_return'))}"
     title += f", buy & hold {format_value('buy_hold_return', row.get(prefix + 'buy_hold_return'))}"
     title += f", {dd} {format_value('max_drawdown', row.get(prefix + 'max_drawdown'))}"
     top.set_title(title, loc="left", fontsize=11)
+    holdout = prefix == "oos_" and boundaries is None
     scale = "-log" if log else ""
     return figure_svg(
         fig,
-        f"pair-{symbol}{scale}",
-        f"Equity and drawdown of {symbol} against buy and hold{' (log scale)' if log else ''}",
+        f"pair-{symbol}{'-holdout' if holdout else ''}{scale}",
+        f"{'Out-of-sample e' if holdout else 'E'}quity and drawdown of {symbol} against buy and hold"
+        f"{' (log scale)' if log else ''}",
     )
