@@ -132,7 +132,8 @@ def _as_of(context: Context):
     run_after = getattr(dag_run, "run_after", None)
     if run_after is None and context.get("logical_date") is None:
         return None
-    return as_of(context.get("data_interval_end"), context.get("logical_date"), run_after)
+    run_type = getattr(dag_run, "run_type", None)
+    return as_of(context.get("data_interval_end"), context.get("logical_date"), run_after, run_type)
 
 
 def _several(board: pd.DataFrame) -> bool:

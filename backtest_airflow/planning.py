@@ -108,14 +108,27 @@ def _whole(value, name: str, low: int, high: int, problems: list[str]) -> int:
     return value
 
 
-def as_of(data_interval_end: datetime | None, logical_date: datetime | None, run_after: datetime) -> datetime:
+# Runs someone asked for (the UI, REST, `airflow dags trigger`, TriggerDagRunOperator): a logical
+# date they give is the moment they asked about.
+TRIGGERED_RUN_TYPES = frozenset({"manual", "operator_triggered"})
+
+
+def as_of(
+    data_interval_end: datetime | None, logical_date: datetime | None, run_after: datetime, run_type: str | None = None
+) -> datetime:
     """The moment a run is "as of": its backtest window ends there and it sees only candles closed by then.
 
-    The data interval's end when the run has one (scheduled and backfill runs of `@daily`: D 00:00),
-    else its logical date, else (a trigger with no logical date) the time it was queued to run;
-    always aligned down to the hour, so a window never ends inside a candle.
+    A triggered run's logical date when it has one: Airflow gives it the data interval of that date
+    through REST but that of the moment it was queued through `airflow dags trigger --logical-date`
+    (`trigger_dag` infers it from `run_after`), and the date is what both asked for. Else the data
+    interval's end (scheduled and backfill runs of `@daily`: D 00:00; with cron data intervals, the
+    interval's end), else the logical date, else (a trigger with no logical date) the time it was
+    queued to run; always aligned down to the hour, so a window never ends inside a candle.
     """
-    moment = data_interval_end or logical_date or run_after
+    asked = (
+        logical_date if getattr(run_type, "value", run_type) in TRIGGERED_RUN_TYPES else None
+    )  # an enum or its value
+    moment = asked or data_interval_end or logical_date or run_after
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 

@@ -42,6 +42,7 @@ def plan(
     interval_end: datetime | None,
     logical_date: datetime | None,
     run_after: datetime,
+    run_type: str | None = None,
 ) -> RunPlan:
     """The run's plan from its params (conf keys the form does not know included, to be refused).
 
@@ -50,7 +51,7 @@ def plan(
     Last, the pools the DAG's tasks use must exist (asked of the REST API, `pools.missing_pools`):
     the run fails here, at once, rather than wait in `scheduled` for ever on one that does not.
     """
-    end = planning.as_of(interval_end, logical_date, run_after)
+    end = planning.as_of(interval_end, logical_date, run_after, run_type)
     try:
         run_plan = planning.make_plan({**params, **(conf or {})}, data_url, layout.DAG_ID, run_id, end)
     except InputError as exc:

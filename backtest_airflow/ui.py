@@ -242,7 +242,7 @@ def _run_date(dag_id: str, run_id: str) -> str | None:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    columns = (DagRun.data_interval_end, DagRun.logical_date, DagRun.run_after)
+    columns = (DagRun.data_interval_end, DagRun.logical_date, DagRun.run_after, DagRun.run_type)
     with create_session() as session:
         row = session.execute(select(*columns).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
     return f"{as_of(*row):%Y-%m-%d}" if row else None

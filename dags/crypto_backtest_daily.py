@@ -97,6 +97,7 @@ def crypto_backtest_daily():
             interval_end=context.get("data_interval_end"),
             logical_date=context.get("logical_date"),
             run_after=run.run_after,
+            run_type=run.run_type,
         )
         return asdict(run_plan)
 

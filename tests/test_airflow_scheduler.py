@@ -50,8 +50,10 @@ def z(moment: datetime) -> str:
 
 
 def expected_end(run: dict) -> datetime:
-    """The rule in docs/operation.md: the interval end, else the logical date, else run_after; down to the hour."""
-    moment = run["data_interval_end"] or run["logical_date"] or run["run_after"]
+    """The rule in docs/operation.md: a trigger's logical date, else the interval end, else the
+    logical date, else run_after; down to the hour."""
+    asked = run["logical_date"] if run["run_type"] == "manual" else None
+    moment = asked or run["data_interval_end"] or run["logical_date"] or run["run_after"]
     return parse_time(moment).replace(minute=0, second=0, microsecond=0)
 
 
@@ -145,17 +147,26 @@ def test_every_trigger_path_and_two_backfills_succeed_point_in_time(airflow):
     assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
     known = {with_date["dag_run_id"], without_date["dag_run_id"]}
     (from_cli,) = [run for run in airflow.runs("manual") if run["dag_run_id"] not in known and run["conf"] == SMALL]
+    # ... and with one: Airflow gives it the data interval of now; the run is as of the date asked for.
+    dated = {**SMALL, "window": "24"}
+    cli = airflow.cli(
+        "dags", "trigger", DAG_ID, "--conf", json.dumps(dated), "--logical-date", "2026-11-21T00:00:00+00:00"
+    )
+    assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
+    (dated_cli,) = [run for run in airflow.runs("manual") if run["conf"] == dated]
     # A 3-day backfill of the 10 configured pairs, default params, through the CLI.
     command = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", "2026-11-10", "--to-date", "2026-11-12"]
     created = airflow.cli(*command, "--max-active-runs", "3")
     assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
 
-    manual_ids = [with_date["dag_run_id"], without_date["dag_run_id"], from_cli["dag_run_id"]]
+    manual_ids = [with_date["dag_run_id"], without_date["dag_run_id"], from_cli["dag_run_id"], dated_cli["dag_run_id"]]
     manual = airflow.wait_for_runs(manual_ids, RUN_TIMEOUT)
     assert manual[0]["logical_date"] == "2026-11-20T00:00:00Z"
     assert manual[1]["logical_date"] is None and manual[2]["logical_date"] is None
-    for run in manual:
-        assert_point_in_time(airflow, run, SMALL["pairs"], SMALL)
+    assert manual[3]["logical_date"] == "2026-11-21T00:00:00Z" and manual[3]["data_interval_end"][:10] != "2026-11-21"
+    assert expected_end(manual[3]) == datetime(2026, 11, 21, tzinfo=UTC)
+    for run, conf in zip(manual, [SMALL, SMALL, SMALL, dated], strict=True):
+        assert_point_in_time(airflow, run, SMALL["pairs"], conf)
     first = sorted(run["dag_run_id"] for run in airflow.runs("backfill"))
     assert len(first) == 3
     backfill_cli = airflow.wait_for_runs(first, RUN_TIMEOUT)

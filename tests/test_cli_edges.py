@@ -316,6 +316,25 @@ def test_demo_with_an_unknown_strategy_prints_plans_one_line_and_exits_2(tmp_pat
     assert not (tmp_path / "store").exists() and not (tmp_path / "airflow").exists()  # before the DB and the DAG
 
 
+def test_demo_params_reach_plan_as_json_or_text(tmp_path, monkeypatch, capsys):
+    """`--param NAME=VALUE` sets any param of the form: plan checks them (here: refuses them)
+    before the metadata DB and the DAG start, a number as a number and a word as text."""
+    from backtest_airflow.local import demo
+
+    monkeypatch.setenv("BACKTEST_DATA_URL", str(tmp_path / "store"))
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.delenv("DEMO_ARGS", raising=False)
+    code = demo.main(["--param", "holdout_days=3650", "--param", "rank_on=sideways", "--param", "holdout_dayz=3"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and len(captured.err.splitlines()) == 1
+    for problem in ("holdout_days", "3650", "rank_on", "'sideways'", "unknown param(s) 'holdout_dayz'"):
+        assert problem in captured.err, problem
+    assert not (tmp_path / "store").exists() and not (tmp_path / "airflow").exists()
+    with pytest.raises(SystemExit) as usage:  # not NAME=VALUE: argparse's usage error
+        demo.main(["--param", "holdout_days"])
+    assert usage.value.code == 2 and "not NAME=VALUE: 'holdout_days'" in capsys.readouterr().err
+
+
 # -- 9. list-strategies shows bounds and help ----------------------------------------------------------
 
 

@@ -125,7 +125,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(capsys, store, tmp_pat
     "content, message",
     [
         (b"not,a,candle\n1,2,3\n", "missing column"),
-        (b"\x00\x01garbage", "not a readable candle file"),
+        (b"\x00\x01garbage", "not a readable candle file: read as Parquet (a name not ending in .csv or .csv.gz"),
         (b"open_time,open,high,low,close,volume\n2024-01-01 00:00:00,1,0.5,0.9,1,1\n", "OHLC"),
     ],
 )
@@ -214,7 +214,7 @@ def test_inputs_a_retry_cannot_fix_exit_3_not_4(tmp_path):
     store = tmp_path / "store"
     os.makedirs(CandleStore(str(store)).month_file("BTCUSDT", "2024-01").path)  # a folder for a month file
     cases = {
-        "not gzip": (["--input", str(not_gzip)], "not a readable candle file (zlib inflate failed"),
+        "not gzip": (["--input", str(not_gzip)], "not a readable candle file: read as CSV: zlib inflate failed"),
         "input is a folder": (["--input", str(folder)], "folder.parquet is a folder, not a file"),
         "month file is a folder": (["--data-url", str(store)], "part-0.parquet is a folder, not a file"),
     }

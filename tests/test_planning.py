@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
@@ -100,25 +100,45 @@ def test_plan_renders_the_container_command():
 
 
 @pytest.mark.parametrize(
-    "interval_end, logical_date, run_after, expected",
+    "interval_end, logical_date, run_after, run_type, expected",
     [
         # scheduled or backfill run of D (@daily: a zero-length interval at D 00:00)
-        ("2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00"),
+        ("2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "scheduled",
+         "2026-10-02T00:00:00"),
+        ("2026-10-02T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "2026-12-03T12:36:18+00:00", "backfill",
+         "2026-10-02T00:00:00"),
+        # cron data intervals: the run of [D-1, D) has logical date D-1 and is as of D
+        ("2026-10-02T00:00:00+00:00", "2026-10-01T00:00:00+00:00", "2026-10-02T00:00:00+00:00", "scheduled",
+         "2026-10-02T00:00:00"),
         # a trigger at 20:58 with that logical date: the candle opened at 20:00 has not closed
-        (None, "2026-10-02T20:58:31+00:00", "2026-10-02T20:58:31+00:00", "2026-10-02T20:00:00"),
+        (None, "2026-10-02T20:58:31+00:00", "2026-10-02T20:58:31+00:00", "manual", "2026-10-02T20:00:00"),
+        # `airflow dags trigger --logical-date T`: Airflow gives it the interval of the moment it was queued
+        ("2026-12-03T12:36:18+00:00", "2026-11-01T00:00:00+00:00", "2026-12-03T12:36:18+00:00", "manual",
+         "2026-11-01T00:00:00"),
+        ("2026-12-03T12:36:18+00:00", "2026-11-01T00:00:00+00:00", "2026-12-03T12:36:18+00:00", "operator_triggered",
+         "2026-11-01T00:00:00"),
         # a trigger with no logical date (`airflow dags trigger`, REST `"logical_date": null`)
-        (None, None, "2026-10-02T07:59:59.999+00:00", "2026-10-02T07:00:00"),
+        (None, None, "2026-10-02T07:59:59.999+00:00", "manual", "2026-10-02T07:00:00"),
+        ("2026-10-02T07:59:59.999+00:00", None, "2026-10-02T07:59:59.999+00:00", "manual", "2026-10-02T07:00:00"),
         # another time zone: the same instant, in UTC
-        (None, "2026-10-02T09:30:00+02:00", "2026-10-02T09:30:00+02:00", "2026-10-02T07:00:00"),
+        (None, "2026-10-02T09:30:00+02:00", "2026-10-02T09:30:00+02:00", "manual", "2026-10-02T07:00:00"),
     ],
-)
+)  # fmt: skip
 def test_a_runs_as_of_moment_is_its_interval_end_logical_date_or_run_after_down_to_the_hour(
-    interval_end, logical_date, run_after, expected
+    interval_end, logical_date, run_after, run_type, expected
 ):
     parse = lambda text: text and datetime.fromisoformat(text)  # noqa: E731
-    moment = as_of(parse(interval_end), parse(logical_date), parse(run_after))
+    moment = as_of(parse(interval_end), parse(logical_date), parse(run_after), run_type)
     assert moment.tzinfo is not None and moment.utcoffset().total_seconds() == 0
     assert moment.replace(tzinfo=None).isoformat() == expected
+
+
+def test_the_run_type_may_be_airflows_enum_or_its_value():
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    queued, asked = datetime(2026, 12, 3, 12, 36, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+    assert as_of(queued, asked, queued, DagRunType.MANUAL) == as_of(queued, asked, queued, "manual") == asked
+    assert as_of(queued, asked, queued, DagRunType.SCHEDULED) == queued.replace(minute=0)
 
 
 def test_unknown_param_keys_are_refused_with_every_other_problem():

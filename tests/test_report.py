@@ -974,6 +974,36 @@ def test_no_hindsight_note_for_one_combination_a_hold_out_or_a_walk_forward(fini
     assert "The whole window's grid best (chosen with hindsight) is not shown" in notes["walk-forward"]
 
 
+def test_a_hold_out_ranked_in_sample_labels_its_figures_and_shows_the_hold_outs_beside_them(finished):
+    run = finished["sweep"]
+    page, table = read_report(run), run["table"]
+    heads = text_heads(page, "leaderboard-table")
+    at = heads.index("IS return")
+    assert heads[at : at + 6] == [
+        "IS return",
+        "IS buy & hold",
+        "IS excess",
+        "position now",
+        "OOS return",
+        "OOS buy & hold",
+    ]
+    assert "return" not in heads and "IS sharpe" in heads and "IS max DD" in heads
+    all_rows = text_heads(page, "all-rows-table")
+    assert "IS return" in all_rows and "OOS return" in all_rows and "return" not in all_rows
+    ranked = table[table["status"] == "ok"].sort_values("rank")
+    found = re.findall(r'<div class="card"><b>([^<]*)</b><span>([^<]*)</span>', page)
+    cards = {html.unescape(label): html.unescape(value) for value, label in found}
+    top = ranked.iloc[0]
+    assert cards["best by total_return (in sample)"] == f"{top['symbol']} {top['total_return']:+.2%}"
+    assert cards["median return (in sample)"] == f"{statistics.median(ranked['total_return']):+.2%}"
+    assert cards["median return (out of sample)"] == f"{statistics.median(ranked['oos_total_return']):+.2%}"
+    beat = sum(r > h for r, h in zip(ranked["oos_total_return"], ranked["oos_buy_hold_return"], strict=True))
+    assert cards["beat buy & hold (out of sample)"] == f"{beat} of {len(ranked)}"
+    assert "median return" not in cards  # every figure says which part of the window it is from
+    first = read_report(finished["first"])  # no hold-out: no IS or OOS labels
+    assert "IS return" not in first and "median return (in sample)" not in first
+
+
 def test_a_hold_out_ranked_out_of_sample_says_so_and_shows_those_figures_first(finished, tmp_path):
     run = finished["sweep"]
     info = {**run["info"], "rank_on": "out_of_sample"}

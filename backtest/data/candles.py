@@ -190,7 +190,8 @@ def read_candle_file(loc: Location, symbol: str | None = None) -> Candles:
     try:
         table = _read_csv(data, name.endswith(".gz")) if is_csv else read_parquet_bytes(data)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise DataError(f"{loc.url}: not a readable candle file ({str(exc).splitlines()[0]})") from None
+        kind = "CSV" if is_csv else "Parquet (a name not ending in .csv or .csv.gz is read as Parquet)"
+        raise DataError(f"{loc.url}: not a readable candle file: read as {kind}: {str(exc).splitlines()[0]}") from None
     for column in (c for c in SYMBOL_COLUMNS if symbol and c in table.column_names):
         named = sorted({str(v) for v in table.column(column).unique().to_pylist() if v is not None})
         if named and named != [symbol]:

@@ -10,7 +10,8 @@ its own AIRFLOW_HOME and SQLite metadata DB (the Makefile sets the environment).
 Params the run's `plan` would refuse (an unknown strategy, a bad value) are refused before
 anything starts, with plan's one message (exit 2). `--days N` runs N consecutive logical dates
 ending at `--date`, oldest first (what a backfill of the last N days does), so the last run's
-report has N - 1 earlier runs to compare with (`make demo DEMO_ARGS='--days 5'`).
+report has N - 1 earlier runs to compare with (`make demo DEMO_ARGS='--days 5'`). `--param NAME=VALUE`
+sets any other param of the trigger form: `--param holdout_days=30 --param rank_on=out_of_sample`.
 """
 
 from __future__ import annotations
@@ -113,13 +114,15 @@ def run_demo(
     strategies: list[dict] | None = None,
     walk_forward: str | None = None,
     migrate: bool = True,
+    params: dict | None = None,
 ) -> tuple[DagRun, Path, float]:
     """One run of the daily DAG under dag.test() in this process, with the environment's settings
     (AIRFLOW_HOME, BACKTEST_DATA_URL, ...): (the DAG run, its results folder, seconds dag.test took).
 
     Migrates the metadata DB first; `pairs` > 0 backtests that many synthetic pairs instead of the
-    configured list; `window`, `lookback_days`, `strategies` and `walk_forward` override those params.
-    Params `plan` would refuse raise its InputError first (`check_params`)."""
+    configured list; `window`, `lookback_days`, `strategies` and `walk_forward` override those params,
+    `params` any (holdout_days, rank_on, fee_bps, ...). Params `plan` would refuse raise its InputError
+    first (`check_params`)."""
     overrides = {
         "pairs": [f"SYN{i:04d}USDT" for i in range(pairs)],
         "window": window,
@@ -127,7 +130,7 @@ def run_demo(
         "strategies": strategies,
         "walk_forward": walk_forward,
     }
-    conf = {name: value for name, value in overrides.items() if value}  # the params given, no others
+    conf = {**(params or {}), **{name: value for name, value in overrides.items() if value}}  # the params given
     check_params(conf, date)
     if migrate:
         airflow = Path(sys.executable).with_name("airflow")
@@ -159,6 +162,17 @@ def _json(text: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text}") from None
+
+
+def _param(text: str) -> tuple[str, object]:
+    """`NAME=VALUE`: VALUE as JSON when it is JSON (30, true, "x"), else as the text itself."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
 
 
 def _date(text: str) -> str:
@@ -198,6 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--walk-forward", help="set the walk_forward param, e.g. 60d:20d or 60d:20d:anchored")
     parser.add_argument("--days", type=int, default=1, help="run this many consecutive dates ending at --date (1-60)")
+    parser.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set any param of the trigger form (docs/configuration.md), e.g. --param holdout_days=30 "
+        "--param rank_on=out_of_sample; repeatable",
+    )
     try:
         words = sys.argv[1:] if argv is None else argv
         args = parser.parse_args([*words, *split_args(os.environ.get("DEMO_ARGS", ""))])
@@ -208,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             day = (last - timedelta(days=back)).isoformat()
             dag_run, folder, elapsed = run_demo(
                 day, args.pairs, args.window, args.lookback_days, args.strategies, args.walk_forward,
-                migrate=back == args.days - 1,
+                migrate=back == args.days - 1, params=dict(args.param),
             )  # fmt: skip
             if back:
                 print(f"DAG run {dag_run.run_id} ({day}): {dag_run.state} in {elapsed:.1f} s")

@@ -3,6 +3,6 @@ HTML report (charts, templates, styles) that the Backtests page of the UI serves
 
 May import `backtest` and `backtest_airflow.layout` / `planning` (plain Python); no Airflow import.
 Inside, imports point down only: `leaderboard` (the rank step's files) and `page` (the report) on
-top; `sections`, `charts`, `grid_file`, `leaderboard_files` and `cost` below them; `results`,
+top; `sections`, `cards`, `charts`, `grid_file`, `leaderboard_files` and `cost` below them; `results`,
 `columns` and `formatting` at the bottom.
 """

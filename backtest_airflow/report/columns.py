@@ -29,6 +29,8 @@ REPORT_COLUMNS = (
     "exposure",
     *TRADE_SHOWN,
 )
+# With a hold-out, the figures of the in-sample part (headed `IS ...` in the report's tables).
+HOLDOUT_IN_SAMPLE = frozenset(c for c in REPORT_COLUMNS if c not in ("rank", "symbol", "status"))
 # The Backtests page's shorter tables.
 COMPACT_COLUMNS = ("rank", "symbol", "status", "total_return", "buy_hold_return", "sharpe", "max_drawdown", "trades")
 # Hold-out figures shown when the run has them (every oos_* column is in the Parquet/CSV files).
@@ -193,7 +195,8 @@ def report_columns(
     and the chosen `params` (`window` in older leaderboards) after them in a grid or when they
     differ between rows; unless compact, `position_now` after the returns; `dsr` only when a row has one (a grid), `cagr` not when it repeats
     `total_return` (`cagr_repeats_return`); unless compact, also `fee_bps` when it differs,
-    hold-out figures when present (first when the run ranks on them, `metric` oos_*), and any
+    hold-out figures when present (first when the run ranks on them, `metric` oos_*; else the
+    hold-out's return and buy-and-hold right after the in-sample returns), and any
     column this module does not know that has a value, so that new leaderboard columns are not
     hidden (the grid file's parameter columns are, `params` says it).
 
@@ -225,6 +228,9 @@ def report_columns(
         columns[at:at] = list(dict.fromkeys([*oos[:2], *([metric] if metric in table else []), *oos[2:]]))
     if _given(table, "position_now"):  # what the strategy says now, in view without scrolling
         columns.insert(columns.index("excess_return") + 1 if "excess_return" in columns else at, "position_now")
+    if oos and not (metric and metric.startswith("oos_")):  # ranked in sample: the hold-out's returns beside
+        after = columns.index("position_now") if "position_now" in columns else columns.index("excess_return")
+        columns[after + 1 : after + 1] = [c for c in oos[:2] if c not in columns]
     if varies("fee_bps"):
         columns.append("fee_bps")
     if uses_execution(table):

@@ -198,9 +198,16 @@ def plain(value: object) -> str:
 
 
 def leaderboard_view(
-    table: pd.DataFrame, columns: list[str], table_id: str = "", pinned: tuple[str, ...] = PINNED_COLUMNS
+    table: pd.DataFrame,
+    columns: list[str],
+    table_id: str = "",
+    pinned: tuple[str, ...] = PINNED_COLUMNS,
+    in_sample: frozenset[str] = frozenset(),
 ) -> dict:
     """The leaderboard's head and rows as the `leaderboard` macro draws them (plain text, CSS classes).
+
+    The headers of the `in_sample` columns say `IS ...`: a hold-out's figures of the part of the
+    window where the combination was chosen, beside its `OOS ...` ones.
 
     The `pinned` columns (class `pin`, the last one also `pin-last`) stay in view while the table
     scrolls sideways (`position: sticky`; the page's script sets their offsets). A `selection`
@@ -209,7 +216,10 @@ def leaderboard_view(
     pins = [c for c in columns if c in pinned]
     pin_css = {c: "pin pin-last" if c == pins[-1] else "pin" for c in pins}
     heads = [
-        {"label": label(c), "css": _classes("text" if c in TEXT_COLUMNS or not numeric[c] else "", pin_css.get(c))}
+        {
+            "label": f"IS {label(c)}" if c in in_sample else label(c),
+            "css": _classes("text" if c in TEXT_COLUMNS or not numeric[c] else "", pin_css.get(c)),
+        }
         for c in columns
     ]
     rows = []

@@ -57,11 +57,18 @@ from backtest.data.storage import resolve, write_bytes_atomic
 from backtest.simulation.metrics import LOWER_IS_BETTER
 from backtest_airflow import layout, planning
 from backtest_airflow.report import grid_file, notes, portfolio, sections
+from backtest_airflow.report.cards import summary_cards
 from backtest_airflow.report.charts.bars import returns_chart
-from backtest_airflow.report.charts.base import row_label
 from backtest_airflow.report.charts.comparison import strategies_chart, strategy_comparison
-from backtest_airflow.report.columns import best_rows, has_grid, has_walk_forward, is_synthetic, report_columns
-from backtest_airflow.report.formatting import PINNED_COLUMNS, format_value, leaderboard_view, missing
+from backtest_airflow.report.columns import (
+    HOLDOUT_IN_SAMPLE,
+    best_rows,
+    has_grid,
+    has_walk_forward,
+    is_synthetic,
+    report_columns,
+)
+from backtest_airflow.report.formatting import PINNED_COLUMNS, leaderboard_view, missing
 from backtest_airflow.report.results import strategies_text
 from backtest_airflow.report.templating import render
 
@@ -114,12 +121,13 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
     holdout = bool(run_info.get("holdout_days")) or ("split" in table and table["split"].notna().any())
     walk = has_walk_forward(best)
     prefix = "oos_" if walk else ""  # the returns chart and the cards: the stitched test windows
+    in_sample = HOLDOUT_IN_SAMPLE if holdout and not walk else frozenset()  # headed `IS ...`
     # The run's as-of moment: it saw only the candles closed before it (docs/operation.md, "A run's date").
     ident = [("as of", run_info.get("end")), ("DAG", run_info.get("dag_id")), ("run", run_info.get("run_id"))]
     every = None
     if sweep and rows <= MAX_ALL_ROWS:
         all_rows = grid_file.read_grid(results_url) if grid_shape else table
-        every = leaderboard_view(all_rows, report_columns(all_rows, sweep=True), "all-rows-table")
+        every = leaderboard_view(all_rows, report_columns(all_rows, sweep=True), "all-rows-table", in_sample=in_sample)
     cost = run_info.get("cost")
     columns = report_columns(best, sweep=sweep, metric=metric)
     order = [layout.label_of(item) for item in run_info.get("strategies") or [] if layout.label_of(item) in strategies]
@@ -131,11 +139,11 @@ def build_report(results_url: str, leaderboard_df: pd.DataFrame, run_info: dict)
         ident=[(name, value) for name, value in ident if value],
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         selection_notes=notes.selection_notes(best, metric, run_info),
-        cards=_summary_cards(best, ranked, metric, several, prefix),
+        cards=summary_cards(best, ranked, metric, several, prefix, holdout=bool(in_sample)),
         pairs=len(best),
         several=several,
         failed=best[best["status"] != "ok"].to_dict("records"),
-        board=leaderboard_view(best, columns, "leaderboard-table", (*PINNED_COLUMNS, metric)),
+        board=leaderboard_view(best, columns, "leaderboard-table", (*PINNED_COLUMNS, metric), in_sample),
         board_notes=notes.leaderboard_notes(best, columns),
         sweep=sweep,
         holdout=holdout,
@@ -169,38 +177,6 @@ def _rank_metric(run_info: dict) -> str:
 
 def _lower_is_better(metric: str) -> bool:
     return metric.removeprefix("oos_") in LOWER_IS_BETTER
-
-
-def _summary_cards(
-    best: pd.DataFrame, ranked: pd.DataFrame, metric: str, several: bool, prefix: str = ""
-) -> list[tuple[str, str]]:
-    """The cards at the top; `prefix` "oos_": the returns are a walk-forward's stitched out-of-sample ones."""
-    pairs = best["symbol"].nunique() if several else len(best)
-    cards = [("pairs", str(pairs))]
-    if several:
-        cards.append(("strategies", str(best["strategy"].nunique())))
-    cards += [("ranked", str(len(ranked))), ("failed", str(len(best) - len(ranked)))]
-    if len(ranked):
-        top = ranked.iloc[0]
-        if metric in ranked:
-            name = row_label(top["symbol"], top.get("strategy"), several)
-            cards.append((notes.best_card_label(metric, ranked), f"{name} {format_value(metric, top[metric])}"))
-        what = " (out of sample)" if prefix else ""
-        returns = pd.to_numeric(ranked[prefix + "total_return"], errors="coerce").dropna()
-        if len(returns):
-            cards.append((f"median return{what}", format_value("total_return", float(returns.median()))))
-        if prefix:
-            excess = pd.to_numeric(ranked["oos_total_return"] - ranked["oos_buy_hold_return"], errors="coerce").dropna()
-        else:
-            excess = pd.to_numeric(ranked["excess_return"], errors="coerce") if "excess_return" in ranked else None
-            excess = None if excess is None else excess.dropna()
-        if excess is not None:
-            cards.append((f"beat buy & hold{what}", f"{int((excess > 0).sum())} of {len(excess)}"))
-        if prefix and "wf_efficiency" in ranked:
-            efficiency = pd.to_numeric(ranked["wf_efficiency"], errors="coerce").dropna()
-            if len(efficiency):
-                cards.append(("median WF efficiency", format_value("wf_efficiency", float(efficiency.median()))))
-    return cards
 
 
 def _parameters(run_info: dict) -> list[tuple[str, object]]:
