@@ -175,15 +175,15 @@ def _run(args: argparse.Namespace) -> int:
             if len(symbols) == 1:
                 raise
             log.error("%s failed: %s", symbol, exc)
-            print(job.to_json({"symbol": symbol, "error": str(exc), "exit_code": exc.exit_code}), flush=True)
-            if args.results_url:
+            if args.results_url:  # the files first: they are the result, stdout is its log
                 job.write_error(args.results_url, symbol, str(exc), exc.exit_code)
+            _emit(job.to_json({"symbol": symbol, "error": str(exc), "exit_code": exc.exit_code}))
             exit_code = max(exit_code, exc.exit_code)
             failed.append(symbol)
             continue
         if args.results_url:
             job.write_result(args.results_url, result, equity)
-        print(job.to_json(result), flush=True)
+        _emit(job.to_json(result))
     if args.results_url and job_name:
         job.write_job_record(
             args.results_url,
@@ -216,7 +216,7 @@ def _check_strategy(args: argparse.Namespace) -> int:
     grid = make_grid(get_strategy(args.name), parse_assignments(args.param))
     candles = lookahead.check_candles(args.input) if args.input else None
     report = lookahead.check_grid(grid, candles, cuts=cuts)
-    print(json.dumps(report, allow_nan=False))
+    _emit(json.dumps(report, allow_nan=False))
     if not report["ok"]:
         print(f"error: {report['problem']}", file=sys.stderr)
         return EXIT_CHECK
@@ -226,7 +226,7 @@ def _check_strategy(args: argparse.Namespace) -> int:
 def _list_strategies(args: argparse.Namespace) -> int:
     from backtest.strategies import registry
 
-    print(json.dumps(registry.describe_all(), indent=1))
+    _emit(json.dumps(registry.describe_all(), indent=1))
     return 0
 
 
@@ -246,7 +246,7 @@ def _refresh(args: argparse.Namespace) -> int:
         api_url=args.api_url,
         extend_history=since_ms is not None,  # asked for history: get it, also before the stored candles
     )
-    print(refresh.summary_json(summary))
+    _emit(refresh.summary_json(summary))
     return 0
 
 
@@ -283,6 +283,20 @@ def keep_freed_memory(pad_bytes: int = 256 << 20) -> bool:
         return False
 
 
+class StdoutClosed(Exception):
+    """stdout's reader has gone (a broken pipe on stdout only: one elsewhere is an I/O error)."""
+
+
+def _emit(text: str) -> None:
+    """One piece of the command's output on stdout, flushed now (a job's log gets each result as it
+    is done, and no output is left for Python's flush at exit, where a broken pipe is no longer ours
+    to report)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -301,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except BrokenPipeError:
+    except StdoutClosed:
         # The reader of stdout left (`list-strategies | head`): nothing went wrong here. No message,
         # the exit of a process stopped by SIGPIPE, and stdout on /dev/null so that Python's flush
         # at exit does not complain either.

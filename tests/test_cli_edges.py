@@ -260,6 +260,12 @@ def test_demo_args_are_split_as_typed_with_json_as_one_word():
     assert split_args(natural + " --date 2026-06-01") == ["--strategies", json_word, "--date", "2026-06-01"]
     assert split_args(f"--strategies '{json_word}'") == ["--strategies", json_word]  # the shell's quoting too
     assert split_args(f"--strategies={json_word}") == [f"--strategies={json_word}"]
+    assert split_args(f"--param strategies={json_word} --days 2") == [
+        "--param",
+        f"strategies={json_word}",
+        "--days",
+        "2",
+    ]
     assert split_args("  --window '5d, 10d' --walk-forward 60d:20d ") == [
         "--window",
         "5d, 10d",
@@ -356,15 +362,20 @@ def test_list_strategies_shows_each_parameters_bounds_and_help():
             )
 
 
-def test_a_reader_that_leaves_early_is_exit_141_without_a_message():
+@pytest.mark.parametrize("unbuffered", ["1", None])
+def test_a_reader_that_leaves_early_is_exit_141_without_a_message(unbuffered):
     """`list-strategies | head`: the pipe's reader is gone before the first write (its end is
-    closed before the process starts), so every write fails with EPIPE."""
+    closed before the process starts), so every write fails with EPIPE; with Python's stdout
+    buffered too (PYTHONUNBUFFERED unset), where a short output would only fail at exit."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "backtest", "list-strategies"], stdout=write_end, stderr=subprocess.PIPE,
-            text=True, cwd=REPO, timeout=120,
+            text=True, cwd=REPO, timeout=120, env=env,
         )  # fmt: skip
     finally:
         os.close(write_end)

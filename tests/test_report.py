@@ -262,7 +262,7 @@ def test_a_hold_out_chart_draws_the_out_of_sample_curve_after_the_in_sample_one(
         points = path_points(out_of_sample, "equity-curve")  # every bar of the stored curve, in its scale
         assert len(points) == len(table) and np.all(np.diff(points[:, 0]) > 0)
         assert affine_residual(table["equity"].to_numpy(), points[:, 1]) < 0.01
-    assert "below, the hold-out: that combination traded on the bars no choice saw" in page
+    assert "second: the hold-out, that combination traded on the bars no choice saw" in page
 
 
 def test_buy_hold_and_drawdown_curves_match_the_metrics(finished):

@@ -48,13 +48,13 @@ class DagImportError(RuntimeError):
     """The DAG folder did not import cleanly."""
 
 
-_JSON_WORD = re.compile(r"(?:--[A-Za-z][\w-]*=)?[\[{]")
+_JSON_WORD = re.compile(r"(?:--[A-Za-z][\w-]*=|[A-Za-z_]\w*=)?[\[{]")  # also --param NAME=[...]
 
 
 def split_args(text: str) -> list[str]:
     """DEMO_ARGS as demo's options: words split at spaces as a shell would (`'...'` and `"..."`
     quote, a backslash escapes), except that a JSON list or object, from a `[` or `{` that begins
-    a word (or follows `--option=`) to its matching bracket, is one word however it is spaced. So both
+    a word (or follows `--option=` or `NAME=`) to its matching bracket, is one word however it is spaced. So both
     `--strategies [{"name": "sma_cross"}]` and the shell's `--strategies '[{"name": "sma_cross"}]'`
     give `--strategies` and the JSON. InputError for an unclosed quote or JSON that is not valid."""
     words: list[str] = []

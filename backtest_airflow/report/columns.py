@@ -229,8 +229,9 @@ def report_columns(
     if _given(table, "position_now"):  # what the strategy says now, in view without scrolling
         columns.insert(columns.index("excess_return") + 1 if "excess_return" in columns else at, "position_now")
     if oos and not (metric and metric.startswith("oos_")):  # ranked in sample: the hold-out's returns beside
-        after = columns.index("position_now") if "position_now" in columns else columns.index("excess_return")
-        columns[after + 1 : after + 1] = [c for c in oos[:2] if c not in columns]
+        anchors = [c for c in ("position_now", "excess_return") if c in columns]
+        after = columns.index(anchors[0]) + 1 if anchors else at
+        columns[after:after] = [c for c in ("oos_total_return", "oos_buy_hold_return") if c in oos and c not in columns]
     if varies("fee_bps"):
         columns.append("fee_bps")
     if uses_execution(table):

@@ -76,7 +76,7 @@ def selection_notes(best: pd.DataFrame, metric: str, run_info: dict) -> list[dic
         else:
             ranked = (
                 f"ranked on the in-sample figures ({metric}), the ones the combination was chosen on "
-                "(hindsight within the in-sample part); the OOS columns are the hold-out's"
+                "(hindsight within the in-sample part: the IS columns); the OOS columns are the hold-out's"
             )
         notes.append(
             {

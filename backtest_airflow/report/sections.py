@@ -174,9 +174,11 @@ def curves_section(
             curve["svg_oos"] = pair_chart(label, row, oos_times, oos_equity, oos_buy_hold, "oos_")
             curve["svg_oos_log"] = pair_chart(label, row, oos_times, oos_equity, oos_buy_hold, "oos_", log=True)
             notes.append(
-                "Above, the in-sample part of the window, where the combination was chosen; below, the "
-                "hold-out: that combination traded on the bars no choice saw (buy-and-hold from the hold-out's first close)."
+                "First chart: the in-sample part of the window, where the combination was chosen; second: the "
+                "hold-out, that combination traded on the bars no choice saw (buy-and-hold from the hold-out's first close)."
             )
+            if oos_buy_hold is None:
+                notes.append("Out-of-sample buy-and-hold unavailable: the candles could not be read.")
         elif holdout:
             notes.append(
                 "In-sample part of the window, where the combination was chosen (no out-of-sample curve stored)."

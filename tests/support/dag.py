@@ -61,7 +61,7 @@ def planned_run(dag, dag_run, data_url, conf: dict) -> tuple[RunPlan, list[dict]
     """A dag.test run's plan and jobs as `planning` and `jobs` make them (what its tasks ran), from its DAG's
     params and `conf`."""
     params = {name: dag.params[name] for name in dag.params} | conf
-    end = planning.as_of(dag_run.data_interval_end, dag_run.logical_date, dag_run.run_after)
+    end = planning.as_of(dag_run.data_interval_end, dag_run.logical_date, dag_run.run_after, dag_run.run_type)
     plan = make_plan(params, str(data_url), dag.dag_id, dag_run.run_id, end)
     settings = load_settings()
     return plan, job_kwargs(plan, str(data_url), dag_run.run_id, settings.job_vcpu, settings.job_memory_mib)
