@@ -4,7 +4,7 @@ execution engine (issue 19): to the bit on the machine that wrote the files, and
 
 Why not to the bit everywhere: numpy picks its SIMD kernels for the CPU it runs on (how a
 reduction is unrolled; AVX-512's own power, log and exp), so another CPU may round the last bits of
-a figure otherwise (measured: 4e-16 relative on an AMD EPYC without AVX-512). A change of the
+a figure otherwise (measured: up to 1.2e-15 relative, on an AMD EPYC without AVX-512). A change of the
 semantics (a fee, a bar, a fill) moves figures by many orders of magnitude more than 1e-10; every
 count, time, text and key must still be exactly equal.
 
