@@ -125,9 +125,8 @@ def as_of(
     interval's end), else the logical date, else (a trigger with no logical date) the time it was
     queued to run; always aligned down to the hour, so a window never ends inside a candle.
     """
-    asked = (
-        logical_date if getattr(run_type, "value", run_type) in TRIGGERED_RUN_TYPES else None
-    )  # an enum or its value
+    kind = getattr(run_type, "value", run_type)  # Airflow's DagRunType, or its value
+    asked = logical_date if kind in TRIGGERED_RUN_TYPES else None
     moment = asked or data_interval_end or logical_date or run_after
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 

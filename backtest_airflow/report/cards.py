@@ -28,15 +28,12 @@ def summary_cards(
             best_label = notes.best_card_label(metric, ranked)
             best_label += " (in sample)" if holdout and not metric.startswith("oos_") else ""
             cards.append((best_label, f"{name} {format_value(metric, top[metric])}"))
-        samples = (
-            [prefix]
-            if not holdout
-            else ["", "oos_"]
-            if {"oos_total_return", "oos_buy_hold_return"} <= set(ranked)
-            else [""]
-        )
-        for sample in samples:  # a hold-out: in sample, then out of sample
-            cards += _return_cards(ranked, sample, " (out of sample)" if sample else " (in sample)" if holdout else "")
+        if not holdout:
+            cards += _return_cards(ranked, prefix, " (out of sample)" if prefix else "")
+        else:  # in sample, then out of sample
+            cards += _return_cards(ranked, "", " (in sample)")
+            if {"oos_total_return", "oos_buy_hold_return"} <= set(ranked):
+                cards += _return_cards(ranked, "oos_", " (out of sample)")
         if prefix and "wf_efficiency" in ranked:
             efficiency = pd.to_numeric(ranked["wf_efficiency"], errors="coerce").dropna()
             if len(efficiency):

@@ -196,9 +196,11 @@ def curves_section(
             folds = result["walk_forward"]["folds"]
             boundaries = [np.datetime64(parse_time_ms(fold["test_start"]), "ms") for fold in folds[1:]]
             prefix, curve["folds"] = "oos_", _folds_view(result)
-        part = {"in_sample": held_out is not None}
-        curve["svg"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries, **part)
-        curve["svg_log"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries, log=True, **part)
+        in_sample = held_out is not None
+        curve["svg"] = pair_chart(label, row, times, equity, buy_hold, prefix, boundaries, in_sample=in_sample)
+        curve["svg_log"] = pair_chart(
+            label, row, times, equity, buy_hold, prefix, boundaries, log=True, in_sample=in_sample
+        )
         curve["trades"] = trades_view(folder, symbol, result or load_result(folder, symbol))
         # a walk-forward's parameters are per fold (below) and, next, the last fold's
         params = f"next params {row.get('next_params')}" if prefix else row.get("params", row.get("window"))

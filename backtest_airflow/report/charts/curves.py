@@ -143,9 +143,13 @@ def pair_chart(
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.3, 1])
     index = thin_index(len(times))
     x = times[index]
-    name = "strategy, in sample" if in_sample else "strategy"
+    holdout = prefix == "oos_" and boundaries is None  # a hold-out's out-of-sample curve
     if prefix == "oos_":
-        name = "hold-out, out of sample" if boundaries is None else "walk-forward, out of sample"
+        name, what, dd_label = f"{'hold-out' if holdout else 'walk-forward'}, out of sample", "out of sample", "max DD"
+    elif in_sample:
+        name, what, dd_label = "strategy, in sample", "in sample", "max drawdown"
+    else:
+        name, what, dd_label = "strategy", "strategy", "max drawdown"
     (line,) = top.plot(x, equity[index], color=STRATEGY_COLOR, linewidth=1.3, label=name)
     line.set_gid("equity-curve")
     dd = drawdown(equity)
@@ -174,14 +178,10 @@ def pair_chart(
         ax.spines[["top", "right"]].set_visible(False)
         ax.margins(x=0)
     rank = format_value("rank", row.get("rank"))
-    what, dd = (
-        ("out of sample", "max DD") if prefix == "oos_" else ("in sample" if in_sample else "strategy", "max drawdown")
-    )
     title = f"#{rank} {symbol}: {what} {format_value('total_return', row.get(prefix + 'total_return'))}"
     title += f", buy & hold {format_value('buy_hold_return', row.get(prefix + 'buy_hold_return'))}"
-    title += f", {dd} {format_value('max_drawdown', row.get(prefix + 'max_drawdown'))}"
+    title += f", {dd_label} {format_value('max_drawdown', row.get(prefix + 'max_drawdown'))}"
     top.set_title(title, loc="left", fontsize=11)
-    holdout = prefix == "oos_" and boundaries is None
     scale = "-log" if log else ""
     return figure_svg(
         fig,
